@@ -1,0 +1,43 @@
+"""se-analysis: where do Squeeze-and-Excitation gates become class-specific?
+
+    gates = analysis.find_gates(model)
+    stats = analysis.collect(model, loader, num_classes=10)
+    analysis.save_run(stats, "runs/x", meta={...})
+    run = analysis.load_run("runs/x")      # run.blocks, run.channels: pandas tables
+"""
+
+from .collect import GateHooks, collect
+from .errors import (
+    AnalysisError,
+    CheckpointError,
+    DataError,
+    GateValueError,
+    LabelError,
+    ModelSpecError,
+    NoGatesError,
+    RunFolderError,
+    StatsMismatchError,
+)
+from .gates import Gate, find_gates
+from .models import build_model, se_resnet
+from .stats import GateStats, StatsConfig
+
+__all__ = [
+    "AnalysisError",
+    "CheckpointError",
+    "DataError",
+    "Gate",
+    "GateHooks",
+    "GateStats",
+    "GateValueError",
+    "LabelError",
+    "ModelSpecError",
+    "NoGatesError",
+    "RunFolderError",
+    "StatsConfig",
+    "StatsMismatchError",
+    "build_model",
+    "collect",
+    "find_gates",
+    "se_resnet",
+]

@@ -1,0 +1,7 @@
+"""`python -m analysis ...` is the same as `se-analysis ...` (handy under torchrun)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

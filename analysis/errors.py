@@ -1,0 +1,41 @@
+"""The project's exceptions: one base class, one subclass per kind of bad input.
+
+The CLI catches `AnalysisError` and prints its message as one sentence with a non-zero exit,
+so every message here must make sense to a user on its own.
+"""
+
+
+class AnalysisError(Exception):
+    """Base class of every error the toolkit raises on purpose."""
+
+
+class NoGatesError(AnalysisError):
+    """The model holds no SE gate that the toolkit recognises."""
+
+
+class GateValueError(AnalysisError):
+    """Gate activations were NaN/inf or outside their declared range."""
+
+
+class LabelError(AnalysisError):
+    """A label is outside 0..num_classes-1."""
+
+
+class DataError(AnalysisError):
+    """A data source is missing, unreadable, empty or malformed."""
+
+
+class ModelSpecError(AnalysisError):
+    """A model specification or weights file cannot be turned into a model."""
+
+
+class CheckpointError(AnalysisError):
+    """A checkpoint file is missing, truncated, unsafe or does not match its architecture."""
+
+
+class RunFolderError(AnalysisError):
+    """A run folder is missing, incomplete, of another version, or would overwrite results."""
+
+
+class StatsMismatchError(AnalysisError):
+    """Two GateStats cannot be merged (different gates, classes, bins or seeds)."""

@@ -1,0 +1,329 @@
+"""GateStats: streaming, mergeable per-class statistics of every SE gate, kept on the model's device.
+
+    stats = GateStats(gates, num_classes=10, device="cuda")
+    stats.begin_batch(labels, ids)      # once per batch, before the forward
+    stats.update("SE_2_1", s)           # from each gate's hook, s: [N, C]
+
+Per gate, with K classes, C channels, S shards and B bins:
+
+* `count [S*K]` int64, `sum`/`sumsq [S*K, C]` float64: moments per shard and class. Shards are
+  disjoint parts of the data chosen by a hash of the sample id; the totals are their sums, and the
+  shards give jackknife intervals without storing anything per sample.
+* `hist [K*C*B]` int32: counts over B equal-width bins on [0, 1].
+* `reservoir [K*R+1, C]` float32: a uniform sample of R gate vectors per class (row K*R is a
+  scratch row that absorbs the samples not kept). Every sample gets a pseudo-random key from its id;
+  each class keeps the R smallest keys, so all gates keep the same samples and merging is exact.
+* `top_values`/`top_ids [C, k]`: per channel, the k samples with the largest gate.
+* `nonfinite`, `below`, `above`, `min`, `max`: problems seen, checked once by `check()`, because a
+  host sync inside a hook would stall the GPU.
+
+Nothing in `begin_batch` or `update` synchronises with the host. Memory does not depend on the
+number of images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .errors import GateValueError, LabelError, StatsMismatchError
+from .gates import Gate
+
+_PRIME = 2147483647  # 2**31 - 1: keeps every product of the hash below 2**62
+
+
+def _mix(x: torch.Tensor, a: int, b: int) -> torch.Tensor:
+    """One round of an integer hash on values in [0, 2**31 - 1)."""
+    x = x ^ (x >> 13)
+    x = (x * a + b) % _PRIME
+    return x ^ (x >> 7)
+
+
+def sample_hash(ids: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(key in (0, 1) float64, shard-hash int64) for each sample id: [N] int64 -> [N], [N]."""
+    x = (ids % _PRIME) ^ ((ids // _PRIME) % _PRIME)
+    x = _mix(x, 48271, (seed * 7919 + 1) % _PRIME)
+    x = _mix(x, 16807, 12345)
+    key = (_mix(x, 69621, 777) + 0.5) / _PRIME
+    return key.to(torch.float64), _mix(x, 39373, 4242)
+
+
+def top_k(values: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the k largest values with their ids; ties go to the smaller id, so that merging
+    partial results gives exactly the whole's answer. values, ids: [C, M] -> [C, k], [C, k]."""
+    by_id = ids.argsort(dim=1)
+    values, ids = values.gather(1, by_id), ids.gather(1, by_id)
+    order = values.nan_to_num(-float("inf")).sort(dim=1, descending=True, stable=True).indices[:, :k]
+    return values.gather(1, order), ids.gather(1, order)
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    """What GateStats keeps. Stored in the run's meta.json; two stats merge only if configs match."""
+
+    num_classes: int
+    bins: int = 20  # equal-width histogram bins on [0, 1]; 20 makes 0.1 and 0.9 bin edges
+    reservoir: int = 0  # gate vectors kept per class; 0 picks min(256, max(16, 4096 // K))
+    topk: int = 16  # samples kept per channel for image galleries
+    shards: int = 8  # disjoint data shards for jackknife intervals
+    seed: int = 0  # seeds the sample keys of the reservoir and the shard assignment
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 1:
+            raise LabelError(f"num_classes must be at least 1, not {self.num_classes}.")
+        if self.bins < 1 or self.topk < 1 or self.shards < 1 or self.reservoir < 0:
+            raise ValueError(f"bins, topk and shards must be >= 1 and reservoir >= 0: {self}")
+        if self.reservoir == 0:
+            object.__setattr__(self, "reservoir", min(256, max(16, 4096 // self.num_classes)))
+
+
+class GateStats:
+    """Sufficient statistics of every gate per class; see the module docstring for the layout."""
+
+    def __init__(
+        self,
+        gates: list[Gate],
+        config: StatsConfig,
+        class_names: list[str] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if any(g.channels is None for g in gates):
+            raise ValueError("every gate needs a channel count before statistics can be allocated")
+        if len({g.name for g in gates}) != len(gates):
+            raise ValueError("gate names must be unique")
+        self.gates = list(gates)
+        self.config = config
+        k = config.num_classes
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(k)]
+        if len(self.class_names) != k:
+            raise LabelError(f"{len(self.class_names)} class names given for {k} classes.")
+        self.device = torch.device(device)
+        slots = k * config.reservoir
+        dev = {"device": self.device}
+        self.samples = 0  # images seen, counted on the host from batch shapes
+        self.reservoir_keys = torch.full((slots + 1,), float("inf"), dtype=torch.float64, **dev)
+        self.reservoir_ids = torch.full((slots + 1,), -1, dtype=torch.int64, **dev)
+        self.tensors: dict[str, dict[str, torch.Tensor]] = {}
+        for g in self.gates:
+            c = g.channels
+            self.tensors[g.name] = {
+                "count": torch.zeros(config.shards * k, dtype=torch.int64, **dev),
+                "sum": torch.zeros(config.shards * k, c, dtype=torch.float64, **dev),
+                "sumsq": torch.zeros(config.shards * k, c, dtype=torch.float64, **dev),
+                "hist": torch.zeros(k * c * config.bins, dtype=torch.int32, **dev),
+                "reservoir": torch.zeros(slots + 1, c, dtype=torch.float32, **dev),
+                "top_values": torch.full((c, config.topk), -float("inf"), **dev),
+                "top_ids": torch.full((c, config.topk), -1, dtype=torch.int64, **dev),
+                "nonfinite": torch.zeros((), dtype=torch.int64, **dev),
+                "below": torch.zeros((), dtype=torch.int64, **dev),
+                "above": torch.zeros((), dtype=torch.int64, **dev),
+                "min": torch.full((), float("inf"), **dev),
+                "max": torch.full((), -float("inf"), **dev),
+            }
+        self._batch: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ streaming
+
+    def begin_batch(self, labels: torch.Tensor, ids: torch.Tensor) -> None:
+        """Prepare the per-batch indices every gate's update shares. labels, ids: [N] int64.
+
+        Labels are checked here, on the host, when they arrive on the CPU (as from a DataLoader).
+        """
+        k, r = self.config.num_classes, self.config.reservoir
+        if labels.device.type == "cpu" and labels.numel():
+            lo, hi = int(labels.min()), int(labels.max())
+            if lo < 0 or hi >= k:
+                bad = lo if lo < 0 else hi
+                raise LabelError(f"label {bad} is outside the {k} classes 0..{k - 1}.")
+        n = labels.shape[0]
+        y = labels.to(self.device, torch.int64, non_blocking=True)
+        ids = ids.to(self.device, torch.int64, non_blocking=True)
+        key, shard_hash = sample_hash(ids, self.config.seed)
+        # Reservoir: each class keeps the r smallest keys among its old entries and this batch.
+        own = y[None, :] == torch.arange(k, device=self.device)[:, None]  # [K, N]
+        old_keys = self.reservoir_keys[:-1].view(k, r)
+        cand = torch.cat([old_keys, torch.where(own, key[None, :], float("inf"))], dim=1)
+        kept_keys, pos = cand.topk(r, dim=1, largest=False)  # [K, r]
+        is_new = (pos >= r) & torch.isfinite(kept_keys)
+        old_kept = torch.zeros(k, r + 1, dtype=torch.bool, device=self.device)
+        old_kept.scatter_(1, torch.where(pos < r, pos, r), True)
+        free = ~old_kept[:, :r]  # slots whose old entry was dropped (or never filled)
+        # The j-th new entry of class c goes to the j-th free slot of class c.
+        free_rank = free.cumsum(1) - 1
+        slot_of_rank = torch.full((k, r + 1), r, dtype=torch.int64, device=self.device)
+        slot_of_rank.scatter_(1, torch.where(free, free_rank, r), torch.arange(r, device=self.device).expand(k, r))
+        new_rank = torch.where(is_new, is_new.cumsum(1) - 1, r)
+        dest = slot_of_rank.gather(1, new_rank) + torch.arange(k, device=self.device)[:, None] * r
+        trash = k * r
+        sample = torch.where(is_new, pos - r, n)  # batch row of each kept new entry, n = none
+        dest_of_sample = torch.full((n + 1,), trash, dtype=torch.int64, device=self.device)
+        dest_of_sample.scatter_(0, sample.flatten(), torch.where(is_new, dest, trash).flatten())
+        dest_of_sample = dest_of_sample[:n]
+        self.reservoir_keys.index_copy_(0, dest_of_sample, key)
+        self.reservoir_ids.index_copy_(0, dest_of_sample, ids)
+        self._batch = {
+            "y": y,
+            "ids": ids,
+            "row": (shard_hash % self.config.shards) * k + y,
+            "dest": dest_of_sample,
+            "ones": torch.ones(n, dtype=torch.int64, device=self.device),
+        }
+        self.samples += n
+
+    def update(self, name: str, s: torch.Tensor) -> None:
+        """Add one batch of gate values s [N, C] (any float dtype) of gate `name`."""
+        t, b = self.tensors[name], self._batch
+        bins = self.config.bins
+        s32 = s.detach().float()
+        s64 = s32.double()
+        t["count"].index_add_(0, b["row"], b["ones"])
+        t["sum"].index_add_(0, b["row"], s64)
+        t["sumsq"].index_add_(0, b["row"], s64 * s64)
+        c = s.shape[1]
+        # Out-of-range values are counted (and reported by check), the clamp only keeps indices valid.
+        bin_index = (s32 * bins).floor().clamp_(0, bins - 1).nan_to_num_(0).long()
+        cell = (b["y"][:, None] * c + torch.arange(c, device=s.device)) * bins + bin_index
+        t["hist"].index_add_(0, cell.flatten(), torch.ones(cell.numel(), dtype=torch.int32, device=s.device))
+        t["reservoir"].index_copy_(0, b["dest"], s32)
+        values = torch.cat([t["top_values"], s32.t()], dim=1)
+        ids = torch.cat([t["top_ids"], b["ids"].expand(c, -1)], dim=1)
+        top_values, top_ids = top_k(values, ids, self.config.topk)
+        t["top_values"].copy_(top_values)
+        t["top_ids"].copy_(top_ids)
+        t["nonfinite"] += (~torch.isfinite(s32)).sum()
+        t["below"] += (s32 < 0).sum()
+        t["above"] += (s32 > 1).sum()
+        torch.minimum(t["min"], s32.amin(), out=t["min"])
+        torch.maximum(t["max"], s32.amax(), out=t["max"])
+
+    def check(self) -> None:
+        """Raise GateValueError for NaN/inf gates, gates outside [0, 1] or gates that never fired.
+
+        The one place that reads device counters back to the host: call it after the last batch.
+        """
+        for g in self.gates:
+            t = self.tensors[g.name]
+            seen = int(t["count"].sum())
+            if seen != self.samples:
+                raise GateValueError(
+                    f"gate {g.name} ({g.path}) saw {seen} of {self.samples} samples; "
+                    "its module did not run on every forward pass."
+                )
+            bad = int(t["nonfinite"])
+            if bad:
+                raise GateValueError(
+                    f"gate {g.name} produced {bad} NaN or infinite values; "
+                    "the input data contains NaN or the model overflowed (try --amp bf16 or none)."
+                )
+            out = int(t["below"]) + int(t["above"])
+            if out:
+                raise GateValueError(
+                    f"gate {g.name} produced {out} values outside [0, 1] (min {float(t['min']):.4g}, "
+                    f"max {float(t['max']):.4g}); {g.path} is not a sigmoid-type gate."
+                )
+
+    # ------------------------------------------------------------------ reading (CPU copies)
+
+    def moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(count [S, K] int64, sum [S, K, C] float64, sumsq [S, K, C] float64) on the CPU."""
+        t, s, k = self.tensors[name], self.config.shards, self.config.num_classes
+        c = t["sum"].shape[1]
+        return t["count"].view(s, k).cpu(), t["sum"].view(s, k, c).cpu(), t["sumsq"].view(s, k, c).cpu()
+
+    def histogram(self, name: str) -> torch.Tensor:
+        """[K, C, B] int64 counts; bin b is [b/B, (b+1)/B), the last bin includes 1."""
+        t = self.tensors[name]
+        return t["hist"].view(self.config.num_classes, -1, self.config.bins).cpu().long()
+
+    def reservoir(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(values [n, C] float32, labels [n], ids [n]) of the kept samples, ordered by key."""
+        keys = self.reservoir_keys[:-1].cpu()
+        kept = torch.isfinite(keys).nonzero().flatten()
+        kept = kept[keys[kept].argsort()]
+        values = self.tensors[name]["reservoir"][:-1].cpu()[kept]
+        return values, kept // self.config.reservoir, self.reservoir_ids[:-1].cpu()[kept]
+
+    def top(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values [C, k], ids [C, k]) of the samples that open each channel most; id -1 = empty."""
+        t = self.tensors[name]
+        return t["top_values"].cpu(), t["top_ids"].cpu()
+
+    # ------------------------------------------------------------------ combining and storing
+
+    def merge(self, other: GateStats) -> GateStats:
+        """Add `other` (statistics of disjoint samples) into self; the result equals the union's."""
+        if self.config != other.config or self.gates != other.gates:
+            raise StatsMismatchError(
+                "cannot merge statistics of different gates or settings: "
+                f"{self.config} with {[g.name for g in self.gates]} vs "
+                f"{other.config} with {[g.name for g in other.gates]}."
+            )
+        k, r = self.config.num_classes, self.config.reservoir
+        keys = torch.cat([self.reservoir_keys[:-1].view(k, r), other.reservoir_keys[:-1].view(k, r).to(self.device)], 1)
+        kept_keys, pos = keys.topk(r, dim=1, largest=False)
+        flat = (pos // r) * (k * r) + torch.arange(k, device=self.device)[:, None] * r + pos % r
+        flat = flat.flatten()
+
+        def pick(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return torch.cat([a[:-1], b[:-1].to(self.device)])[flat]
+
+        self.reservoir_ids[:-1] = pick(self.reservoir_ids, other.reservoir_ids)
+        for g in self.gates:
+            a, b = self.tensors[g.name], other.tensors[g.name]
+            a["reservoir"][:-1] = pick(a["reservoir"], b["reservoir"])
+            for field in ("count", "sum", "sumsq", "hist", "nonfinite", "below", "above"):
+                a[field] += b[field].to(self.device)
+            torch.minimum(a["min"], b["min"].to(self.device), out=a["min"])
+            torch.maximum(a["max"], b["max"].to(self.device), out=a["max"])
+            values = torch.cat([a["top_values"], b["top_values"].to(self.device)], 1)
+            ids = torch.cat([a["top_ids"], b["top_ids"].to(self.device)], 1)
+            top_values, top_ids = top_k(values, ids, self.config.topk)
+            a["top_values"].copy_(top_values)
+            a["top_ids"].copy_(top_ids)
+        self.reservoir_keys[:-1] = kept_keys.flatten()
+        self.samples += other.samples
+        return self
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Flat CPU tensors `{gate}/{field}`, for safetensors."""
+        out = {"_reservoir/keys": self.reservoir_keys.cpu(), "_reservoir/ids": self.reservoir_ids.cpu()}
+        for name, fields in self.tensors.items():
+            for field, value in fields.items():
+                out[f"{name}/{field}"] = value.cpu().contiguous()
+        return out
+
+    def describe(self) -> dict:
+        """JSON-able description that, with state_dict, rebuilds these statistics."""
+        return {
+            "config": asdict(self.config),
+            "gates": [asdict(g) for g in self.gates],
+            "class_names": self.class_names,
+            "samples": self.samples,
+        }
+
+    @classmethod
+    def from_state(cls, description: dict, tensors: dict[str, torch.Tensor]) -> GateStats:
+        """Inverse of (describe, state_dict); raises KeyError/ValueError on a mismatched file."""
+        gates = [Gate(**g) for g in description["gates"]]
+        stats = cls(gates, StatsConfig(**description["config"]), description["class_names"])
+        stats.samples = int(description["samples"])
+        stats.reservoir_keys = tensors["_reservoir/keys"]
+        stats.reservoir_ids = tensors["_reservoir/ids"]
+        for name, fields in stats.tensors.items():
+            for field, value in fields.items():
+                loaded = tensors[f"{name}/{field}"]
+                if loaded.shape != value.shape or loaded.dtype != value.dtype:
+                    raise ValueError(f"{name}/{field} has shape {tuple(loaded.shape)}, expected {tuple(value.shape)}")
+                fields[field] = loaded
+        return stats
+
+    def to(self, device: torch.device | str) -> GateStats:
+        """Move every tensor to `device` (e.g. to the CPU before merging across machines)."""
+        self.device = torch.device(device)
+        self.reservoir_keys = self.reservoir_keys.to(device)
+        self.reservoir_ids = self.reservoir_ids.to(device)
+        for fields in self.tensors.values():
+            for field in fields:
+                fields[field] = fields[field].to(device)
+        return self

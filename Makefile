@@ -1,0 +1,34 @@
+# `make demo` and `make test` set everything up on a fresh clone (Debian, Python 3.11, root or sudo).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# This machine kind serves these two from local disk; override on other machines.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed data
+
+data:
+	@[ -d $(FMNIST) ] || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; } \
+	  || echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST tests will be skipped"
+
+demo: setup
+	$(VENV)/bin/se-analysis collect --model se_resnet20 --random-init --data fashion-mnist:test --out runs/demo --overwrite
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/collect_overhead.py
+
+clean:
+	rm -rf $(VENV) runs

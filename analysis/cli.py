@@ -1,0 +1,252 @@
+"""The `se-analysis` command: thin subcommands over the library.
+
+Every subcommand returns an exit code; any AnalysisError becomes one sentence on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import pandas as pd
+import torch
+
+from .errors import AnalysisError, ModelSpecError
+
+if TYPE_CHECKING:
+    from .run import Run
+
+SHOW_COLUMNS = {
+    "block": "block",
+    "channels": "C",
+    "eta2_mean": "eta2",
+    "eta2_null": "null",
+    "eta2_ci_low": "ci_low",
+    "eta2_ci_high": "ci_high",
+    "frac_significant": "sig",
+    "mi_bits_mean": "MI_bits",
+    "class_corr_mean": "class_r",
+    "probe_acc": "probe",
+    "probe_chance": "chance",
+    "sat_high": ">=0.9",
+    "sat_low": "<=0.1",
+    "gate_mean": "mean",
+}
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelSpecError(f"device {name} was asked for, but this machine has no CUDA GPU.")
+    return torch.device(name)
+
+
+def format_blocks(run: Run) -> str:
+    """The per-block table and the onset line, as printed by `show`, `collect` and `demo`."""
+    blocks = run.blocks[[c for c in SHOW_COLUMNS if c in run.blocks]].rename(columns=SHOW_COLUMNS)
+    meta = run.meta
+    head = (
+        f"run {run.path}: model {meta.get('model', '?')}, data {meta.get('data', {}).get('spec', '?')}, "
+        f"{meta['stats']['samples']} samples, {meta['stats']['config']['num_classes']} classes, "
+        f"{len(blocks)} SE blocks"
+    )
+    with pd.option_context("display.width", 200, "display.max_rows", 500):
+        table = blocks.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    onset = meta["onset"]
+    onset_line = (
+        f"onset block: {onset['block']}" if onset["block"] else "onset block: none (no block passes the rule)"
+    )
+    return f"{head}\n{table}\n{onset_line}  [rule: {onset['rule']}]"
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from .checkpoint import checkpoint_paths
+    from .collect import collect
+    from .data import make_loader, open_data
+    from .modelspec import build_from_spec, input_shape
+    from .models import ARCHITECTURES
+    from .run import check_writable, save_run
+    from .stats import StatsConfig
+
+    check_writable(args.out, args.overwrite)
+    device = resolve_device(args.device)
+    if args.model in ARCHITECTURES:
+        source = open_data(args.data, image_size=args.image_size)
+        channels = source.dataset[0][0].shape[0]
+        model, checkpoint = build_from_spec(
+            args.model, weights=args.weights, random_init=args.random_init,
+            num_classes=source.num_classes, in_channels=channels,
+        )
+    else:
+        model, checkpoint = build_from_spec(args.model, weights=args.weights, random_init=args.random_init)
+        channels, size = input_shape(model)
+        source = open_data(args.data, image_size=args.image_size or size, channels=channels)
+    model.to(device)
+    loader = make_loader(source, args.batch_size, workers=args.workers, limit=args.limit)
+    config = StatsConfig(
+        source.num_classes, bins=args.bins, reservoir=args.reservoir, topk=args.topk,
+        shards=args.shards, seed=args.seed,
+    )
+    total = min(len(source.dataset), args.limit) if args.limit else len(source.dataset)
+    stats = collect(
+        model, loader, source.num_classes, gate_pattern=args.gates, class_names=source.class_names,
+        config=config, amp=None if args.amp == "none" else args.amp, channels_last=args.channels_last,
+        compile=args.compile, progress=not args.quiet, total=total,
+    )
+    weights_file = args.weights or (checkpoint_paths(args.model)[0] if checkpoint else None)
+    meta = {
+        "model": args.model,
+        "weights": str(weights_file) if weights_file else None,
+        "weights_sha256": sha256(weights_file) if weights_file else None,
+        "random_init": args.random_init,
+        "checkpoint": checkpoint,
+        "data": source.describe(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "args": {k: v for k, v in vars(args).items() if k != "func"},
+    }
+    run = save_run(stats, args.out, meta, overwrite=args.overwrite, min_excess=args.onset_min_excess)
+    print(format_blocks(run))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .run import load_run
+
+    print(format_blocks(load_run(args.run)))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .run import check_writable
+    from .train import TrainConfig, train
+
+    check_writable(args.out, args.overwrite)
+    config = TrainConfig(
+        arch=args.arch, se=args.se, reduction=args.reduction, width=args.width, data=args.data,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
+        seed=args.seed, snapshots=tuple(int(e) for e in args.snapshots.split(",") if e),
+        workers=args.workers, limit=args.limit,
+    )
+    result = train(config, args.out, device=args.device, progress=not args.quiet)
+    print(f"test accuracy {result.test_accuracy:.4f} after {result.epochs} epochs in {result.seconds:.0f} s; "
+          f"checkpoint {result.checkpoint}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .data import make_loader, open_data
+    from .modelspec import build_from_spec, input_shape
+    from .train import evaluate
+
+    device = resolve_device(args.device)
+    model, _ = build_from_spec(args.model, weights=args.weights, random_init=args.random_init)
+    channels, size = input_shape(model)
+    source = open_data(args.data, image_size=args.image_size or size, channels=channels)
+    accuracy, loss = evaluate(model.to(device), make_loader(source, args.batch_size, limit=args.limit), device)
+    print(f"top-1 accuracy {accuracy:.4f}, loss {loss:.4f} on {args.data} ({args.limit or len(source.dataset)} samples)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="se-analysis", description="Where do the gates of an SE network become class-specific?"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("collect", help="collect gate statistics over a data set and write a run folder")
+    p.add_argument("--model", required=True, help="se_resnet20 | timm:NAME | torchvision:NAME")
+    p.add_argument("--data", required=True, help="fashion-mnist[:train|:test] | imagefolder:PATH | synthetic:k=v,...")
+    p.add_argument("--out", required=True, type=Path, help="run folder to write")
+    p.add_argument("--weights", type=Path, help="state dict (.pth, .pt) or .safetensors file, loaded without code")
+    p.add_argument("--random-init", action="store_true", help="allow a model with random weights")
+    p.add_argument("--gates", help="regular expression over module paths naming the gate modules yourself")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--limit", type=int, help="use only the first N samples")
+    p.add_argument("--image-size", type=int, help="resize/crop images to this size (default: the model's)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the hooked model")
+    p.add_argument("--bins", type=int, default=20, help="histogram bins on [0, 1]")
+    p.add_argument("--reservoir", type=int, default=0, help="gate vectors kept per class (0: automatic)")
+    p.add_argument("--topk", type=int, default=16, help="top samples kept per channel")
+    p.add_argument("--shards", type=int, default=8, help="data shards for jackknife intervals")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--onset-min-excess", type=float, default=None, help="onset rule: eta2 above null by this")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("train", help="train a project SE-ResNet and save a checkpoint with epoch snapshots")
+    p.add_argument("--arch", default="se_resnet20")
+    p.add_argument("--se", choices=("se", "nosqueeze", "none"), default="se", help="SE block or the paper's ablations")
+    p.add_argument("--reduction", type=int, default=4, help="SE reduction ratio r")
+    p.add_argument("--width", type=int, help="first-stage width")
+    p.add_argument("--data", default="fashion-mnist:train")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--schedule", choices=("cosine", "step"), default="cosine")
+    p.add_argument("--snapshots", default="1,2,5,10", help="epochs to keep as snapshots, comma-separated")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--limit", type=int, help="train on the first N samples only")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, type=Path, help="checkpoint folder")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="top-1 accuracy of a model on a data set")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--weights", type=Path)
+    p.add_argument("--random-init", action="store_true")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("show", help="print the per-block table of a run and its onset block")
+    p.add_argument("run", type=Path)
+    p.set_defaults(func=cmd_show)
+    return parser
+
+
+def one_sentence(error: Exception) -> str:
+    """The user-facing line of an error; errors raised in DataLoader workers arrive wrapped in a
+    traceback, whose last line holds the original message."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    last = lines[-1] if lines else type(error).__name__
+    return last.split(": ", 1)[1] if len(lines) > 1 and last.startswith("analysis.errors.") else last
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except AnalysisError as e:
+        print(f"se-analysis: error: {one_sentence(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("se-analysis: interrupted; nothing was written.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

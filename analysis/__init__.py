@@ -6,6 +6,7 @@
     run = analysis.load_run("runs/x")      # run.blocks, run.channels: pandas tables
 """
 
+from . import metrics
 from .collect import GateHooks, collect
 from .errors import (
     AnalysisError,
@@ -20,6 +21,7 @@ from .errors import (
 )
 from .gates import Gate, find_gates
 from .models import build_model, se_resnet
+from .run import Run, load_run, save_run
 from .stats import GateStats, StatsConfig
 
 __all__ = [
@@ -36,8 +38,12 @@ __all__ = [
     "RunFolderError",
     "StatsConfig",
     "StatsMismatchError",
+    "Run",
+    "load_run",
+    "save_run",
     "build_model",
     "collect",
     "find_gates",
+    "metrics",
     "se_resnet",
 ]

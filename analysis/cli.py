@@ -6,15 +6,14 @@ Every subcommand returns an exit code; any AnalysisError becomes one sentence on
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
-import torch
 
-from .errors import AnalysisError, ModelSpecError
+from .errors import AnalysisError
 
 if TYPE_CHECKING:
     from .run import Run
@@ -37,22 +36,6 @@ SHOW_COLUMNS = {
 }
 
 
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelSpecError(f"device {name} was asked for, but this machine has no CUDA GPU.")
-    return torch.device(name)
-
-
 def format_blocks(run: Run) -> str:
     """The per-block table and the onset line, as printed by `show`, `collect` and `demo`."""
     blocks = run.blocks[[c for c in SHOW_COLUMNS if c in run.blocks]].rename(columns=SHOW_COLUMNS)
@@ -72,52 +55,25 @@ def format_blocks(run: Run) -> str:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from .checkpoint import checkpoint_paths
-    from .collect import collect
-    from .data import make_loader, open_data
-    from .modelspec import build_from_spec, input_shape
-    from .models import ARCHITECTURES
-    from .run import check_writable, save_run
-    from .stats import StatsConfig
+    from .job import CollectJob, run_collect
 
-    check_writable(args.out, args.overwrite)
-    device = resolve_device(args.device)
-    if args.model in ARCHITECTURES:
-        source = open_data(args.data, image_size=args.image_size)
-        channels = source.dataset[0][0].shape[0]
-        model, checkpoint = build_from_spec(
-            args.model, weights=args.weights, random_init=args.random_init,
-            num_classes=source.num_classes, in_channels=channels,
-        )
-    else:
-        model, checkpoint = build_from_spec(args.model, weights=args.weights, random_init=args.random_init)
-        channels, size = input_shape(model)
-        source = open_data(args.data, image_size=args.image_size or size, channels=channels)
-    model.to(device)
-    loader = make_loader(source, args.batch_size, workers=args.workers, limit=args.limit)
-    config = StatsConfig(
-        source.num_classes, bins=args.bins, reservoir=args.reservoir, topk=args.topk,
-        shards=args.shards, seed=args.seed,
+    job = CollectJob(**{f.name: getattr(args, f.name) for f in fields(CollectJob) if f.name != "progress"},
+                     progress=not args.quiet)
+    print(format_blocks(run_collect(job)))
+    return 0
+
+
+DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "fmnist_se20"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .job import CollectJob, run_collect
+
+    job = CollectJob(
+        model=str(args.model), data="fashion-mnist:test", out=args.out, batch_size=250,
+        overwrite=True, progress=not args.quiet,
     )
-    total = min(len(source.dataset), args.limit) if args.limit else len(source.dataset)
-    stats = collect(
-        model, loader, source.num_classes, gate_pattern=args.gates, class_names=source.class_names,
-        config=config, amp=None if args.amp == "none" else args.amp, channels_last=args.channels_last,
-        compile=args.compile, progress=not args.quiet, total=total,
-    )
-    weights_file = args.weights or (checkpoint_paths(args.model)[0] if checkpoint else None)
-    meta = {
-        "model": args.model,
-        "weights": str(weights_file) if weights_file else None,
-        "weights_sha256": sha256(weights_file) if weights_file else None,
-        "random_init": args.random_init,
-        "checkpoint": checkpoint,
-        "data": source.describe(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "args": {k: v for k, v in vars(args).items() if k != "func"},
-    }
-    run = save_run(stats, args.out, meta, overwrite=args.overwrite, min_excess=args.onset_min_excess)
-    print(format_blocks(run))
+    print(format_blocks(run_collect(job)))
     return 0
 
 
@@ -146,14 +102,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .data import make_loader, open_data
-    from .modelspec import build_from_spec, input_shape
+    from .data import make_loader
+    from .job import open_model_and_data, resolve_device
     from .train import evaluate
 
     device = resolve_device(args.device)
-    model, _ = build_from_spec(args.model, weights=args.weights, random_init=args.random_init)
-    channels, size = input_shape(model)
-    source = open_data(args.data, image_size=args.image_size or size, channels=channels)
+    model, _, source = open_model_and_data(
+        args.model, args.data, weights=args.weights, random_init=args.random_init, image_size=args.image_size
+    )
     accuracy, loss = evaluate(model.to(device), make_loader(source, args.batch_size, limit=args.limit), device)
     print(f"top-1 accuracy {accuracy:.4f}, loss {loss:.4f} on {args.data} ({args.limit or len(source.dataset)} samples)")
     return 0
@@ -220,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="collect on the shipped Fashion-MNIST SE-ResNet-20 and print its block table")
+    p.add_argument("--model", type=Path, default=DEMO_CHECKPOINT, help="checkpoint to use")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (replaced on each demo)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("show", help="print the per-block table of a run and its onset block")
     p.add_argument("run", type=Path)

@@ -52,11 +52,16 @@ def save_run(
     meta: dict[str, Any] | None = None,
     *,
     overwrite: bool = False,
-    min_excess: float = metrics.ONSET_MIN_EXCESS,
+    min_excess: float | None = None,
 ) -> Run:
-    """Compute the tables from `stats` and write the run folder `out` atomically."""
+    """Compute the tables from `stats` and write the run folder `out` atomically.
+
+    `min_excess` sets the onset rule's effect size (default metrics.ONSET_MIN_EXCESS).
+    """
     out = check_writable(out, overwrite)
-    blocks = metrics.block_table(stats)
+    min_excess = metrics.ONSET_MIN_EXCESS if min_excess is None else min_excess
+    channels = metrics.channel_table(stats)
+    blocks = metrics.block_table(stats, channels=channels)
     onset = metrics.find_onset(blocks, min_excess=min_excess)
     full_meta = {
         "version": RUN_VERSION,
@@ -74,7 +79,7 @@ def save_run(
     try:
         save_file(stats.state_dict(), str(tmp / "stats.safetensors"))
         blocks.to_parquet(tmp / "blocks.parquet", index=False)
-        metrics.channel_table(stats).to_parquet(tmp / "channels.parquet", index=False)
+        channels.to_parquet(tmp / "channels.parquet", index=False)
         metrics.class_mean_table(stats).to_parquet(tmp / "class_means.parquet", index=False)
         # meta.json last: its presence marks a complete folder.
         (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2, default=str))

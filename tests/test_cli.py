@@ -138,3 +138,14 @@ def test_console_script_exit_code_without_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "not a run folder" in proc.stderr
+
+
+def test_corrupt_image_in_a_worker_process_is_one_sentence(tmp_path, capsys):
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        Image.new("RGB", (40, 30), (10, 200, 30)).save(tmp_path / "imgs" / cls / "ok.jpg")
+    (tmp_path / "imgs" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    args = collect_args(tmp_path / "run", "--random-init", "--workers", "1", "--image-size", "32", data=f"imagefolder:{tmp_path / 'imgs'}")
+    assert "broken.jpg" in error_of(capsys, args)

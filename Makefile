@@ -22,7 +22,7 @@ data:
 	  || echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST tests will be skipped"
 
 demo: setup
-	$(VENV)/bin/se-analysis collect --model se_resnet20 --random-init --data fashion-mnist:test --out runs/demo --overwrite
+	$(VENV)/bin/se-analysis demo
 
 test: setup
 	$(PY) -m pytest

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo test bench clean
+.PHONY: setup data browser demo test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,15 @@ data:
 	@[ -d $(FMNIST) ] || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; } \
 	  || echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST tests will be skipped"
 
+# Chromium for the dashboard's real-browser test (Playwright drives it; never `playwright install`).
+browser:
+	@[ -x /usr/bin/chromium ] || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; } \
+	  || echo "warning: could not install chromium; the browser test will be skipped"
+
 demo: setup
 	$(VENV)/bin/se-analysis demo
 
-test: setup
+test: setup browser
 	$(PY) -m pytest
 
 bench: setup

@@ -5,6 +5,7 @@
     runs/x/blocks.parquet       one row per SE block (see analysis.metrics)
     runs/x/channels.parquet     one row per gate channel
     runs/x/class_means.parquet  one row per block x class x channel
+    runs/x/<extra>.parquet      tables added later by other commands (EXTRA_TABLES), e.g. ablations
 
 The folder is written under a temporary name and renamed into place, so an interrupted run never
 leaves a folder that looks complete, and an existing run is replaced only when asked.
@@ -24,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from . import metrics
@@ -34,6 +35,7 @@ from .versions import software_versions
 
 RUN_VERSION = 1
 TABLES = ("blocks", "channels", "class_means")
+EXTRA_TABLES = ("interventions", "attributions", "attribution_blocks")
 
 
 def check_writable(out: str | Path, overwrite: bool = False) -> Path:
@@ -105,8 +107,11 @@ class Run:
     _cache: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def table(self, name: str) -> pd.DataFrame:
-        if name not in TABLES:
-            raise RunFolderError(f"a run has no table {name!r}; tables: {', '.join(TABLES)}.")
+        """A table of the run; RunFolderError if the run does not have it."""
+        if name not in TABLES + EXTRA_TABLES:
+            raise RunFolderError(f"a run has no table {name!r}; tables: {', '.join(TABLES + EXTRA_TABLES)}.")
+        if name in EXTRA_TABLES and not self.has_table(name):
+            raise RunFolderError(f"{self.path} has no {name} table yet.")
         if name not in self._cache:
             try:
                 self._cache[name] = pd.read_parquet(self.path / f"{name}.parquet")
@@ -129,6 +134,36 @@ class Run:
     @property
     def onset(self) -> str | None:
         return self.meta["onset"]["block"]
+
+    def has_table(self, name: str) -> bool:
+        return (self.path / f"{name}.parquet").is_file()
+
+    def add_table(self, name: str, table: pd.DataFrame) -> None:
+        """Store an extra table in the run (replacing an older one), atomically."""
+        if name not in EXTRA_TABLES:
+            raise RunFolderError(f"{name!r} is not an extra run table; extra tables: {', '.join(EXTRA_TABLES)}.")
+        tmp = self.path / f".{name}.parquet.tmp-{os.getpid()}"
+        try:
+            table.to_parquet(tmp, index=False)
+            os.replace(tmp, self.path / f"{name}.parquet")
+        finally:
+            tmp.unlink(missing_ok=True)
+        self._cache[name] = table
+
+    def gate_tensor(self, gate: str, field: str) -> torch.Tensor:
+        """One stored tensor of one gate (e.g. "hist", "top_ids"), read alone from the file.
+
+        Reading a single tensor keeps the dashboard fast on ImageNet-scale runs, whose full
+        statistics are gigabytes.
+        """
+        key = f"{gate}/{field}"
+        try:
+            with safe_open(str(self.path / "stats.safetensors"), framework="pt") as f:
+                if key not in f.keys():
+                    raise RunFolderError(f"{self.path}/stats.safetensors has no {key}.")
+                return f.get_tensor(key)
+        except (OSError, SafetensorError) as e:
+            raise RunFolderError(f"{self.path}/stats.safetensors is damaged or unreadable: {e}.") from None
 
     @cached_property
     def stats(self) -> GateStats:

@@ -69,12 +69,42 @@ DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "fmni
 def cmd_demo(args: argparse.Namespace) -> int:
     from .job import CollectJob, run_collect
 
+    from .report import write_reports
+
     job = CollectJob(
         model=str(args.model), data="fashion-mnist:test", out=args.out, batch_size=250,
         overwrite=True, progress=not args.quiet,
     )
     print(format_blocks(run_collect(job)))
+    (report,) = write_reports([args.out], args.reports, progress=False)
+    print(f"report {report.html}\nexplore: se-analysis dashboard --runs {args.out.parent}")
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_reports
+
+    reports = write_reports(args.runs, args.out, pdf=args.pdf, progress=not args.quiet)
+    for report in reports:
+        print(f"report {report.html}")
+    if len(reports) > 1:
+        print(f"index {Path(args.out) / 'index.html'}")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from .errors import RunFolderError
+
+    if not args.runs.is_dir():
+        raise RunFolderError(f"{args.runs} is not a folder of runs; make one with `se-analysis demo`.")
+    app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
+               "--server.address", args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    env = {**os.environ, "SE_ANALYSIS_RUNS": str(args.runs.resolve())}
+    return subprocess.call(command, env=env)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -130,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gates", help="regular expression over module paths naming the gate modules yourself")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--decode", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="decode images with PIL in the workers (cpu) or JPEGs with nvjpeg (gpu); "
+                        "auto: gpu for an imagefolder on a CUDA device")
     p.add_argument("--limit", type=int, help="use only the first N samples")
     p.add_argument("--image-size", type=int, help="resize/crop images to this size (default: the model's)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -180,8 +213,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="collect on the shipped Fashion-MNIST SE-ResNet-20 and print its block table")
     p.add_argument("--model", type=Path, default=DEMO_CHECKPOINT, help="checkpoint to use")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (replaced on each demo)")
+    p.add_argument("--reports", type=Path, default=Path("reports"), help="folder for the demo's report")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("report", help="write self-contained HTML reports (and PDF) for runs, with an index page")
+    p.add_argument("runs", nargs="+", type=Path, help="run folders")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="folder for the reports")
+    p.add_argument("--pdf", action="store_true", help="also write report.pdf for each run")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("dashboard", help="explore runs in the Streamlit dashboard")
+    p.add_argument("--runs", type=Path, default=Path("runs"), help="folder whose run folders the app may read")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--address", default="localhost", help="address to serve on (0.0.0.0 to share it)")
+    p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("show", help="print the per-block table of a run and its onset block")
     p.add_argument("run", type=Path)

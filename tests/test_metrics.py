@@ -476,3 +476,12 @@ def test_a_gate_without_samples_raises_nothing_and_reports_nan_only_where_docume
     }  # fmt: skip
     assert blocks.loc[0, "samples"] == 0 and blocks.loc[0, "eta2_null"] == 0.0
     assert len(metrics.class_mean_table(empty)) == 0
+
+
+def test_probe_chance_is_the_majority_rate_even_when_folds_split_classes():
+    # 4 vectors per class, 5 folds: each test fold holds 4 classes once, so a per-fold majority
+    # guess (made from the training part) would always miss; chance must stay 1/K.
+    labels = np.repeat(np.arange(5), 4)
+    values = np.random.default_rng(0).random((20, 3))
+    assert metrics.probe(values, labels).chance == pytest.approx(0.2)
+    assert metrics.probe(values[:-1], labels[:-1]).chance == pytest.approx(4 / 19)

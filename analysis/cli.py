@@ -94,7 +94,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import os
-    import subprocess
 
     from .errors import RunFolderError
 
@@ -104,7 +103,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
                "--server.address", args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     env = {**os.environ, "SE_ANALYSIS_RUNS": str(args.runs.resolve())}
-    return subprocess.call(command, env=env)
+    os.execve(sys.executable, command, env)  # become the server, so signals reach it directly
 
 
 def cmd_show(args: argparse.Namespace) -> int:

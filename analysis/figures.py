@@ -82,7 +82,10 @@ def class_profiles(
     n = len(profiles)
     cols = min(n, 3)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows), layout="constrained", squeeze=False)
+    # A fixed layout: constrained layout costs a third of the drawing time at 2048 channels.
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows + 0.6), squeeze=False)
+    fig.subplots_adjust(left=0.06, right=0.98, top=1 - 0.35 / (3.2 * rows + 0.6), bottom=1.1 / (3.2 * rows + 0.6),
+                        hspace=0.55, wspace=0.25)
     for ax, (block, (mean, std)) in zip(axes.flat, profiles.items()):
         x = np.arange(mean.shape[1])
         for i, c in enumerate(classes):
@@ -97,7 +100,7 @@ def class_profiles(
     for ax in axes.flat[n:]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=8)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8)
     return fig
 
 
@@ -107,7 +110,7 @@ def class_channel_heatmap(mean: np.ndarray, order: np.ndarray, class_names: list
     lim = float(np.abs(centred).max()) or 1.0
     k = len(class_names)
     fig, ax = plt.subplots(figsize=(10, min(2 + 0.25 * k, 9)), layout="constrained")
-    image = ax.imshow(centred, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    image = ax.imshow(centred, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="antialiased")
     fig.colorbar(image, ax=ax, label="class mean - all-class mean")
     if k <= MAX_TICK_LABELS:
         ax.set_yticks(range(k), class_names, fontsize=8)
@@ -133,7 +136,7 @@ def similarity_matrix(sim: np.ndarray, class_names: list[str], block: str) -> Fi
     """Correlation between the class-mean gate profiles of one block."""
     k = len(class_names)
     fig, ax = plt.subplots(figsize=(6.5, 5.5), layout="constrained")
-    image = ax.imshow(sim, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+    image = ax.imshow(sim, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="antialiased")
     fig.colorbar(image, ax=ax, label="correlation of class-mean profiles")
     if k <= MAX_TICK_LABELS:
         ax.set_xticks(range(k), class_names, rotation=60, ha="right", fontsize=8)

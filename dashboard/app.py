@@ -233,6 +233,7 @@ def main() -> None:
         run = open_run(str(path), token(path))
         if run.blocks.empty:  # reading it here also lets a damaged run say so on every page
             raise RunFolderError(f"{path} has no SE blocks.")
+        class_means(str(path), token(path))  # the one slow read, done on the first load of a run
         if page == "Compare":
             compare_page(root, run)
         else:

@@ -139,3 +139,12 @@ def test_inference_mode_outside_is_fine(planted):
     with torch.inference_mode():
         stats = collect(model, batches(x[:100], y[:100], 50), 10, progress=False)
     assert stats.samples == 100
+
+
+def test_compiling_the_same_model_twice_feeds_the_new_statistics(planted):
+    model, x, y = planted
+    first = collect(model, batches(x[:200], y[:200], 100), 10, compile=True, progress=False)
+    second = collect(model, batches(x[200:400], y[200:400], 100), 10, compile=True, progress=False)
+    eager = collect(model, batches(x[200:400], y[200:400], 100), 10, progress=False)
+    assert first.samples == second.samples == 200
+    close_stats(eager, second, rtol=1e-5)

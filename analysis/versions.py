@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import platform
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 
 
 def software_versions() -> dict[str, str]:
@@ -11,8 +11,12 @@ def software_versions() -> dict[str, str]:
     import torch
     import torchvision
 
+    try:
+        own = version("se-analysis")
+    except PackageNotFoundError:  # run from a source tree on PYTHONPATH, not installed
+        own = "source tree"
     return {
-        "se-analysis": version("se-analysis"),
+        "se-analysis": own,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,

@@ -59,7 +59,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     job = CollectJob(**{f.name: getattr(args, f.name) for f in fields(CollectJob) if f.name != "progress"},
                      progress=not args.quiet)
-    print(format_blocks(run_collect(job)))
+    run = run_collect(job)
+    if run is not None:  # under torchrun, only rank 0 writes (and prints) the run
+        print(format_blocks(run))
     return 0
 
 
@@ -144,6 +146,67 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _against_run(args: argparse.Namespace) -> tuple:
+    """(run, model, loader, images): the run folder --out with the model and a loader of the data,
+    checked to belong to it."""
+    from .job import resolve_device
+    from .jpeg import make_image_loader
+    from .matching import open_for_run
+
+    device = resolve_device(args.device)
+    run, model, source = open_for_run(
+        args.out, args.model, args.data, weights=args.weights, random_init=args.random_init, image_size=args.image_size
+    )
+    loader = make_image_loader(source, args.batch_size, device, workers=args.workers, limit=args.limit)
+    return run, model.to(device), loader, min(len(source.dataset), args.limit or len(source.dataset))
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from .interventions import ablate, format_interventions
+
+    run, model, loader, images = _against_run(args)
+    table = ablate(
+        model, loader, run, groups=args.groups, interventions=args.interventions.split(","),
+        amp=None if args.amp == "none" else args.amp, resamples=args.resamples, seed=args.seed,
+        progress=not args.quiet, total=images,
+    )
+    run.add_table("interventions", table)
+    print(format_interventions(table))
+    print(f"table interventions written to {run.path}")
+    return 0
+
+
+def cmd_attribute(args: argparse.Namespace) -> int:
+    from .attributions import attribute
+
+    run, model, loader, images = _against_run(args)
+    table, blocks = attribute(
+        model, loader, run, method=args.method, target=args.target, steps=args.steps,
+        progress=not args.quiet, total=images,
+    )
+    run.add_table("attributions", table)
+    run.add_table("attribution_blocks", blocks)
+    with pd.option_context("display.width", 200):
+        print(blocks.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"tables attributions, attribution_blocks written to {run.path}")
+    return 0
+
+
+def _against_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of commands that apply a model to data against an existing run folder."""
+    p.add_argument("--model", required=True, help="the model the run was collected on")
+    p.add_argument("--data", required=True, help="data to evaluate on, with the run's classes")
+    p.add_argument("--out", required=True, type=Path, help="run folder made by `se-analysis collect` on this model")
+    p.add_argument("--weights", type=Path)
+    p.add_argument("--random-init", action="store_true")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--limit", type=int, help="use only the first N samples")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="se-analysis", description="Where do the gates of an SE network become class-specific?"
@@ -176,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onset-min-excess", type=float, default=None, help="onset rule: eta2 above null by this")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="under torchrun: each process collects a shard of the data, rank 0 writes the merged run")
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("train", help="train a project SE-ResNet and save a checkpoint with epoch snapshots")
@@ -232,6 +297,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="print the per-block table of a run and its onset block")
     p.add_argument("run", type=Path)
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("ablate", help="replace the gates of blocks and groups (ones, mean, class-mean, shuffle) "
+                                      "and measure the accuracy change; stored in the run folder")
+    _against_run_arguments(p)
+    p.add_argument("--groups", default="block,stage,all",
+                   help="comma-separated: block (each alone), stage, all, or blocks joined by + (SE_4_2+SE_4_3)")
+    p.add_argument("--interventions", default="ones,mean,class-mean,shuffle", help="comma-separated subset")
+    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the images")
+    p.add_argument("--seed", type=int, default=0, help="seeds the shuffles and the bootstrap")
+    p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser("attribute", help="attribute the class logit to every gate channel with captum, per class; "
+                                         "stored in the run folder")
+    _against_run_arguments(p)
+    p.add_argument("--method", choices=("grad-x-act", "ig"), default="grad-x-act")
+    p.add_argument("--target", choices=("pred", "true"), default="pred", help="which class logit to attribute")
+    p.add_argument("--steps", type=int, default=32, help="integrated-gradient steps")
+    p.set_defaults(func=cmd_attribute)
     return parser
 
 

@@ -18,7 +18,7 @@ import zlib
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ FASHION_MNIST_CLASSES = [
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 GRAY_MEAN, GRAY_STD = 0.449, 0.226  # ImageNet's statistics averaged over RGB, for 1-channel models
+CENTER_CROP_FRACTION = 0.875  # evaluation transform: shorter side to size / 0.875, then a size x size center crop
 SYNTHETIC_DEFAULTS: dict[str, int | float] = {
     "classes": 10, "n": 2000, "size": 32, "channels": 3, "seed": 0, "signal": 1.0,
 }
@@ -105,11 +106,14 @@ def open_data(
 
 def make_loader(
     source: DataSource, batch_size: int, *, workers: int = 0, limit: int | None = None,
-    shuffle: bool = False, seed: int = 0,
+    shuffle: bool = False, seed: int = 0, collate_fn: Callable | None = None,
+    indices: Sequence[int] | None = None,
 ) -> DataLoader:
     """Batches (x [N,C,H,W] float32, y [N] int64, ids [N] int64) over the first `limit` samples.
 
     Ids stay the indices into the full data set, so a limited or shuffled pass merges with others.
+    `collate_fn` replaces the default stacking, for datasets whose items differ in shape.
+    `indices` keeps only those of the samples (one process's shard in a distributed run).
     """
     if batch_size < 1:
         raise DataError(f"batch size must be a positive integer, got {batch_size}.")
@@ -119,8 +123,10 @@ def make_loader(
             raise DataError(f"data source {source.spec!r} with limit={limit} has no samples.")
         if limit < len(dataset):
             dataset = Subset(dataset, range(limit))
+    if indices is not None:
+        dataset = Subset(dataset, indices)
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate_fn,
         generator=torch.Generator().manual_seed(seed) if shuffle else None,
         pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
     )
@@ -275,7 +281,7 @@ def _open_image_folder(spec: str, path: str, split: str | None, image_size: int,
         raise DataError(f"image folder {root} does not exist or is not a folder.")
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((GRAY_MEAN,), (GRAY_STD,))
     transform = transforms.Compose([
-        transforms.Resize(round(image_size / 0.875)),
+        transforms.Resize(round(image_size / CENTER_CROP_FRACTION)),
         transforms.CenterCrop(image_size),
         transforms.ToTensor(),
         transforms.Normalize(mean, std),

@@ -39,3 +39,15 @@ class RunFolderError(AnalysisError):
 
 class StatsMismatchError(AnalysisError):
     """Two GateStats cannot be merged (different gates, classes, bins or seeds)."""
+
+
+class DistributedError(AnalysisError):
+    """A distributed collection was not started by torchrun, or its processes could not work together."""
+
+
+class RunMismatchError(AnalysisError):
+    """A run folder was made from another model, other weights or other classes than those given."""
+
+
+class InterventionError(AnalysisError):
+    """An intervention or block group cannot be applied to the model and run given."""

@@ -8,6 +8,7 @@ The CLI's `collect` and `demo` are this function; its resolved job goes into met
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,8 +19,10 @@ from torch import nn
 
 from .checkpoint import checkpoint_paths
 from .collect import collect
-from .data import DataSource, make_loader, open_data
+from .data import DataSource, open_data
+from .distributed import join_ranks, merge_ranks, share_model
 from .errors import ModelSpecError
+from .jpeg import make_image_loader
 from .models import ARCHITECTURES
 from .modelspec import build_from_spec, input_shape
 from .run import Run, check_writable, save_run
@@ -38,6 +41,7 @@ class CollectJob:
     gates: str | None = None  # regex naming the gate modules, instead of discovery by type
     batch_size: int = 128
     workers: int = 0
+    decode: str = "auto"  # auto, cpu (PIL in the workers), gpu (nvjpeg, imagefolder only); see analysis.jpeg
     limit: int | None = None  # first N samples only
     image_size: int | None = None  # default: the model's preferred size, else the data's own
     device: str = "auto"  # auto, cpu, cuda, cuda:N
@@ -52,6 +56,7 @@ class CollectJob:
     onset_min_excess: float | None = None
     overwrite: bool = False
     progress: bool = True
+    distributed: bool = False  # one shard per torchrun process, merged; see analysis.distributed
 
 
 def sha256(path: str | Path) -> str:
@@ -90,24 +95,40 @@ def open_model_and_data(
     return net, checkpoint, open_data(data, image_size=image_size or size, channels=channels)
 
 
-def run_collect(job: CollectJob) -> Run:
-    """Collect gate statistics for `job` and write its run folder (refusing early to overwrite)."""
+def run_collect(job: CollectJob) -> Run | None:
+    """Collect gate statistics for `job` and write its run folder (refusing early to overwrite).
+
+    With `job.distributed`, under torchrun, each process collects its shard of the data, and only
+    rank 0 writes the merged run; the other ranks return None.
+    """
     check_writable(job.out, job.overwrite)
     device = resolve_device(job.device)
-    model, checkpoint, source = open_model_and_data(
-        job.model, job.data, weights=job.weights, random_init=job.random_init, image_size=job.image_size
-    )
-    model.to(device)
-    config = StatsConfig(
-        source.num_classes, bins=job.bins, reservoir=job.reservoir, topk=job.topk, shards=job.shards, seed=job.seed
-    )
-    total = min(len(source.dataset), job.limit) if job.limit else len(source.dataset)
-    stats = collect(
-        model, make_loader(source, job.batch_size, workers=job.workers, limit=job.limit), source.num_classes,
-        gate_pattern=job.gates, class_names=source.class_names, config=config,
-        amp=None if job.amp == "none" else job.amp, channels_last=job.channels_last, compile=job.compile,
-        progress=job.progress, total=total,
-    )
+    with join_ranks(device) if job.distributed else contextlib.nullcontext() as rank:
+        device = rank.device if rank else device
+        model, checkpoint, source = open_model_and_data(
+            job.model, job.data, weights=job.weights, random_init=job.random_init, image_size=job.image_size
+        )
+        model.to(device)
+        if rank:
+            share_model(model)
+        config = StatsConfig(
+            source.num_classes, bins=job.bins, reservoir=job.reservoir, topk=job.topk, shards=job.shards, seed=job.seed
+        )
+        total = min(len(source.dataset), job.limit) if job.limit else len(source.dataset)
+        shard = rank.shard(total) if rank else None
+        loader = make_image_loader(
+            source, job.batch_size, device, decode=job.decode, workers=job.workers, limit=job.limit, indices=shard
+        )
+        stats = collect(
+            model, loader, source.num_classes,
+            gate_pattern=job.gates, class_names=source.class_names, config=config,
+            amp=None if job.amp == "none" else job.amp, channels_last=job.channels_last, compile=job.compile,
+            progress=job.progress and (not rank or rank.rank == 0), total=len(shard) if rank else total,
+        )
+        if rank:
+            merge_ranks(stats)
+    if rank and rank.rank != 0:
+        return None
     weights_file = job.weights or (checkpoint_paths(job.model)[0] if checkpoint else None)
     meta = {
         "model": job.model,
@@ -117,5 +138,6 @@ def run_collect(job: CollectJob) -> Run:
         "data": source.describe(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "job": asdict(job),
+        "processes": rank.world if rank else 1,
     }
     return save_run(stats, job.out, meta, overwrite=job.overwrite, min_excess=job.onset_min_excess)

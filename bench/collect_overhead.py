@@ -5,23 +5,31 @@
         --device cuda --amp bf16 --channels-last --compile
 
 Prints one row per mode: images/s (median of --repeats timed passes over --batches batches, after
-warm-up), the ratio to plain inference, and peak GPU memory. Modes: plain; collect (GateHooks +
-GateStats, everything the statistics keep); naive (hooks that copy each gate to a host list);
-captum (LayerActivation on every gate, when captum is installed).
+warm-up), the spread of the passes, the ratio to plain inference, and peak GPU memory. Modes:
+plain; collect (GateHooks + GateStats, everything the statistics keep); naive (hooks that copy each
+gate to a host list); captum (LayerActivation on every gate, when captum is installed).
+bench/gpu_throughput.py and bench/jpeg_pipeline.py reuse the helpers here.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
+from torch import nn
 
 from analysis import GateHooks, GateStats, StatsConfig, find_gates
 from analysis.collect import AMP_DTYPES
 from analysis.modelspec import build_from_spec, input_shape
+
+
+MODES = ("plain", "collect", "naive", "captum")
 
 
 def sync(device: torch.device) -> None:
@@ -29,9 +37,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(step, batches: int, repeats: int, device: torch.device) -> float:
-    """Median seconds for `batches` calls of step(i), after two warm-up passes."""
-    for _ in range(2):
+def timed(step: Callable[[int], Any], batches: int, repeats: int, device: torch.device, warmup: int = 2) -> list[float]:
+    """Seconds of each of `repeats` passes of `batches` calls of step(i), after `warmup` passes."""
+    for _ in range(warmup):
         for i in range(batches):
             step(i)
     sync(device)
@@ -42,7 +50,123 @@ def timed(step, batches: int, repeats: int, device: torch.device) -> float:
             step(i)
         sync(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def rate(images: int, times: list[float]) -> dict[str, float]:
+    """Images/s of the median pass, and the passes' spread (max - min) in percent of the median."""
+    median = statistics.median(times)
+    return {"images/s": images / median, "spread %": 100 * (max(times) - min(times)) / median}
+
+
+def peak_mib(device: torch.device) -> float:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else math.nan
+
+
+def build(spec: str, classes: int, device: torch.device, channels_last: bool) -> tuple[nn.Module, int]:
+    """(model with random weights on `device`, its input channels); project models read 1 channel."""
+    in_channels = 1 if spec.startswith("se_") else None
+    model, _ = build_from_spec(spec, random_init=True, num_classes=classes, in_channels=in_channels)
+    channels, _ = input_shape(model)
+    model = model.to(device)
+    return (model.to(memory_format=torch.channels_last) if channels_last else model), channels
+
+
+def measure_modes(
+    model: nn.Module, x: torch.Tensor, classes: int, *, amp: str = "none", compile: bool = False,
+    batches: int = 10, repeats: int = 5, modes: tuple[str, ...] = MODES,
+) -> list[dict[str, Any]]:
+    """One row for plain inference and one per other mode in `modes`, for batches of `x` through `model`.
+
+    With `compile`, each mode compiles afresh with its hooks in place, as collect() does: dynamo
+    does not guard on module hooks, so a graph compiled without them would silently skip them.
+    """
+    device = x.device
+    y = torch.randint(0, classes, (len(x),))
+    gates = find_gates(model)
+    modules = dict(model.named_modules())
+    autocast = torch.autocast(device.type, AMP_DTYPES[amp]) if amp != "none" else contextlib.nullcontext()
+    rows: list[dict[str, Any]] = []
+
+    def measure(
+        name: str, call: Callable[[nn.Module], Any], before: Callable[[int], Any] = lambda i: None,
+        context: Any = contextlib.nullcontext(),
+    ) -> None:
+        """Times before(i) then call(forward) per batch, `forward` compiled inside `context`."""
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        if compile:
+            torch._dynamo.reset()
+        with context:
+            forward = torch.compile(model) if compile else model
+
+            def step(i: int) -> None:
+                before(i)
+                with torch.inference_mode(), autocast:
+                    call(forward)
+
+            times = timed(step, batches, repeats, device)
+        row = {"mode": name, **rate(batches * len(x), times)}
+        row["ratio"] = row["images/s"] / rows[0]["images/s"] if rows else 1.0
+        rows.append({**row, "peak MiB": peak_mib(device)})
+
+    def run(forward: nn.Module) -> Any:
+        return forward(x)
+
+    measure("plain", run)
+
+    if "collect" in modes:
+        stats = GateStats(gates, StatsConfig(classes), device=device)
+        ids = torch.arange(len(x))
+        measure("collect", run, lambda i: stats.begin_batch(y, ids + i * len(x)), GateHooks(model, gates, stats))
+        stats.check()  # every gate saw every image: the hooks ran, compiled or not
+        del stats  # out of the next modes' peak memory
+
+    if "naive" in modes:
+        copies: list[torch.Tensor] = []
+
+        @contextlib.contextmanager
+        def naive_hooks():
+            handles = [modules[g.path].register_forward_hook(lambda m, i, o: copies.append(o.float().cpu())) for g in gates]
+            try:
+                yield
+            finally:
+                for h in handles:
+                    h.remove()
+
+        measure("naive host copy", run, lambda i: copies.clear(), naive_hooks())
+
+    if "captum" in modes:
+        try:
+            from captum.attr import LayerActivation
+        except ImportError:
+            return rows
+        layers = [modules[g.path] for g in gates]
+        measure("captum LayerActivation", lambda forward: LayerActivation(forward, layers).attribute(x))
+    return rows
+
+
+def device_line(device: torch.device) -> str:
+    """What ran the benchmark, for the line above a table."""
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    return f"device {device} ({where}), torch {torch.__version__}"
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """Rows with the same keys as right-aligned columns; large numbers without decimals."""
+
+    def cell(v: Any) -> str:
+        if not isinstance(v, float):
+            return str(v)
+        if math.isnan(v):
+            return "-"
+        return f"{v:.0f}" if abs(v) >= 100 else f"{v:.1f}" if abs(v) >= 10 else f"{v:.3f}"
+
+    columns = list(rows[0])
+    cells = [[cell(row[c]) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    for line in [columns, *cells]:
+        print("  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(line, widths))))
 
 
 def main() -> None:
@@ -60,83 +184,16 @@ def main() -> None:
     args = p.parse_args()
 
     device = torch.device(args.device)
-    in_channels = 1 if args.model.startswith("se_") else None
-    model, _ = build_from_spec(args.model, random_init=True, num_classes=args.classes, in_channels=in_channels)
-    channels, _ = input_shape(model)
-    model = model.to(device)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, channels = build(args.model, args.classes, device, args.channels_last)
     x = torch.randn(args.batch, channels, args.size, args.size, device=device)
     if args.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, args.classes, (args.batch,))
-    gates = find_gates(model)
-    forward = torch.compile(model) if args.compile else model
-    autocast = torch.autocast(device.type, AMP_DTYPES[args.amp]) if args.amp != "none" else contextlib.nullcontext()
-
-    def run(before=lambda i: None):
-        def step(i: int) -> None:
-            before(i)
-            with torch.inference_mode(), autocast:
-                forward(x)
-
-        return step
-
-    rows = []
-
-    def measure(name: str, step, context=contextlib.nullcontext()) -> None:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        with context:
-            seconds = timed(step, args.batches, args.repeats, device)
-        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
-        rows.append((name, args.batches * args.batch / seconds, peak))
-
-    measure("plain", run())
-
-    stats = GateStats(gates, StatsConfig(args.classes), device=device)
-    ids = torch.arange(args.batch)
-    measure(
-        "collect",
-        run(lambda i: stats.begin_batch(y, ids + i * args.batch)),
-        GateHooks(model, gates, stats),
+    rows = measure_modes(
+        model, x, args.classes, amp=args.amp, compile=args.compile, batches=args.batches, repeats=args.repeats
     )
-
-    copies: list[torch.Tensor] = []
-    modules = dict(model.named_modules())
-
-    @contextlib.contextmanager
-    def naive_hooks():
-        handles = [modules[g.path].register_forward_hook(lambda m, i, o: copies.append(o.float().cpu())) for g in gates]
-        try:
-            yield
-        finally:
-            for h in handles:
-                h.remove()
-
-    measure("naive host copy", run(lambda i: copies.clear()), naive_hooks())
-
-    try:
-        from captum.attr import LayerActivation
-
-        layers = [modules[g.path] for g in gates]
-        captum = LayerActivation(forward, layers)
-
-        def captum_step(i: int) -> None:
-            with torch.inference_mode(), autocast:
-                captum.attribute(x)
-
-        measure("captum LayerActivation", captum_step)
-    except ImportError:
-        pass
-
-    plain = rows[0][1]
-    print(f"model {args.model}, batch {args.batch}, size {args.size}, device {device}"
-          f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else f' ({torch.get_num_threads()} threads)'}, "
-          f"amp {args.amp}, channels_last {args.channels_last}, compile {args.compile}, torch {torch.__version__}")
-    print(f"{'mode':<24}{'images/s':>12}{'ratio':>8}{'peak MiB':>10}")
-    for name, rate, peak in rows:
-        print(f"{name:<24}{rate:>12.0f}{rate / plain:>8.3f}{peak:>10.0f}")
+    print(f"model {args.model}, batch {args.batch}, size {args.size}, {device_line(device)}, "
+          f"amp {args.amp}, channels_last {args.channels_last}, compile {args.compile}")
+    print_table(rows)
 
 
 if __name__ == "__main__":

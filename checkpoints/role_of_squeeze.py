@@ -3,7 +3,8 @@
     .venv/bin/python checkpoints/role_of_squeeze.py /work/sq
 
 Reads every `<variant>_seed<N>/final.json` under the folder (never the weights' accuracy from
-memory: each number is the one the training run recorded on the full test set), counts parameters
+memory: each number is the one the training run recorded on the full test set; weights are not
+needed, so seeds shipped as metadata only count too), counts parameters
 and forward FLOPs of one 28x28 image with torch.utils.flop_counter, and prints a markdown table:
 test top-1 mean, sample standard deviation, min and max over seeds, per variant.
 """
@@ -18,7 +19,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from analysis.checkpoint import load_checkpoint, parameter_count
+from analysis.checkpoint import parameter_count
+from analysis.models import build_model
 
 GATE = {"se": "SE (squeeze: global average pool)", "nosqueeze": "NoSqueeze (1x1 convs, no pooling)",
         "none": "none (plain ResNet-20)"}
@@ -45,7 +47,7 @@ def main() -> None:
         metas = runs.get(variant, [])
         if not metas:
             continue
-        model, _ = load_checkpoint(metas[0]["folder"])
+        model = build_model(metas[0]["arch"], **metas[0]["arch_args"])  # the metadata suffices: no weights needed
         acc = [100 * m["test_accuracy"] for m in metas]
         spread = statistics.stdev(acc) if len(acc) > 1 else float("nan")
         seeds = ", ".join(f"{m['train_config']['seed']}: {a:.2f}" for m, a in zip(metas, acc))

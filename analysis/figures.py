@@ -158,3 +158,48 @@ def compare_curves(table: pd.DataFrame, metric: str = "eta2_excess") -> Figure:
 
 def close(fig: Figure) -> None:
     plt.close(fig)
+
+
+def intervention_effects(rows: pd.DataFrame) -> Figure:
+    """Top-1 change per block and intervention with its 95% interval (top), and the block's
+    class-specificity excess and saturated share (bottom): predicted against measured."""
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(12, 6.5), sharex=True, layout="constrained")
+    names = list(dict.fromkeys(rows["block"]))
+    kinds = list(dict.fromkeys(rows["intervention"]))
+    width = 0.8 / len(kinds)
+    for i, kind in enumerate(kinds):
+        r = rows[rows["intervention"] == kind]
+        x = np.array([names.index(b) for b in r["block"]]) + (i - (len(kinds) - 1) / 2) * width
+        errors = [r["change_pp"] - r["change_pp_ci_low"], r["change_pp_ci_high"] - r["change_pp"]]
+        ax.bar(x, r["change_pp"], width, yerr=errors, capsize=2, color=f"C{i}", label=kind)
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_ylabel("top-1 change (points)")
+    ax.set_title("Replacing one block's gates: accuracy change with 95% bootstrap interval")
+    ax.legend(fontsize=8, ncol=len(kinds))
+    first = rows.drop_duplicates("block")
+    x = np.arange(len(names))
+    ax2.plot(x, first["eta2_excess"], "o-", color="C0", label="eta2 excess over chance")
+    ax2.plot(x, first["sat_high"] + first["sat_low"], "s--", color="C1", label="share of gates >= 0.9 or <= 0.1")
+    ax2.set_ylim(0, 1.02)
+    ax2.legend(fontsize=8, loc="upper left")
+    ax2.set_title("What the statistics predicted")
+    _block_axis(ax2, names)
+    return fig
+
+
+def attribution_depth(blocks: pd.DataFrame) -> Figure:
+    """Class-specificity by depth, plain and weighted by each channel's mean |attribution|, and each
+    block's share of all |attribution| (attribution_blocks table)."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 3.8), layout="constrained")
+    x, names = np.arange(len(blocks)), blocks["block"].tolist()
+    ax.plot(x, blocks["eta2_mean"], "o-", color="C0", label="mean eta2 over channels")
+    ax.plot(x, blocks["eta2_weighted"], "s--", color="C3", label="attribution-weighted eta2")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title("Class-specific and used")
+    ax2.bar(x, blocks["share_abs_attr"], color="C2")
+    ax2.set_ylabel("share of |attribution|")
+    ax2.set_title("Where the class logit's attribution goes")
+    for a in (ax, ax2):
+        _block_axis(a, names)
+    return fig

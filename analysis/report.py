@@ -68,13 +68,14 @@ def summary_lines(s: dict) -> list[str]:
 
 
 def run_figures(run: Run) -> dict[str, Figure]:
-    """The overview and block-explorer figures of one run, with the views' default choices."""
+    """The overview and block-explorer figures of one run, with the views' default choices, and the
+    interventions and attributions figures where the run has those tables."""
     names = views.class_names(run)
     means = views.class_mean_arrays(run)
     blocks = views.default_blocks(run)
     classes = views.spread_out(list(range(len(names))), 4)
     focus = views.summary(run)["most_specific"]
-    return {
+    found = {
         "depth": figures.depth_curve(run.blocks, run.onset),
         "saturation": figures.saturation(run.blocks),
         "profiles": figures.class_profiles({b: means[b] for b in blocks}, classes, names),
@@ -84,6 +85,12 @@ def run_figures(run: Run) -> dict[str, Figure]:
                                                     f"{focus} (all channels)"),
         "similarity": figures.similarity_matrix(views.class_similarity(means[focus][0]), names, focus),
     }
+    interventions = views.block_interventions(run)
+    if not interventions.empty:
+        found["interventions"] = figures.intervention_effects(interventions)
+    if run.has_table("attribution_blocks"):
+        found["attributions"] = figures.attribution_depth(run.table("attribution_blocks"))
+    return found
 
 
 def _data_uri(fig: Figure) -> str:
@@ -125,6 +132,8 @@ def write_run_report(run: Run, folder: Path, pdf: bool = False) -> Report:
         extra = ""
         if run.has_table("interventions"):
             extra = f"<h2>Interventions</h2>{_table(run.table('interventions'))}"
+        if run.has_table("attribution_blocks"):
+            extra += f"<h2>Attributions</h2>{_table(run.table('attribution_blocks'))}"
         body = (
             f"<h1>SE gate report: {html.escape(run.path.name)}</h1>"
             f"<ul class='summary'>{''.join(f'<li>{html.escape(line)}</li>' for line in lines)}</ul>"

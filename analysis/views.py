@@ -186,3 +186,19 @@ def summary(run: Run) -> dict:
         "saturated": saturated,
         "saturation_rule": f"share of gates >= 0.9 or <= 0.1 at least {SATURATED_SHARE:.0%}",
     }
+
+
+def block_interventions(run: Run) -> pd.DataFrame:
+    """The single-block rows of the run's interventions table in depth order, changes in points,
+    beside the block's specificity excess and saturated share (empty without the table)."""
+    if not run.has_table("interventions"):
+        return pd.DataFrame()
+    table = run.table("interventions")
+    rows = table[table["kind"] == "block"].copy()
+    depth = {name: i for i, name in enumerate(run.blocks["block"])}
+    rows["depth"] = rows["group"].map(depth)
+    for column in ("acc_change", "acc_change_ci_low", "acc_change_ci_high"):
+        rows[column.replace("acc_change", "change_pp")] = 100 * rows[column]
+    columns = ["group", "depth", "intervention", "change_pp", "change_pp_ci_low", "change_pp_ci_high",
+               "loss_change", "eta2_excess", "sat_high", "sat_low", "predicted_removable", "measured_removable"]
+    return rows.sort_values("depth", kind="stable")[columns].rename(columns={"group": "block"})

@@ -213,8 +213,20 @@ def interventions_page(run: Run) -> None:
     st.header("Interventions")
     if not run.has_table("interventions"):
         st.info(f"No interventions measured for this run yet: `se-analysis ablate --out {run.path} ...` adds them.")
+    else:
+        rows = views.block_interventions(run)
+        if not rows.empty:
+            st.pyplot(figures.intervention_effects(rows), clear_figure=True)
+            st.caption("Predicted removable: every block of the group saturated or class-agnostic; measured "
+                       "removable: the 95% interval of the accuracy change stays above -1 point.")
+        st.dataframe(run.table("interventions"), hide_index=True)
+    st.subheader("Attributions")
+    if not run.has_table("attribution_blocks"):
+        st.info(f"No attributions for this run yet: `se-analysis attribute --out {run.path} ...` adds them.")
         return
-    st.dataframe(run.table("interventions"), hide_index=True)
+    blocks = run.table("attribution_blocks")
+    st.pyplot(figures.attribution_depth(blocks), clear_figure=True)
+    st.dataframe(blocks, hide_index=True)
 
 
 def main() -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.run import save_run
+from analysis.cli import main
+from analysis.run import load_run, save_run
 from analysis.stats import StatsConfig
 from analysis.synthetic import planted_stats, resnet_gates
 
@@ -39,7 +40,17 @@ def runs_dir(tmp_path_factory):
     outside = tmp_path_factory.mktemp("outside")
     shutil.copytree(root / "good", outside / "secret")
     (root / "escape").symlink_to(outside / "secret")
+    measure_run(root / "measured")
     return root
+
+
+def measure_run(out) -> None:
+    """A run with interventions and attributions, made by the CLI on a small random-weight model."""
+    common = ["--model", "se_resnet20", "--random-init", "--data", "synthetic:classes=3,n=48,size=16,channels=1",
+              "--out", str(out), "--quiet"]
+    assert main(["collect", *common]) == 0
+    assert main(["ablate", *common, "--groups", "block,all", "--resamples", "50"]) == 0
+    assert main(["attribute", *common]) == 0
 
 
 def app_test(runs_dir, monkeypatch):
@@ -53,7 +64,7 @@ def app_test(runs_dir, monkeypatch):
 
 def test_runs_listed_are_inside_the_runs_folder(runs_dir, monkeypatch):
     at = app_test(runs_dir, monkeypatch)
-    assert at.sidebar.selectbox[0].options == ["damaged", "empty", "epochs/epoch_001", "good", "old"]
+    assert at.sidebar.selectbox[0].options == ["damaged", "empty", "epochs/epoch_001", "good", "measured", "old"]
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -69,6 +80,18 @@ def test_every_page_renders_a_good_run(runs_dir, monkeypatch, page):
     if page == "Overview":
         assert [m.label for m in at.metric] == ["samples", "classes", "SE blocks", "accuracy", "onset block"]
         assert at.metric[0].value == "150"
+
+
+def test_interventions_page_shows_measured_effects_and_attributions(runs_dir, monkeypatch):
+    at = app_test(runs_dir, monkeypatch)
+    at.sidebar.selectbox[0].set_value("measured")
+    at.sidebar.radio[0].set_value("Interventions")
+    at.run()
+    assert not at.exception and not at.error and not at.info
+    assert len(at.image) == 2  # effects per block beside the statistics; attribution-weighted specificity
+    run = load_run(runs_dir / "measured")
+    shown = [d.value for d in at.dataframe]
+    assert shown[0].equals(run.table("interventions")) and shown[1].equals(run.table("attribution_blocks"))
 
 
 @pytest.mark.parametrize("name, message", [

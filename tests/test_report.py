@@ -11,9 +11,10 @@ import pytest
 from analysis import views
 from analysis.cli import main
 from analysis.report import summary_lines, write_reports
-from analysis.run import save_run
+from analysis.run import load_run, save_run
 from analysis.stats import StatsConfig
 from analysis.synthetic import planted_stats, resnet_gates
+from test_dashboard import measure_run
 
 FIGURES = ("depth", "saturation", "profiles", "profiles_spread", "heatmap", "distributions", "similarity")
 
@@ -46,6 +47,23 @@ def test_reports_are_self_contained_with_figures_and_index(runs, tmp_path):
     index = (tmp_path / "out" / "index.html").read_text()
     assert "run0/report.html" in index and "run1/report.html" in index and index.count("<img ") == 2
     assert not list((tmp_path / "out").glob(".*tmp*"))
+
+
+def test_interventions_and_attributions_get_figures_and_tables(tmp_path):
+    measure_run(tmp_path / "measured")
+    run = load_run(tmp_path / "measured")
+    [report] = write_reports([run.path], tmp_path / "out", progress=False)
+    page = report.html.read_text()
+    for name in ("interventions", "attributions"):
+        assert (report.folder / "figures" / f"{name}.png").stat().st_size > 0 and f"alt='{name}'" in page
+    assert "<h2>Interventions</h2>" in page and "<h2>Attributions</h2>" in page
+    # every single-block change of the table is in the page, in points as the figure draws it
+    rows = views.block_interventions(run)
+    assert len(rows) == 4 * len(run.blocks) and rows["depth"].is_monotonic_increasing
+    table = run.table("interventions").set_index(["group", "intervention"])
+    for _, row in rows.iterrows():
+        assert row["change_pp"] == pytest.approx(100 * table.loc[(row["block"], row["intervention"]), "acc_change"])
+        assert f"{table.loc[(row['block'], row['intervention']), 'acc']:.4g}" in page
 
 
 def test_summary_numbers_match_the_run_tables(runs, tmp_path):

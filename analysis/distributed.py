@@ -100,13 +100,13 @@ def merge_ranks(stats: GateStats) -> GateStats:
     exactly, and only one other rank's copy is held at once (about 1 GB for ImageNet-scale runs).
     """
     rank, world = dist.get_rank(), dist.get_world_size()
+    stats.flush()
     try:
         own = {key: t.clone() for key, t in _sampled(stats).items()}
-        for fields in stats.tensors.values():
-            for field in ADDED:
-                dist.all_reduce(fields[field])
-            dist.all_reduce(fields["min"], dist.ReduceOp.MIN)
-            dist.all_reduce(fields["max"], dist.ReduceOp.MAX)
+        for field in ADDED:
+            dist.all_reduce(stats.fused[field])
+        dist.all_reduce(stats.fused["min"], dist.ReduceOp.MIN)
+        dist.all_reduce(stats.fused["max"], dist.ReduceOp.MAX)
         samples = torch.tensor(stats.samples, dtype=torch.int64, device=stats.device)
         dist.all_reduce(samples)
         for t in _sampled(stats).values():
@@ -123,12 +123,9 @@ def merge_ranks(stats: GateStats) -> GateStats:
 
 
 def _sampled(stats: GateStats) -> dict[str, torch.Tensor]:
-    """The reservoir and top-k tensors of `stats`, keyed as in its state_dict, in the same order on
-    every rank."""
-    out = {"_reservoir/keys": stats.reservoir_keys, "_reservoir/ids": stats.reservoir_ids}
-    for name, fields in stats.tensors.items():
-        out.update({f"{name}/{field}": fields[field] for field in SAMPLED})
-    return out
+    """The reservoir and top-k tensors of `stats` (all gates), in the same order on every rank."""
+    return {"_reservoir/keys": stats.reservoir_keys, "_reservoir/ids": stats.reservoir_ids,
+            **{field: stats.fused[field] for field in SAMPLED}}
 
 
 def _holding(stats: GateStats, part: dict[str, torch.Tensor]) -> GateStats:
@@ -137,15 +134,13 @@ def _holding(stats: GateStats, part: dict[str, torch.Tensor]) -> GateStats:
     peer = copy.copy(stats)
     peer.samples = 0
     peer.reservoir_keys, peer.reservoir_ids = part["_reservoir/keys"], part["_reservoir/ids"]
-    peer.tensors = {
-        name: {
-            **{field: torch.zeros((), dtype=fields[field].dtype, device=stats.device).expand_as(fields[field])
-               for field in ADDED},
-            "min": fields["min"], "max": fields["max"],
-            **{field: part[f"{name}/{field}"] for field in SAMPLED},
-        }
-        for name, fields in stats.tensors.items()
+    peer.fused = {
+        **{field: torch.zeros((), dtype=value.dtype, device=stats.device).expand_as(value)
+           for field, value in stats.fused.items() if field in ADDED},
+        "min": stats.fused["min"], "max": stats.fused["max"],
+        **{field: part[field] for field in SAMPLED},
     }
+    peer._pending = set()
     return peer
 
 

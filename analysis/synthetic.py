@@ -46,7 +46,7 @@ def planted_stats(
     count = torch.stack([(shard_of == j).sum(1) for j in range(s)])  # [S, K]
     edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
     for i, gate in enumerate(gates):
-        c, t = gate.channels, stats.tensors[gate.name]
+        c, t = gate.channels, {}
         effect = specificity * ((i + 1) / len(gates)) ** 2
         base = 0.5 + 0.15 * torch.randn(c, generator=g, dtype=torch.float64)
         mu = (base + effect * torch.randn(k, c, generator=g, dtype=torch.float64)).clamp(0.02, 0.98)  # [K, C]
@@ -59,11 +59,14 @@ def planted_stats(
         cdf[..., 0], cdf[..., -1] = 0.0, 1.0
         t["hist"] = (cdf.diff(dim=-1) * n).round().int().flatten()
         r = config.reservoir
-        t["reservoir"][:-1] = (mu.float().repeat_interleave(r, 0) + noise * torch.randn(k * r, c, generator=g)).clamp(0, 1)
+        kept = (mu.float().repeat_interleave(r, 0) + noise * torch.randn(k * r, c, generator=g)).clamp(0, 1)
+        t["reservoir"] = torch.cat([kept, torch.zeros(1, c)])
         top = mu.float().max(0).values[:, None] + noise * torch.rand(c, config.topk, generator=g).sort(1, descending=True).values
         t["top_values"] = top.clamp(max=1.0)
         t["top_ids"] = (mu.argmax(0)[:, None] * n + torch.arange(config.topk) % n).long()
         t["min"], t["max"] = torch.tensor(0.0), torch.tensor(1.0)
+        for field, value in t.items():
+            stats.set_gate_tensor(gate.name, field, value)
     r = config.reservoir
     stats.reservoir_keys[:-1] = torch.rand(k * r, generator=g, dtype=torch.float64)
     stats.reservoir_ids[:-1] = (torch.arange(k)[:, None] * n + torch.arange(r) % n).flatten()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from collect_overhead import MODES, build, device_line, measure_modes, print_table
+from collect_overhead import MODES, build, calibrate_batchnorm, device_line, measure_modes, print_table
 
 from analysis.collect import AMP_DTYPES
 
@@ -55,6 +55,7 @@ def main() -> None:
         x = torch.randn(args.batch, channels, args.size, args.size, device=device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        calibrate_batchnorm(model, x)
         for mode in args.compile_modes.split(","):
             found = measure_modes(
                 model, x, args.classes, amp=args.amp, compile=mode == "compile",

@@ -19,7 +19,7 @@ from itertools import cycle, islice
 from pathlib import Path
 
 import torch
-from collect_overhead import build, device_line, print_table, rate, sync, timed
+from collect_overhead import build, calibrate_batchnorm, device_line, print_table, rate, sync, timed
 
 from analysis import collect
 from analysis.data import make_loader, open_data
@@ -64,11 +64,12 @@ def main() -> None:
             x.to(device, non_blocking=True)
         sync(device)
 
+    batches = [(x.to(device), y, ids) for x, y, ids in islice(loaders[next(iter(loaders))], 16)]
+    calibrate_batchnorm(model, batches[0][0])
     for decode, loader in loaders.items():
         measure("decode + preprocess", decode, lambda: drain(loader))
     for decode, loader in loaders.items():
         measure(f"+ collect {args.model}", decode, lambda: collect(model, loader, source.num_classes, **options))
-    batches = [(x.to(device), y, ids) for x, y, ids in islice(loaders[next(iter(loaders))], 16)]
     on_device = list(islice(cycle(batches), -(-limit // args.batch)))
     measure(
         f"collect {args.model}", "none: batches on the device",

@@ -79,7 +79,7 @@ def test_torchrun_with_two_processes_equals_one_process(tmp_path):
     a, b = merged.stats, single.stats
     assert a.samples == b.samples == 301
     for gate in b.gates:
-        ta, tb = a.tensors[gate.name], b.tensors[gate.name]
+        ta, tb = a.gate_tensors(gate.name), b.gate_tensors(gate.name)
         for field in ta:
             if field in SUMS:
                 torch.testing.assert_close(ta[field], tb[field], rtol=1e-9, atol=0, msg=f"{gate.name}/{field}")

@@ -7,6 +7,9 @@ import torch
 from conftest import batches, record_gates
 
 from analysis import GateStats, StatsConfig, StatsMismatchError, collect, find_gates
+from analysis.errors import GateValueError
+from analysis.gates import Gate
+from analysis.stats import top_k
 from analysis.models import build_model
 
 RTOL = 1e-6
@@ -141,3 +144,41 @@ def test_memory_does_not_grow_with_the_data(planted):
     size = lambda s: sum(t.numel() * t.element_size() for t in s.state_dict().values())  # noqa: E731
     assert size(small) == size(large)
     assert find_gates(model) == small.gates
+
+
+def test_a_gate_that_skips_batches_leaves_the_others_exact():
+    """Batches where every gate ran are added for all gates at once, the others gate by gate; both
+    must give the statistics a GateStats of that gate alone gives."""
+    gates = [Gate("SE_2_1", 1, "a", 3), Gate("SE_2_2", 2, "b", 5)]
+    config = StatsConfig(4, topk=3, reservoir=2)
+    together, alone = GateStats(gates, config), GateStats(gates[1:], config)
+    g = torch.Generator().manual_seed(0)
+    for i in range(4):
+        y, ids = torch.randint(0, 4, (6,), generator=g), torch.arange(6 * i, 6 * i + 6)
+        a, b = torch.rand(6, 3, generator=g), torch.rand(6, 5, generator=g)
+        together.begin_batch(y, ids)
+        alone.begin_batch(y, ids)
+        if i % 2 == 0:
+            together.update("SE_2_1", a)
+        together.update("SE_2_2", b)
+        alone.update("SE_2_2", b)
+    mine, theirs = together.gate_tensors("SE_2_2"), alone.gate_tensors("SE_2_2")
+    assert all(torch.equal(mine[field], theirs[field]) for field in theirs)
+    assert int(together.gate_tensors("SE_2_1")["count"].sum()) == 12
+    with pytest.raises(GateValueError, match="SE_2_1 .* saw 12 of 24 samples"):
+        together.check()
+
+
+def test_top_k_breaks_ties_by_smaller_id_and_merges_exactly():
+    g = torch.Generator().manual_seed(1)
+    values = (torch.rand(5, 40, generator=g) * 4).round() / 4 - 0.5  # many ties, negative and positive
+    values[0, :3] = -float("inf")  # empty slots of a fresh table
+    ids = torch.randperm(40, generator=g).expand(5, -1).clone()
+    ids[0, :3] = -1
+    top_values, top_ids = top_k(values, ids, 7)
+    for row in range(5):  # brute force: sort by (value descending, id ascending)
+        ranked = sorted(zip(values[row].tolist(), ids[row].tolist()), key=lambda p: (-p[0], p[1]))[:7]
+        assert top_values[row].tolist() == [v for v, _ in ranked] and top_ids[row].tolist() == [i for _, i in ranked]
+    halves = [top_k(values[:, part], ids[:, part], 7) for part in (slice(0, 25), slice(25, 40))]
+    merged = top_k(torch.cat([h[0] for h in halves], 1), torch.cat([h[1] for h in halves], 1), 7)
+    assert torch.equal(merged[0], top_values) and torch.equal(merged[1], top_ids)

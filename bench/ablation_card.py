@@ -1,4 +1,5 @@
-"""Measure interventions and attributions of the shipped checkpoint; write checkpoints/ABLATION.md.
+"""Measure interventions and attributions of the shipped checkpoint; write checkpoints/ABLATION.md
+and the accuracy table of checkpoints/MODEL_CARD.md.
 
     python bench/ablation_card.py                         # collect, ablate, attribute, then write
     python bench/ablation_card.py --steps none            # only rewrite the page from the run
@@ -81,18 +82,34 @@ def pivot(table: pd.DataFrame, value: str) -> pd.DataFrame:
     return wide.loc[order, [i for i in INTERVENTIONS if i in wide.columns]]
 
 
+def accuracy_table(run) -> str:
+    """The accuracy-change table (markdown) of the run's interventions, with the predictions."""
+    iv = run.table("interventions")
+    per_group = iv.drop_duplicates("group").set_index("group")
+    acc = pivot(iv, "acc")
+    acc.insert(0, "predicted removable", per_group.loc[acc.index, "predicted_removable"].map({True: "yes", False: "no"}))
+    acc.insert(0, "eta2_excess", per_group["eta2_excess"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"))
+    acc.insert(0, "sat_high", per_group["sat_high"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"))
+    return markdown(acc.reset_index())
+
+
+def replace_between_markers(path: Path, name: str, text: str) -> None:
+    """Replace what lies between `<!-- name:start -->` and `<!-- name:end -->` in `path`."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    page = path.read_text()
+    if start not in page or end not in page:
+        raise SystemExit(f"{path} has no {start} ... {end} section to fill")
+    head, rest = page.split(start, 1)
+    path.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
+
+
 def page(run_path: Path, timings: dict) -> str:
     run = load_run(run_path)
     iv = run.table("interventions")
     blocks = run.table("attribution_blocks")
     first = iv.iloc[0]
     per_group = iv.drop_duplicates("group").set_index("group")
-    acc = pivot(iv, "acc")
-    acc.insert(0, "predicted removable", per_group.loc[acc.index, "predicted_removable"].map({True: "yes", False: "no"}))
     single = per_group["kind"] == "block"
-    acc.insert(0, "eta2_excess", per_group["eta2_excess"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"))
-    acc.insert(0, "sat_high", per_group["sat_high"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"))
-    acc = acc.reset_index()
     loss = pivot(iv, "loss").reset_index()
     attr = blocks.assign(
         share_abs_attr=blocks["share_abs_attr"].map("{:.1%}".format),
@@ -113,8 +130,8 @@ Plain model: top-1 {100 * first['acc_base']:.2f}%, mean cross-entropy {first['lo
 
     {command_lines.replace(chr(10), chr(10) + '    ')}
 
-Hardware: {hw}. The machine was shared with a background training job (load average before/after
-each command below), so wall times are upper bounds.
+Hardware: {hw}. The load average before and after each command is shown: above the core count,
+other work shared the machine and the wall time is an upper bound.
 
 | command | wall time | load before / after |
 |---|---|---|
@@ -130,7 +147,7 @@ table): saturated (`sat_high` >= {SATURATED}) or class-agnostic (`eta2_excess` <
 data set's mean gate; class-mean: the true class's mean gate (an oracle); shuffle: the gates of
 another image of the batch.
 
-{markdown(acc)}
+{accuracy_table(run)}
 
 Blocks predicted removable: {int(predicted.sum())} of {len(predicted)}; single-block interventions
 measured removable: {int(measured['measured_removable'].sum())} of {len(measured)}.
@@ -146,8 +163,8 @@ Change of the mean cross-entropy (same rows).
 Per block: mean over images of the block's attribution summed over channels (`mean_attr`) and of
 its channels' absolute attributions (`mean_abs_attr`), its share of all blocks' absolute
 attribution, the mean channel eta2 from the run, the same weighted by mean |attribution|
-(`eta2_weighted` above `eta2_mean`: the channels the decision uses are the more class-specific
-ones), and the Spearman correlation over channels of eta2 and mean |attribution|.
+(`eta2_weighted` above `eta2_mean` would mean that the channels the decision uses are the more
+class-specific ones), and the Spearman correlation over channels of eta2 and mean |attribution|.
 
 {markdown(attr)}
 """
@@ -158,13 +175,16 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=Path("/tmp/fm_run"))
     parser.add_argument("--steps", default="collect,ablate,attribute", help="commands to run, or none")
     parser.add_argument("--out", type=Path, default=ROOT / "checkpoints" / "ABLATION.md")
+    parser.add_argument("--card", type=Path, default=ROOT / "checkpoints" / "MODEL_CARD.md",
+                        help="model card whose <!-- ablation:start/end --> section gets the accuracy table")
     args = parser.parse_args()
     timings_file = args.run.with_name(args.run.name + ".timings.json")
     steps = [s for s in args.steps.split(",") if s and s != "none"]
     measure(args.run, steps, timings_file)
     timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
     args.out.write_text(page(args.run, timings))
-    print(f"wrote {args.out}")
+    replace_between_markers(args.card, "ablation", accuracy_table(load_run(args.run)))
+    print(f"wrote {args.out} and the ablation table of {args.card}")
 
 
 if __name__ == "__main__":

@@ -71,13 +71,27 @@ def saturation(blocks: pd.DataFrame) -> Figure:
     return fig
 
 
+def envelope(values: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, low, high): per run of consecutive channels, the channel index at the run's middle and the
+    lowest and highest value; with no more than `bins` runs. A line drawn through low and high in
+    turn looks, at one run per pixel, like the line through every value, at a fraction of the
+    drawing time. values: [C] -> three arrays of length min(C, bins)."""
+    width = -(-len(values) // bins)
+    runs = np.arange(0, len(values), width)
+    return runs + (np.minimum(runs + width, len(values)) - 1 - runs) / 2, np.minimum.reduceat(values, runs), \
+        np.maximum.reduceat(values, runs)
+
+
 def class_profiles(
-    profiles: dict[str, tuple[np.ndarray, np.ndarray]], classes: list[int], class_names: list[str], spread: bool = False
+    profiles: dict[str, tuple[np.ndarray, np.ndarray]], classes: list[int], class_names: list[str], spread: bool = False,
+    max_points: int | None = None,
 ) -> Figure:
     """The SE paper's figure: class-mean gate per channel for chosen classes, with the all-class mean.
 
     `profiles[block] = (mean [K, C], std [K, C])`; with `spread`, each class line gets a band of
-    +- one within-class standard deviation.
+    +- one within-class standard deviation. With `max_points`, blocks of more channels are drawn
+    from their envelope over max_points / 2 runs of channels (the dashboard's screen resolution),
+    which keeps every peak and trough.
     """
     n = len(profiles)
     cols = min(n, 3)
@@ -86,13 +100,27 @@ def class_profiles(
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows + 0.6), squeeze=False)
     fig.subplots_adjust(left=0.06, right=0.98, top=1 - 0.35 / (3.2 * rows + 0.6), bottom=1.1 / (3.2 * rows + 0.6),
                         hspace=0.55, wspace=0.25)
+    def line(ax, values: np.ndarray, **style) -> None:
+        if max_points and len(values) > max_points:
+            x, low, high = envelope(values, max_points // 2)
+            ax.plot(np.repeat(x, 2), np.column_stack([low, high]).ravel(), **style)
+        else:
+            ax.plot(np.arange(len(values)), values, **style)
+
+    def band(ax, low: np.ndarray, high: np.ndarray, **style) -> None:
+        if max_points and len(low) > max_points:
+            x, low, _ = envelope(low, max_points // 2)
+            high = envelope(high, max_points // 2)[2]
+        else:
+            x = np.arange(len(low))
+        ax.fill_between(x, low, high, **style)
+
     for ax, (block, (mean, std)) in zip(axes.flat, profiles.items()):
-        x = np.arange(mean.shape[1])
         for i, c in enumerate(classes):
-            ax.plot(x, mean[c], lw=0.8, color=f"C{i % 10}", label=class_names[c])
+            line(ax, mean[c], lw=0.8, color=f"C{i % 10}", label=class_names[c])
             if spread:
-                ax.fill_between(x, mean[c] - std[c], mean[c] + std[c], color=f"C{i % 10}", alpha=0.15, lw=0)
-        ax.plot(x, mean.mean(0), lw=1.2, color="black", label="all classes")
+                band(ax, mean[c] - std[c], mean[c] + std[c], color=f"C{i % 10}", alpha=0.15, lw=0)
+        line(ax, mean.mean(0), lw=1.2, color="black", label="all classes")
         ax.set_title(block)
         ax.set_ylim(0, 1)
         ax.set_xlabel("channel index")
@@ -104,27 +132,41 @@ def class_profiles(
     return fig
 
 
-def class_channel_heatmap(mean: np.ndarray, order: np.ndarray, class_names: list[str], block: str) -> Figure:
-    """Class x channel map of class-mean gates minus the channel's all-class mean, channels by preferred class."""
+def class_channel_heatmap(
+    mean: np.ndarray, order: np.ndarray, class_names: list[str], block: str, max_columns: int | None = None
+) -> Figure:
+    """Class x channel map of class-mean gates minus the channel's all-class mean, channels by
+    preferred class; with `max_columns`, neighbouring channels (same preferred class, mostly) are
+    averaged in groups so that no more than max_columns columns are drawn."""
     centred = (mean - mean.mean(0, keepdims=True))[:, order]
+    channels = centred.shape[1]
+    group = -(-channels // max_columns) if max_columns else 1
+    if group > 1:
+        starts = np.arange(0, centred.shape[1], group)
+        centred = np.add.reduceat(centred, starts, axis=1) / np.diff(np.append(starts, centred.shape[1]))
     lim = float(np.abs(centred).max()) or 1.0
     k = len(class_names)
     fig, ax = plt.subplots(figsize=(10, min(2 + 0.25 * k, 9)), layout="constrained")
-    image = ax.imshow(centred, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="antialiased")
+    image = ax.imshow(centred, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="antialiased",
+                      extent=(-0.5, channels - 0.5, k - 0.5, -0.5))  # x in channels, grouped or not
     fig.colorbar(image, ax=ax, label="class mean - all-class mean")
     if k <= MAX_TICK_LABELS:
         ax.set_yticks(range(k), class_names, fontsize=8)
     ax.set_ylabel("class")
-    ax.set_xlabel("channel (ordered by preferred class)")
+    ax.set_xlabel("channel (ordered by preferred class)" + (f", mean of each {group}" if group > 1 else ""))
     ax.set_title(f"{block}: class-mean gates")
     ax.grid(False)
     return fig
 
 
 def gate_distributions(dist: pd.DataFrame, title: str) -> Figure:
-    """Per class, the histogram of gate values (views.gate_distribution)."""
+    """Per class, the histogram of gate values (views.gate_distribution). Plain lines: seaborn's
+    lineplot regroups the frame and took half of this figure's time."""
     fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
-    sns.lineplot(dist, x="bin_center", y="share", hue="class_name", ax=ax, lw=1, legend=dist["class"].nunique() <= 12)
+    for i, (_, rows) in enumerate(dist.groupby("class", sort=False)):
+        ax.plot(rows["bin_center"], rows["share"], lw=1, color=f"C{i % 10}", label=rows["class_name"].iloc[0])
+    if dist["class"].nunique() <= 12:
+        ax.legend(title="class", fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel("gate value")
     ax.set_ylabel("share of samples")

@@ -19,6 +19,7 @@ from analysis import figures, views
 from analysis.errors import AnalysisError, RunFolderError
 from analysis.run import Run, load_run
 
+SCREEN_POINTS = 1000  # points per line, columns per heatmap: about two per pixel of a panel at 90 dpi
 PAGES = ("Overview", "Block explorer", "Channel explorer", "Classes", "Compare", "Interventions")
 RUNS_ENV = "SE_ANALYSIS_RUNS"
 
@@ -83,10 +84,12 @@ def figure(kind: str, path: str, _token: float, key: tuple) -> bytes:
     means = class_means(path, _token)
     if kind == "profiles":
         blocks, classes, spread = key
-        return png(figures.class_profiles({b: means[b] for b in blocks}, list(classes), names, spread))
+        return png(figures.class_profiles({b: means[b] for b in blocks}, list(classes), names, spread,
+                                          max_points=SCREEN_POINTS))
     if kind == "heatmap":
         (block,) = key
-        return png(figures.class_channel_heatmap(means[block][0], views.preferred_order(run, block), names, block))
+        return png(figures.class_channel_heatmap(means[block][0], views.preferred_order(run, block), names, block,
+                                                 max_columns=SCREEN_POINTS))
     if kind == "distribution":
         block, channel, classes = key
         title = f"{block}" + (f" channel {channel}" if channel is not None else " (all channels)")

@@ -93,3 +93,14 @@ def planted() -> tuple[PlantedNet, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     x, y = planted_data(1200)
     return PlantedNet().eval(), x, y
+
+
+def cli_error(capsys, argv: list[str]) -> str:
+    """The one-line error of a CLI call that must fail with exit status 2."""
+    from analysis.cli import main
+
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("se-analysis: error: ") and "\n" not in err and "Traceback" not in err
+    return err

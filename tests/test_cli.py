@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from conftest import cli_error
 
 from analysis import load_run
 from analysis.cli import main
@@ -52,24 +53,16 @@ def test_timm_model_on_synthetic_images(tmp_path):
     assert list(load_run(out).blocks["block"])[-1] == "SE_5_2"
 
 
-def error_of(capsys, argv: list[str]) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("se-analysis: error: ") and "\n" not in err and "Traceback" not in err
-    return err
-
-
 def test_bad_input_gives_one_sentence_and_exit_2(tmp_path, capsys):
     out = tmp_path / "run"
-    assert "does not exist" in error_of(capsys, collect_args(out, "--random-init", data="imagefolder:/nonexistent/x"))
-    assert "has no SE gate" in error_of(capsys, collect_args(out, "--random-init", model="torchvision:resnet18", data="synthetic:n=8,size=32"))
-    assert "no samples" in error_of(capsys, collect_args(out, "--random-init", data="synthetic:n=0"))
+    assert "does not exist" in cli_error(capsys, collect_args(out, "--random-init", data="imagefolder:/nonexistent/x"))
+    assert "has no SE gate" in cli_error(capsys, collect_args(out, "--random-init", model="torchvision:resnet18", data="synthetic:n=8,size=32"))
+    assert "no samples" in cli_error(capsys, collect_args(out, "--random-init", data="synthetic:n=0"))
     torch.manual_seed(0)  # random weights whose fc1 outputs leave [0, 1] (some seeds keep them inside)
-    assert "outside [0, 1]" in error_of(capsys, collect_args(out, "--random-init", "--gates", r"layer1\.0\.se\.fc1$"))
-    assert "needs weights" in error_of(capsys, collect_args(out))
-    assert "unknown model spec" in error_of(capsys, collect_args(out, "--random-init", model="nonsense"))
-    assert "not a run folder" in error_of(capsys, ["show", str(tmp_path / "nothing")])
+    assert "outside [0, 1]" in cli_error(capsys, collect_args(out, "--random-init", "--gates", r"layer1\.0\.se\.fc1$"))
+    assert "needs weights" in cli_error(capsys, collect_args(out))
+    assert "unknown model spec" in cli_error(capsys, collect_args(out, "--random-init", model="nonsense"))
+    assert "not a run folder" in cli_error(capsys, ["show", str(tmp_path / "nothing")])
     assert not out.exists()
 
 
@@ -78,7 +71,7 @@ def test_nan_weights_are_reported(tmp_path, capsys):
     state = model.state_dict()
     state["layer1.0.conv1.weight"][0, 0, 0, 0] = float("nan")
     torch.save(state, tmp_path / "nan.pth")
-    assert "NaN" in error_of(capsys, collect_args(tmp_path / "run", "--weights", str(tmp_path / "nan.pth")))
+    assert "NaN" in cli_error(capsys, collect_args(tmp_path / "run", "--weights", str(tmp_path / "nan.pth")))
 
 
 class Exploit:
@@ -89,7 +82,7 @@ class Exploit:
 def test_weights_that_would_run_code_are_refused(tmp_path, capsys):
     path = tmp_path / "evil.pth"
     path.write_bytes(pickle.dumps({"x": Exploit()}))
-    err = error_of(capsys, collect_args(tmp_path / "run", "--weights", str(path)))
+    err = cli_error(capsys, collect_args(tmp_path / "run", "--weights", str(path)))
     assert "not a readable weights file" in err
     assert "code ran" not in capsys.readouterr().out
 
@@ -99,16 +92,16 @@ def test_truncated_and_mismatched_weights(tmp_path, capsys):
     torch.save(model.state_dict(), tmp_path / "ok.pth")
     data = (tmp_path / "ok.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
-    assert "not a readable weights file" in error_of(capsys, collect_args(tmp_path / "r", "--weights", str(tmp_path / "cut.pth")))
+    assert "not a readable weights file" in cli_error(capsys, collect_args(tmp_path / "r", "--weights", str(tmp_path / "cut.pth")))
     torch.save(build_model("se_resnet56", in_channels=1, num_classes=4).state_dict(), tmp_path / "other.pth")
-    assert "do not fit" in error_of(capsys, collect_args(tmp_path / "r", "--weights", str(tmp_path / "other.pth")))
+    assert "do not fit" in cli_error(capsys, collect_args(tmp_path / "r", "--weights", str(tmp_path / "other.pth")))
 
 
 def test_existing_run_is_kept_unless_overwrite(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(collect_args(out, "--random-init", "--seed", "1")) == 0
     before = json.loads((out / "meta.json").read_text())
-    assert "already exists" in error_of(capsys, collect_args(out, "--random-init"))
+    assert "already exists" in cli_error(capsys, collect_args(out, "--random-init"))
     assert json.loads((out / "meta.json").read_text()) == before
     assert main(collect_args(out, "--random-init", "--overwrite", "--seed", "2")) == 0
     assert load_run(out).meta["stats"]["config"]["seed"] == 2
@@ -149,4 +142,4 @@ def test_corrupt_image_in_a_worker_process_is_one_sentence(tmp_path, capsys):
         Image.new("RGB", (40, 30), (10, 200, 30)).save(tmp_path / "imgs" / cls / "ok.jpg")
     (tmp_path / "imgs" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     args = collect_args(tmp_path / "run", "--random-init", "--workers", "1", "--image-size", "32", data=f"imagefolder:{tmp_path / 'imgs'}")
-    assert "broken.jpg" in error_of(capsys, args)
+    assert "broken.jpg" in cli_error(capsys, args)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import PlantedNet, batches, planted_data, record_gates
+from conftest import PlantedNet, batches, cli_error, planted_data, record_gates
 from torch import nn
 
 from analysis import collect, find_gates, load_run, save_run
@@ -167,14 +167,6 @@ def test_groups_and_the_removability_rule():
 
 
 SYNTH = "synthetic:classes=3,n=48,size=16,channels=1"
-
-
-def cli_error(capsys, argv: list[str]) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("se-analysis: error: ") and "\n" not in err and "Traceback" not in err
-    return err
 
 
 def test_cli_ablate_writes_its_table_and_refuses_runs_of_other_models(tmp_path, capsys):

@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return func(args)
     except AnalysisError as e:
-        print(f"se-analysis: error: {one_sentence(e)}", file=sys.stderr)
+        sys.stderr.write(f"se-analysis: error: {one_sentence(e)}\n")  # one write: ranks' lines never interleave
         return 2
     except KeyboardInterrupt:
         print("se-analysis: interrupted; nothing was written.", file=sys.stderr)

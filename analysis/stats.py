@@ -5,8 +5,8 @@
     stats.update("SE_2_1", s)           # from each gate's hook, s: [N, C]
 
 Per gate, with K classes, C channels, S shards and B bins (the layout of a run's stats file; in
-memory every field is one tensor over all gates' channels side by side, so that a batch is added
-to all gates at once):
+memory each field is one tensor holding the gates' tensors one after another, so that a batch is
+added to all gates at once, and each gate's tensor is a contiguous view):
 
 * `count [S*K]` int64, `sum`/`sumsq [S*K, C]` float64: moments per shard and class. Shards are
   disjoint parts of the data chosen by a hash of the sample id; the totals are their sums, and the
@@ -36,6 +36,9 @@ from .errors import GateValueError, LabelError, StatsMismatchError
 from .gates import Gate
 
 _PRIME = 2147483647  # 2**31 - 1: keeps every product of the hash below 2**62
+_DTYPES = {"count": torch.int64, "sum": torch.float64, "sumsq": torch.float64, "hist": torch.int32,
+           "reservoir": torch.float32, "top_values": torch.float32, "top_ids": torch.int64, "nonfinite": torch.int64,
+           "below": torch.int64, "above": torch.int64, "min": torch.float32, "max": torch.float32}
 MAX_ID = 2**32 - 2  # sample ids share an int64 key with the gate value in top_k
 
 
@@ -97,7 +100,9 @@ class GateStats:
         config: StatsConfig,
         class_names: list[str] | None = None,
         device: torch.device | str = "cpu",
+        state: dict[str, torch.Tensor] | None = None,
     ) -> None:
+        """Empty statistics, or with `state` (a state_dict's `{gate}/{field}` tensors) those stored."""
         if any(g.channels is None for g in gates):
             raise ValueError("every gate needs a channel count before statistics can be allocated")
         if len({g.name for g in gates}) != len(gates):
@@ -120,24 +125,52 @@ class GateStats:
             self.columns[g.name] = slice(start, start + g.channels)
         self._index = {g.name: i for i, g in enumerate(self.gates)}
         self.total = sum(g.channels for g in self.gates)
-        t, g = self.total, len(self.gates)
-        self.fused = {
-            "count": torch.zeros(g, config.shards * k, dtype=torch.int64, **dev),
-            "sum": torch.zeros(config.shards * k, t, dtype=torch.float64, **dev),
-            "sumsq": torch.zeros(config.shards * k, t, dtype=torch.float64, **dev),
-            "hist": torch.zeros(k, t, config.bins, dtype=torch.int32, **dev),
-            "reservoir": torch.zeros(slots + 1, t, dtype=torch.float32, **dev),
-            "top_values": torch.full((t, config.topk), -float("inf"), **dev),
-            "top_ids": torch.full((t, config.topk), -1, dtype=torch.int64, **dev),
+        # Per channel of all gates side by side: its gate's first channel, its index in the gate, and
+        # the gate's width; they place a channel's entries in the gate-after-gate blocks of `fused`.
+        first = torch.tensor([self.columns[g.name].start for g in self.gates for _ in range(g.channels)])
+        self._first, self._width = first.to(self.device), torch.tensor(
+            [g.channels for g in self.gates for _ in range(g.channels)], device=self.device)
+        self._local = torch.arange(self.total, device=self.device) - self._first
+        # Entries per channel of the fields stored gate after gate, each gate's block in its file layout.
+        self._rows = {"sum": config.shards * k, "sumsq": config.shards * k, "hist": k * config.bins, "reservoir": slots + 1}
+        self.fused = self._empty() if state is None else self._stored(state)
+        self._batch: dict[str, torch.Tensor] = {}
+        self._held = torch.empty(0, self.total, **dev)  # this batch's gate values, all gates side by side
+        self._pending: set[str] = set()  # gates whose values this batch holds
+
+    def _empty(self, large: bool = True) -> dict[str, torch.Tensor]:
+        """Fresh fields; without `large`, only those not stored gate after gate."""
+        t, dev, cfg = self.total, {"device": self.device}, self.config
+        fused = {field: torch.zeros(rows * t, dtype=_DTYPES[field], **dev) for field, rows in self._rows.items()} if large else {}
+        return fused | {
+            "count": torch.zeros(len(self.gates), cfg.shards * cfg.num_classes, dtype=torch.int64, **dev),
+            "top_values": torch.full((t, cfg.topk), -float("inf"), **dev),
+            "top_ids": torch.full((t, cfg.topk), -1, dtype=torch.int64, **dev),
             "nonfinite": torch.zeros(t, dtype=torch.int64, **dev),  # per channel; summed per gate on reading
             "below": torch.zeros(t, dtype=torch.int64, **dev),
             "above": torch.zeros(t, dtype=torch.int64, **dev),
             "min": torch.full((t,), float("inf"), **dev),
             "max": torch.full((t,), -float("inf"), **dev),
         }
-        self._batch: dict[str, torch.Tensor] = {}
-        self._held = torch.empty(0, self.total, **dev)  # this batch's gate values, all gates side by side
-        self._pending: set[str] = set()  # gates whose values this batch holds
+
+    def _stored(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`fused` from per-gate tensors, checked against the layout; the large fields joined in one
+        copy. Raises KeyError for a missing tensor and ValueError for a misshapen one."""
+        for g in self.gates:
+            for field, shape in self.layout(g.name).items():
+                value, dtype = state[f"{g.name}/{field}"], _DTYPES[field]
+                if value.shape != shape or value.dtype != dtype:
+                    raise ValueError(f"{g.name}/{field} is {value.dtype} {tuple(value.shape)}, "
+                                     f"expected {dtype} {tuple(shape)}")
+        joined = {field: torch.cat([state[f"{g.name}/{field}"].reshape(-1) for g in self.gates]).to(self.device)
+                  for field in self._rows}
+        joined |= {field: torch.cat([state[f"{g.name}/{field}"] for g in self.gates]).to(self.device)
+                   for field in ("top_values", "top_ids")}
+        self.fused = self._empty(large=False) | joined
+        for g in self.gates:
+            for field in ("count", "nonfinite", "below", "above", "min", "max"):
+                self.set_gate_tensor(g.name, field, state[f"{g.name}/{field}"])
+        return self.fused
 
     # ------------------------------------------------------------------ streaming
 
@@ -216,16 +249,18 @@ class GateStats:
         """Add s32 [N, C] float32, the values of the gates `gates` (channels `columns`), to the batch."""
         f, b, bins = self.fused, self._batch, self.config.bins
         n, c = s32.shape
-        s64 = s32.double()
+        first, local, width = self._first[columns], self._local[columns], self._width[columns]
+        s64 = s32.double().flatten()
         f["count"][gates].index_add_(1, b["row"], b["ones"].expand(gates.stop - gates.start, n))
-        f["sum"][:, columns].index_add_(0, b["row"], s64)
-        f["sumsq"][:, columns].index_add_(0, b["row"], s64 * s64)
+        at = (self._rows["sum"] * first + local + b["row"][:, None] * width).flatten()
+        f["sum"].index_add_(0, at, s64)
+        f["sumsq"].index_add_(0, at, s64 * s64)
         # Out-of-range values are counted (and reported by check), the clamp only keeps indices valid.
         bin_index = (s32 * bins).floor().clamp_(0, bins - 1).nan_to_num_(0).long()
-        channel = torch.arange(columns.start, columns.stop, device=s32.device)
-        cell = (b["y"][:, None] * self.total + channel) * bins + bin_index
-        f["hist"].view(-1).index_add_(0, cell.flatten(), torch.ones(cell.numel(), dtype=torch.int32, device=s32.device))
-        f["reservoir"][:, columns].index_copy_(0, b["dest"], s32)
+        cell = self._rows["hist"] * first + (b["y"][:, None] * width + local) * bins + bin_index
+        f["hist"].index_add_(0, cell.flatten(), torch.ones(cell.numel(), dtype=torch.int32, device=s32.device))
+        slot = self._rows["reservoir"] * first + local + b["dest"][:, None] * width
+        f["reservoir"].index_copy_(0, slot.flatten(), s32.flatten())
         values = torch.cat([f["top_values"][columns], s32.t()], dim=1)
         ids = torch.cat([f["top_ids"][columns], b["ids"].expand(c, -1)], dim=1)
         f["top_values"][columns], f["top_ids"][columns] = top_k(values, ids, self.config.topk)
@@ -235,13 +270,17 @@ class GateStats:
         f["min"][columns] = torch.minimum(f["min"][columns], s32.amin(0))
         f["max"][columns] = torch.maximum(f["max"][columns], s32.amax(0))
 
+    def _block(self, field: str, name: str) -> torch.Tensor:
+        """Gate `name`'s block of a field stored gate after gate: a view in the file layout."""
+        cols, rows = self.columns[name], self._rows[field]
+        block = self.fused[field][rows * cols.start : rows * cols.stop]
+        return block if field == "hist" else block.view(rows, cols.stop - cols.start)
+
     def gate_tensors(self, name: str) -> dict[str, torch.Tensor]:
-        """One gate's statistics in the layout of the module docstring (views where possible)."""
+        """One gate's statistics in the layout of the module docstring (views of the large fields)."""
         self.flush()
         f, i, cols = self.fused, self._index[name], self.columns[name]
-        return {
-            "count": f["count"][i], "sum": f["sum"][:, cols], "sumsq": f["sumsq"][:, cols],
-            "hist": f["hist"][:, cols].reshape(-1), "reservoir": f["reservoir"][:, cols],
+        return {"count": f["count"][i]} | {field: self._block(field, name) for field in self._rows} | {
             "top_values": f["top_values"][cols], "top_ids": f["top_ids"][cols],
             "nonfinite": f["nonfinite"][cols].sum(), "below": f["below"][cols].sum(), "above": f["above"][cols].sum(),
             "min": f["min"][cols].amin(), "max": f["max"][cols].amax(),
@@ -258,17 +297,15 @@ class GateStats:
 
     def set_gate_tensor(self, name: str, field: str, value: torch.Tensor) -> None:
         """Store one gate's field given in the layout of gate_tensors (from a file or a planted run)."""
-        shape, dtype = self.layout(name)[field], self.fused[field].dtype
+        shape, dtype = self.layout(name)[field], _DTYPES[field]
         if value.shape != shape or value.dtype != dtype:
             raise ValueError(f"{name}/{field} is {value.dtype} {tuple(value.shape)}, expected {dtype} {tuple(shape)}")
-        f, i, cols = self.fused, self._index[name], self.columns[name]
+        f, cols = self.fused, self.columns[name]
         value = value.to(self.device)
-        if field == "count":
-            f["count"][i] = value
-        elif field == "hist":
-            f["hist"][:, cols] = value.view(self.config.num_classes, -1, self.config.bins)
-        elif field in ("sum", "sumsq", "reservoir"):
-            f[field][:, cols] = value
+        if field in self._rows:
+            self._block(field, name).copy_(value)
+        elif field == "count":
+            f["count"][self._index[name]] = value
         elif field in ("top_values", "top_ids", "min", "max"):
             f[field][cols] = value
         else:  # a per-gate counter: kept on the gate's first channel
@@ -312,7 +349,7 @@ class GateStats:
     def histogram(self, name: str) -> torch.Tensor:
         """[K, C, B] int64 counts; bin b is [b/B, (b+1)/B), the last bin includes 1."""
         self.flush()
-        return self.fused["hist"][:, self.columns[name]].cpu().long()
+        return self._block("hist", name).view(self.config.num_classes, -1, self.config.bins).cpu().long()
 
     def reservoir(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(values [n, C] float32, labels [n], ids [n]) of the kept samples, ordered by key."""
@@ -320,7 +357,7 @@ class GateStats:
         keys = self.reservoir_keys[:-1].cpu()
         kept = torch.isfinite(keys).nonzero().flatten()
         kept = kept[keys[kept].argsort()]
-        values = self.fused["reservoir"][:-1, self.columns[name]].cpu()[kept]
+        values = self._block("reservoir", name)[:-1].cpu()[kept]
         return values, kept // self.config.reservoir, self.reservoir_ids[:-1].cpu()[kept]
 
     def top(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -351,7 +388,9 @@ class GateStats:
 
         a, b = self.fused, other.fused
         self.reservoir_ids[:-1] = pick(self.reservoir_ids, other.reservoir_ids)
-        a["reservoir"][:-1] = pick(a["reservoir"], b["reservoir"])
+        for g in self.gates:
+            mine = self._block("reservoir", g.name)
+            mine[:-1] = pick(mine, other._block("reservoir", g.name))
         for field in ("count", "sum", "sumsq", "hist", "nonfinite", "below", "above"):
             a[field] += b[field].to(self.device)
         torch.minimum(a["min"], b["min"].to(self.device), out=a["min"])
@@ -384,13 +423,10 @@ class GateStats:
     def from_state(cls, description: dict, tensors: dict[str, torch.Tensor]) -> GateStats:
         """Inverse of (describe, state_dict); raises KeyError/ValueError on a mismatched file."""
         gates = [Gate(**g) for g in description["gates"]]
-        stats = cls(gates, StatsConfig(**description["config"]), description["class_names"])
+        stats = cls(gates, StatsConfig(**description["config"]), description["class_names"], state=tensors)
         stats.samples = int(description["samples"])
         stats.reservoir_keys = tensors["_reservoir/keys"]
         stats.reservoir_ids = tensors["_reservoir/ids"]
-        for g in gates:
-            for field in stats.layout(g.name):
-                stats.set_gate_tensor(g.name, field, tensors[f"{g.name}/{field}"])
         return stats
 
     def to(self, device: torch.device | str) -> GateStats:
@@ -400,5 +436,6 @@ class GateStats:
         self.reservoir_keys = self.reservoir_keys.to(device)
         self.reservoir_ids = self.reservoir_ids.to(device)
         self._held = self._held.to(device)
+        self._first, self._local, self._width = (t.to(device) for t in (self._first, self._local, self._width))
         self.fused = {field: value.to(device) for field, value in self.fused.items()}
         return self

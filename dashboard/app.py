@@ -128,6 +128,14 @@ def overview(run: Run) -> None:
     st.dataframe(run.blocks, hide_index=True)
 
 
+def block_explorer_defaults(run: Run) -> list[tuple[str, tuple]]:
+    """(kind, key) of each figure the Block explorer shows with its default choices."""
+    last = views.block_names(run)[-1]
+    classes = tuple(views.spread_out(list(range(len(views.class_names(run)))), 4))
+    return [("profiles", (tuple(views.default_blocks(run)), classes, False)), ("heatmap", (last,)),
+            ("distribution", (last, None, classes))]
+
+
 def block_explorer(run: Run) -> None:
     st.header("Block explorer")
     blocks = st.multiselect("blocks", views.block_names(run), default=views.default_blocks(run))
@@ -249,6 +257,8 @@ def main() -> None:
         if run.blocks.empty:  # reading it here also lets a damaged run say so on every page
             raise RunFolderError(f"{path} has no SE blocks.")
         class_means(str(path), token(path))  # the one slow read, done on the first load of a run
+        for kind, key in block_explorer_defaults(run):  # drawn with the first load: the page then opens at once
+            figure(kind, str(path), token(path), key)
         if page == "Compare":
             compare_page(root, run)
         else:

@@ -6,9 +6,9 @@
     run = analysis.load_run("runs/x")      # run.blocks, run.channels: pandas tables
 """
 
-from . import metrics
-from .collect import GateHooks, collect
-from .errors import (
+from analysis.measures import metrics
+from analysis.capture.collect import GateHooks, collect
+from analysis.errors import (
     AnalysisError,
     CheckpointError,
     DataError,
@@ -19,10 +19,10 @@ from .errors import (
     RunFolderError,
     StatsMismatchError,
 )
-from .gates import Gate, find_gates
-from .models import build_model, se_resnet
-from .run import Run, load_run, save_run
-from .stats import GateStats, StatsConfig
+from analysis.capture.gates import Gate, find_gates
+from analysis.models.architectures import build_model, se_resnet
+from analysis.runs.folder import Run, load_run, save_run
+from analysis.capture.stats import GateStats, StatsConfig
 
 __all__ = [
     "AnalysisError",

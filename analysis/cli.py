@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
-from .errors import AnalysisError
+from analysis.errors import AnalysisError
 
 if TYPE_CHECKING:
-    from .run import Run
+    from analysis.runs.folder import Run
 
 SHOW_COLUMNS = {
     "block": "block",
@@ -55,7 +55,7 @@ def format_blocks(run: Run) -> str:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from .job import CollectJob, run_collect
+    from analysis.jobs import CollectJob, run_collect
 
     job = CollectJob(**{f.name: getattr(args, f.name) for f in fields(CollectJob) if f.name != "progress"},
                      progress=not args.quiet)
@@ -69,9 +69,9 @@ DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "fmni
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .job import CollectJob, run_collect
+    from analysis.jobs import CollectJob, run_collect
 
-    from .report import write_reports
+    from analysis.presentation.report import write_reports
 
     job = CollectJob(
         model=str(args.model), data="fashion-mnist:test", out=args.out, batch_size=250,
@@ -84,7 +84,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_reports
+    from analysis.presentation.report import write_reports
 
     reports = write_reports(args.runs, args.out, pdf=args.pdf, progress=not args.quiet)
     for report in reports:
@@ -97,7 +97,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import os
 
-    from .errors import RunFolderError
+    from analysis.errors import RunFolderError
 
     if not args.runs.is_dir():
         raise RunFolderError(f"{args.runs} is not a folder of runs; make one with `se-analysis demo`.")
@@ -109,15 +109,15 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .run import load_run
+    from analysis.runs.folder import load_run
 
     print(format_blocks(load_run(args.run)))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .run import check_writable
-    from .train import TrainConfig, train
+    from analysis.runs.folder import check_writable
+    from analysis.models.train import TrainConfig, train
 
     check_writable(args.out, args.overwrite)
     config = TrainConfig(
@@ -133,9 +133,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .data import make_loader
-    from .job import open_model_and_data, resolve_device
-    from .train import evaluate
+    from analysis.data.sources import make_loader
+    from analysis.jobs import open_model_and_data, resolve_device
+    from analysis.models.train import evaluate
 
     device = resolve_device(args.device)
     model, _, source = open_model_and_data(
@@ -149,9 +149,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _against_run(args: argparse.Namespace) -> tuple:
     """(run, model, loader, images): the run folder --out with the model and a loader of the data,
     checked to belong to it."""
-    from .job import resolve_device
-    from .jpeg import make_image_loader
-    from .matching import open_for_run
+    from analysis.jobs import resolve_device
+    from analysis.data.jpeg import make_image_loader
+    from analysis.runs.matching import open_for_run
 
     device = resolve_device(args.device)
     run, model, source = open_for_run(
@@ -162,7 +162,7 @@ def _against_run(args: argparse.Namespace) -> tuple:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from .interventions import ablate, format_interventions
+    from analysis.experiments.interventions import ablate, format_interventions
 
     run, model, loader, images = _against_run(args)
     table = ablate(
@@ -177,7 +177,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_attribute(args: argparse.Namespace) -> int:
-    from .attributions import attribute
+    from analysis.experiments.attributions import attribute
 
     run, model, loader, images = _against_run(args)
     table, blocks = attribute(

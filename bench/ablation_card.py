@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from analysis import load_run
-from analysis.interventions import INTERVENTIONS, REMOVABLE_DROP, SATURATED
+from analysis.experiments.interventions import INTERVENTIONS, REMOVABLE_DROP, SATURATED
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL, DATA = "checkpoints/fmnist_se20", "fashion-mnist:test"

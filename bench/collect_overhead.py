@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from analysis import GateHooks, GateStats, StatsConfig, find_gates
-from analysis.collect import AMP_DTYPES
-from analysis.modelspec import build_from_spec, input_shape
+from analysis.capture.collect import AMP_DTYPES
+from analysis.models.spec import build_from_spec, input_shape
 
 
 MODES = ("plain", "collect", "naive", "captum")

@@ -15,9 +15,9 @@ import os
 import time
 from pathlib import Path
 
-from analysis.run import load_run, save_run
-from analysis.stats import StatsConfig
-from analysis.synthetic import planted_stats, resnet_gates
+from analysis.runs.folder import load_run, save_run
+from analysis.capture.stats import StatsConfig
+from analysis.capture.planted import planted_stats, resnet_gates
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 

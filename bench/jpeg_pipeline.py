@@ -22,8 +22,8 @@ import torch
 from collect_overhead import build, calibrate_batchnorm, device_line, print_table, rate, sync, timed
 
 from analysis import collect
-from analysis.data import make_loader, open_data
-from analysis.jpeg import JpegLoader
+from analysis.data.sources import make_loader, open_data
+from analysis.data.jpeg import JpegLoader
 
 
 def main() -> None:

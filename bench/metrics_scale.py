@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from analysis import metrics
+from analysis.measures import metrics
 
 CHANNELS = [256] * 3 + [512] * 4 + [1024] * 6 + [2048] * 3
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from analysis.checkpoint import parameter_count
-from analysis.models import build_model
+from analysis.models.checkpoint import parameter_count
+from analysis.models.architectures import build_model
 
 GATE = {"se": "SE (squeeze: global average pool)", "nosqueeze": "NoSqueeze (1x1 convs, no pooling)",
         "none": "none (plain ResNet-20)"}

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from analysis import figures, views
+from analysis.presentation import figures
+
+from analysis.presentation import views
 from analysis.errors import AnalysisError, RunFolderError
-from analysis.run import Run, load_run
+from analysis.runs.folder import Run, load_run
 
 SCREEN_POINTS = 1000  # points per line, columns per heatmap: about two per pixel of a panel at 90 dpi
 PAGES = ("Overview", "Block explorer", "Channel explorer", "Classes", "Compare", "Interventions")
@@ -169,7 +171,7 @@ def channel_explorer(run: Run) -> None:
 
 
 def show_images(spec: str, ids: list[int]) -> None:
-    from analysis.data import open_data
+    from analysis.data.sources import open_data
 
     try:
         dataset = open_data(spec).dataset

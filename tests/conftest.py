@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.models import SqueezeExcite
+from analysis.cli import main as cli_main
+from analysis.models.architectures import SqueezeExcite
 
 DEVICE = torch.device(os.environ.get("TORCH_DEVICE", "cpu"))
 
@@ -97,10 +98,17 @@ def planted() -> tuple[PlantedNet, torch.Tensor, torch.Tensor]:
 
 def cli_error(capsys, argv: list[str]) -> str:
     """The one-line error of a CLI call that must fail with exit status 2."""
-    from analysis.cli import main
-
     capsys.readouterr()
-    assert main(argv) == 2
+    assert cli_main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("se-analysis: error: ") and "\n" not in err and "Traceback" not in err
     return err
+
+
+def measure_run(out) -> None:
+    """A run with interventions and attributions, made by the CLI on a small random-weight model."""
+    common = ["--model", "se_resnet20", "--random-init", "--data", "synthetic:classes=3,n=48,size=16,channels=1",
+              "--out", str(out), "--quiet"]
+    assert cli_main(["collect", *common]) == 0
+    assert cli_main(["ablate", *common, "--groups", "block,all", "--resamples", "50"]) == 0
+    assert cli_main(["attribute", *common]) == 0

@@ -13,7 +13,7 @@ from conftest import cli_error
 
 from analysis import load_run
 from analysis.cli import main
-from analysis.models import build_model
+from analysis.models.architectures import build_model
 
 SYNTH = "synthetic:classes=4,n=96,size=16,channels=1"
 
@@ -109,7 +109,7 @@ def test_existing_run_is_kept_unless_overwrite(tmp_path, capsys):
 
 
 def test_interrupted_write_leaves_nothing_half_written(tmp_path, monkeypatch):
-    from analysis import metrics
+    from analysis.measures import metrics
 
     out = tmp_path / "run"
     assert main(collect_args(out, "--random-init")) == 0

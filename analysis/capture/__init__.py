@@ -1,0 +1,1 @@
+"""Stage 3, capture: find every SE gate, hook the forward pass, stream the gates into GateStats."""

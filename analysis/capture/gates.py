@@ -1,0 +1,140 @@
+"""Find every SE gate of a model and give it a paper-style name.
+
+A gate is the module whose output is the per-sample, per-channel multiplier `s` of one SE block.
+SE blocks are found by type through one adapter table (SE class -> its gate submodule), never by
+attribute name, because blocks without SE often hold an `nn.Identity` under the same name.
+
+Names follow the SE paper where the model has stages: `SE_{stage}_{block}`, numbering stages as
+ResNet does (the stem is stage 1, so the first stage of blocks is stage 2: SE-ResNet-50 has
+SE_2_1..SE_5_3). Otherwise `SE_{i}` in forward order. The rules are in `_STAGE_RULES`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from torch import nn
+
+from analysis.errors import NoGatesError
+from analysis.models.architectures import NoSqueezeExcite, SqueezeExcite
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One SE gate. `depth` is its 1-based position in forward order; `path` the hooked module."""
+
+    name: str
+    depth: int
+    path: str
+    channels: int | None
+
+    def __post_init__(self) -> None:
+        if not self.name or self.depth < 1:
+            raise ValueError(f"bad gate description {self!r}")
+        if self.channels is not None and self.channels < 1:
+            raise ValueError(f"gate {self.name} must have at least one channel")
+
+
+def _adapter_table() -> list[tuple[type, str]]:
+    """(SE module class, attribute holding its gate activation) for every library we know."""
+    table: list[tuple[type, str]] = [(SqueezeExcite, "gate"), (NoSqueezeExcite, "gate")]
+    try:
+        from torchvision.ops import SqueezeExcitation
+
+        table.append((SqueezeExcitation, "scale_activation"))
+    except ImportError:
+        pass
+    try:
+        from timm.layers import squeeze_excite as tse
+        from timm.models import _efficientnet_blocks as teb
+        from timm.models import senet as tsenet
+
+        table += [
+            (tse.SEModule, "gate"),
+            (tse.EffectiveSEModule, "gate"),
+            (tse.SqueezeExciteCl, "gate"),
+            (teb.SqueezeExcite, "gate"),
+            (tsenet.SEModule, "sigmoid"),
+        ]
+    except ImportError:
+        pass
+    return table
+
+
+# (path pattern of the SE block, stage number of index 0, block number of index 0)
+_STAGE_RULES: list[tuple[re.Pattern[str], int, int]] = [
+    (re.compile(r"(?:^|\.)layer(\d+)\.(\d+)\."), 1, 1),  # ResNet families: layer1 is conv2_x
+    (re.compile(r"(?:^|\.)s(\d+)\.b(\d+)\."), 1, 0),  # timm RegNet: s1.b1, both 1-based
+    (re.compile(r"(?:^|\.)trunk_output\.block(\d+)\.block\d+-(\d+)\."), 1, 1),  # torchvision RegNet
+    (re.compile(r"(?:^|\.)blocks\.(\d+)\.(\d+)\."), 2, 1),  # timm EfficientNet/MobileNet: stem outside
+    (re.compile(r"(?:^|\.)stages\.(\d+)\.(\d+)\."), 2, 1),  # timm ByobNet (seresnet33ts): stem outside
+    (re.compile(r"(?:^|\.)features\.(\d+)\.(\d+)\."), 1, 1),  # torchvision EfficientNet: features.0 = stem
+]
+
+
+def gate_names(paths: list[str]) -> list[str]:
+    """Paper-style names for gate module paths given in forward order.
+
+    The first stage rule that matches every path and gives distinct names wins; else SE_1, SE_2, ...
+    """
+    for pattern, stage0, block0 in _STAGE_RULES:
+        matches = [pattern.search(p + ".") for p in paths]
+        if all(matches):
+            names = [f"SE_{int(m[1]) + stage0}_{int(m[2]) + block0}" for m in matches]
+            if len(set(names)) == len(names):
+                return names
+    return [f"SE_{i + 1}" for i in range(len(paths))]
+
+
+def _out_channels(se_block: nn.Module) -> int | None:
+    """Channels of a gate: the outputs of the last conv/linear layer inside its SE block."""
+    last = None
+    for m in se_block.modules():
+        if isinstance(m, nn.Conv2d):
+            last = m.out_channels
+        elif isinstance(m, nn.Linear):
+            last = m.out_features
+    return last
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module behind torch.compile, DataParallel and DistributedDataParallel wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def find_gates(model: nn.Module, pattern: str | None = None) -> list[Gate]:
+    """Every SE gate of `model` in forward (registration) order.
+
+    With `pattern`, the gates are instead the modules whose path matches that regular expression
+    (re.search); their channel count is learnt from the first batch. Raises NoGatesError.
+    """
+    model = unwrap(model)
+    found: list[tuple[str, int | None]] = []
+    if pattern is not None:
+        try:
+            regex = re.compile(pattern)
+        except re.error as e:
+            raise NoGatesError(f"the gate pattern {pattern!r} is not a valid regular expression: {e}.") from None
+        found = [(path, None) for path, _ in model.named_modules() if path and regex.search(path)]
+        tried = f"module paths matching {pattern!r}"
+    else:
+        table = _adapter_table()
+        for path, module in model.named_modules():
+            for cls, attr in table:
+                gate = getattr(module, attr, None)
+                if isinstance(module, cls) and isinstance(gate, nn.Module):
+                    found.append((f"{path}.{attr}" if path else attr, _out_channels(module)))
+                    break
+        tried = "SE modules of types " + ", ".join(f"{c.__module__}.{c.__qualname__}" for c, _ in table)
+    if not found:
+        raise NoGatesError(
+            f"{type(model).__name__} has no SE gate: looked for {tried}; "
+            "pass a module-name pattern (--gates REGEX) to name the gate modules yourself."
+        )
+    names = gate_names([p for p, _ in found])
+    return [Gate(name, i + 1, path, ch) for i, (name, (path, ch)) in enumerate(zip(names, found))]

@@ -1,0 +1,74 @@
+"""Planted GateStats made without a model, at any scale.
+
+The dashboard, the reports and their benchmarks need runs of every size, up to ImageNet scale
+(1000 classes, ~15k gate channels), without hours of collection. These statistics are what a
+collection over `samples_per_class` images per class would give if each gate were Gaussian around
+a class-mean profile whose class dependence grows with depth: block i of n has class effect
+`specificity * (i / n) ** 2`, so the early blocks are near chance and the late ones class-specific.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from analysis.capture.gates import Gate
+from analysis.capture.stats import GateStats, StatsConfig
+
+RESNET50_CHANNELS = (256,) * 3 + (512,) * 4 + (1024,) * 6 + (2048,) * 3
+
+
+def resnet_gates(channels: tuple[int, ...] = RESNET50_CHANNELS, blocks_per_stage: tuple[int, ...] = (3, 4, 6, 3)) -> list[Gate]:
+    """Gates named like SE-ResNet's (SE_2_1 .. SE_5_3) with the given channel counts."""
+    names = [f"SE_{stage + 2}_{b + 1}" for stage, n in enumerate(blocks_per_stage) for b in range(n)]
+    if len(names) != len(channels):
+        raise ValueError(f"{len(channels)} channel counts for {len(names)} blocks")
+    return [Gate(name, i + 1, f"synthetic.{name}", c) for i, (name, c) in enumerate(zip(names, channels))]
+
+
+def planted_stats(
+    gates: list[Gate],
+    num_classes: int,
+    samples_per_class: int = 50,
+    *,
+    specificity: float = 0.15,
+    noise: float = 0.05,
+    config: StatsConfig | None = None,
+    seed: int = 0,
+) -> GateStats:
+    """GateStats with planted class structure; sample ids are `class * samples_per_class + i`."""
+    config = config or StatsConfig(num_classes=num_classes, reservoir=min(16, samples_per_class))
+    stats = GateStats(gates, config, [f"class {k}" for k in range(num_classes)])
+    g = torch.Generator().manual_seed(seed)
+    k, s, n, bins = num_classes, config.shards, samples_per_class, config.bins
+    shard_of = torch.randint(0, s, (k, n), generator=g)
+    count = torch.stack([(shard_of == j).sum(1) for j in range(s)])  # [S, K]
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    for i, gate in enumerate(gates):
+        c, t = gate.channels, {}
+        effect = specificity * ((i + 1) / len(gates)) ** 2
+        base = 0.5 + 0.15 * torch.randn(c, generator=g, dtype=torch.float64)
+        mu = (base + effect * torch.randn(k, c, generator=g, dtype=torch.float64)).clamp(0.02, 0.98)  # [K, C]
+        shard_mu = mu + noise / math.sqrt(max(n / s, 1)) * torch.randn(s, k, c, generator=g, dtype=torch.float64)
+        t["count"] = count.flatten().clone()
+        t["sum"] = (count[..., None] * shard_mu).view(s * k, c)
+        t["sumsq"] = (count[..., None] * (shard_mu**2 + noise**2)).view(s * k, c)
+        # Histogram: expected counts of N(mu, noise) clipped to [0, 1], rounded per class and channel.
+        cdf = 0.5 * (1 + torch.erf((edges - mu[..., None]) / (noise * math.sqrt(2)))).float()  # [K, C, B+1]
+        cdf[..., 0], cdf[..., -1] = 0.0, 1.0
+        t["hist"] = (cdf.diff(dim=-1) * n).round().int().flatten()
+        r = config.reservoir
+        kept = (mu.float().repeat_interleave(r, 0) + noise * torch.randn(k * r, c, generator=g)).clamp(0, 1)
+        t["reservoir"] = torch.cat([kept, torch.zeros(1, c)])
+        top = mu.float().max(0).values[:, None] + noise * torch.rand(c, config.topk, generator=g).sort(1, descending=True).values
+        t["top_values"] = top.clamp(max=1.0)
+        t["top_ids"] = (mu.argmax(0)[:, None] * n + torch.arange(config.topk) % n).long()
+        t["min"], t["max"] = torch.tensor(0.0), torch.tensor(1.0)
+        for field, value in t.items():
+            stats.set_gate_tensor(gate.name, field, value)
+    r = config.reservoir
+    stats.reservoir_keys[:-1] = torch.rand(k * r, generator=g, dtype=torch.float64)
+    stats.reservoir_ids[:-1] = (torch.arange(k)[:, None] * n + torch.arange(r) % n).flatten()
+    stats.samples = k * n
+    return stats

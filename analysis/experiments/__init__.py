@@ -1,0 +1,1 @@
+"""Stage 6, experiments: interventions on the gates and attributions to them, against a run."""

@@ -1,0 +1,308 @@
+"""Interventions: replace the gates of chosen SE blocks during evaluation and measure the cost.
+
+The paper removed the SE blocks of the last stage at little cost because their gates saturate.
+Here the gate output `s` of any block, or group of blocks, is replaced by
+
+* `ones`: s = 1, the block without SE;
+* `mean`: the data set's mean gate per channel (keeps the average recalibration, drops the
+  dependence on the input);
+* `class-mean`: the mean gate of the image's true class (an oracle that keeps class information
+  only);
+* `shuffle`: the gates of another image of the batch (a seeded derangement, drawn per batch);
+
+and top-1 accuracy and cross-entropy are compared with the unmodified model, with paired bootstrap
+intervals over images. The mean gates come from a run folder of the same model (`se-analysis
+collect`), never recomputed. Spatial gates [N, C, H, W] get the channel vector at every position.
+One pass over the data: each batch runs the plain model once, then every (group, intervention).
+
+Table `interventions`, one row per (group, intervention), groups in the order asked:
+
+* `group`: a block name, `SE_{stage}_*` for a stage, `all`, or blocks joined by `+`; `kind`:
+  block, stage, all or set; `blocks`: its blocks, comma-separated; `n_blocks`.
+* `intervention`; `samples`: images evaluated.
+* `acc_base`, `acc`: top-1 accuracy of the plain and the intervened model; `acc_change` = acc -
+  acc_base, with `acc_change_ci_low`, `acc_change_ci_high` its paired bootstrap 95% interval.
+* `loss_base`, `loss`, `loss_change`, `loss_change_ci_low`, `loss_change_ci_high`: the same for
+  the mean cross-entropy.
+* `sat_high`, `sat_low`, `eta2_excess`: the block's row of the run's blocks table (NaN for a group
+  of several blocks).
+* `predicted_removable`: every block of the group is saturated or class-agnostic (see
+  `predicted_removable`); `measured_removable`: the accuracy drop is below `REMOVABLE_DROP` with
+  95% confidence (acc_change_ci_low > -REMOVABLE_DROP).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from analysis.capture.collect import AMP_DTYPES, GateHooks, model_device
+from analysis.errors import DataError, InterventionError
+from analysis.capture.gates import Gate
+from analysis.runs.matching import check_labels, run_gates
+from analysis.runs.folder import Run
+
+INTERVENTIONS = ("ones", "mean", "class-mean", "shuffle")
+DEFAULT_GROUPS = "block,stage,all"
+SATURATED = 0.5  # a block is saturated when at least this share of its gate values are >= 0.9
+REMOVABLE_DROP = 0.01  # measured removable: accuracy drops by less than this (1 point), 95% sure
+CI_LEVEL = 0.95
+_STAGE_NAME = re.compile(r"^SE_(\d+)_\d+$")
+
+
+def block_groups(gates: list[Gate], spec: str = DEFAULT_GROUPS) -> list[tuple[str, str, list[str]]]:
+    """(group name, kind, block names) for a comma-separated `spec` of `block` (each block alone),
+    `stage` (the blocks of each stage together; needs SE_{stage}_{block} names), `all` (every
+    block at once) and explicit sets of blocks joined by `+`. Raises InterventionError."""
+    names = [g.name for g in gates]
+    groups: list[tuple[str, str, list[str]]] = []
+    for item in (part.strip() for part in spec.split(",")):
+        if item == "block":
+            groups += [(name, "block", [name]) for name in names]
+        elif item == "stage":
+            stages: dict[str, list[str]] = {}
+            for name in names:
+                if m := _STAGE_NAME.match(name):
+                    stages.setdefault(f"SE_{m[1]}_*", []).append(name)
+            groups += [(stage, "stage", blocks) for stage, blocks in stages.items()]
+        elif item == "all":
+            groups.append(("all", "all", names))
+        elif item and all(b in names for b in item.split("+")):
+            groups.append((item, "set", item.split("+")))
+        else:
+            raise InterventionError(
+                f"group {item!r} is neither block, stage, all nor blocks of this model joined by + "
+                f"(e.g. {'+'.join(names[-2:])})."
+            )
+    return groups
+
+
+def run_gate_means(run: Run, gates: list[Gate]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per gate, (data set mean [C], class means [K, C]) in float64 from the run's class_means
+    table. A class without images in the run gets NaN class means. The data set mean weighs each
+    class mean by its count, so it is the mean over all the run's images."""
+    k = run.meta["stats"]["config"]["num_classes"]
+    channels = {g.name: g.channels for g in gates}
+    means = {}
+    for name, rows in run.class_means.groupby("block", observed=True, sort=False):
+        classes = torch.tensor(rows["class"].to_numpy(np.int64))
+        class_mean = torch.full((k, channels[str(name)]), float("nan"), dtype=torch.float64)
+        channel = torch.tensor(rows["channel"].to_numpy(np.int64))
+        class_mean[classes, channel] = torch.tensor(rows["mean"].to_numpy(np.float64))
+        count = torch.zeros(k, dtype=torch.float64)
+        count[classes] = torch.tensor(rows["count"].to_numpy(np.float64))
+        means[str(name)] = ((class_mean.nan_to_num() * count[:, None]).sum(0) / count.sum(), class_mean)
+    return means
+
+
+class GateReplacement(GateHooks):
+    """Forward hooks that replace the outputs of the gates named in `blocks` by `intervention`;
+    the other gates pass unchanged (a hook returning None keeps the output).
+
+        with GateReplacement(model, gates, run_gate_means(run, gates)) as hooks:
+            hooks.begin_batch(y)
+            hooks.blocks, hooks.intervention = {"SE_4_3"}, "mean"
+            logits = model(x)
+    """
+
+    def __init__(
+        self, model: nn.Module, gates: list[Gate], means: dict[str, tuple[torch.Tensor, torch.Tensor]], seed: int = 0
+    ) -> None:
+        super().__init__(model, gates, stats=None)  # GateHooks registers and removes; no statistics here
+        device = model_device(model)
+        self.means = {name: (m.float().to(device), c.float().to(device)) for name, (m, c) in means.items()}
+        self.generator = torch.Generator().manual_seed(seed)
+        self.blocks: frozenset[str] | set[str] = frozenset()
+        self.intervention = "ones"
+        self.labels: torch.Tensor | None = None
+        self.perm: torch.Tensor | None = None
+
+    def begin_batch(self, labels: torch.Tensor) -> None:
+        """Set the batch's true labels (for class-mean) and draw its derangement (for shuffle):
+        in a random order of the batch, each image takes the gates of the one before it."""
+        order = torch.randperm(len(labels), generator=self.generator)
+        perm = torch.empty_like(order)
+        perm[order] = order.roll(1)
+        self.labels, self.perm = labels, perm.to(labels.device)
+
+    def _hook(self, gate: Gate):  # noqa: ANN202 - a closure per gate
+        def hook(module: nn.Module, inputs: Any, output: Any) -> torch.Tensor | None:
+            return self.replace(gate, output) if gate.name in self.blocks else None
+
+        return hook
+
+    def replace(self, gate: Gate, out: torch.Tensor) -> torch.Tensor:
+        """The gate output `out` [N, C, ...] under the current intervention, same shape and dtype."""
+        if self.intervention == "ones":
+            return torch.ones_like(out)
+        if self.intervention == "shuffle":
+            return out[self.perm]
+        mean, class_mean = self.means[gate.name]
+        vectors = mean[None] if self.intervention == "mean" else class_mean[self.labels]
+        if out.shape[1] != vectors.shape[1]:
+            raise InterventionError(f"gate {gate.name} has {out.shape[1]} channels, its run means {vectors.shape[1]}.")
+        return torch.empty_like(out).copy_(vectors.view(*vectors.shape, *[1] * (out.dim() - 2)))
+
+
+def bootstrap_ci(
+    values: np.ndarray, *, resamples: int = 1000, seed: int = 0, level: float = CI_LEVEL
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap interval of the column means of `values` [N, S], resampling rows.
+
+    Every column sees the same resamples, so rows of per-image differences stay paired.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(values)
+    means = np.empty((resamples, values.shape[1]))
+    for start in range(0, resamples, 64):  # 64 resamples at a time: memory 64 x N counts
+        b = min(64, resamples - start)
+        picks = rng.integers(0, n, (b, n)) + n * np.arange(b)[:, None]
+        counts = np.bincount(picks.ravel(), minlength=b * n).reshape(b, n)
+        means[start : start + b] = counts @ values / n
+    tail = (1 - level) / 2
+    return np.quantile(means, tail, axis=0), np.quantile(means, 1 - tail, axis=0)
+
+
+def predicted_removable(blocks: pd.DataFrame, min_excess: float) -> pd.Series:
+    """Per block name, the paper's prediction that its gates can be replaced at little cost: the
+    block is saturated (`sat_high` >= SATURATED: most gates are near 1, so SE barely rescales) or
+    class-agnostic (`eta2_excess` <= min_excess, the onset rule's effect size). A hypothesis that
+    the measured columns test: a class-agnostic gate can still rescale channels per image."""
+    b = blocks.set_index("block")
+    return (b["sat_high"] >= SATURATED) | (b["eta2_excess"] <= min_excess)
+
+
+def ablate(
+    model: nn.Module,
+    loader: Iterable,
+    run: Run,
+    *,
+    groups: str = DEFAULT_GROUPS,
+    interventions: Sequence[str] = INTERVENTIONS,
+    amp: str | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+    total: int | None = None,
+) -> pd.DataFrame:
+    """The `interventions` table (module docstring) of `model` over `loader`'s (x, y, ...) batches.
+
+    `run` is a run folder of the same model; `groups` as in `block_groups`; `amp` None, "bf16" or
+    "fp16"; `seed` fixes the shuffles and the bootstrap. The model should be in eval mode.
+    """
+    if not interventions or any(i not in INTERVENTIONS for i in interventions):
+        raise InterventionError(
+            f"interventions must be some of {', '.join(INTERVENTIONS)}, not {', '.join(interventions) or 'none'}."
+        )
+    if amp is not None and amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)} or None, not {amp!r}")
+    gates = run_gates(run, model)
+    group_list = block_groups(gates, groups)
+    settings = [(frozenset(blocks), how) for _, _, blocks in group_list for how in interventions]
+    k = run.meta["stats"]["config"]["num_classes"]
+    means = run_gate_means(run, gates)
+    unseen = sorted({int(c) for _, cm in means.values() for c in cm.isnan().any(1).nonzero().flatten()})
+    if "class-mean" in interventions and unseen:
+        raise InterventionError(
+            f"{run.path} has no images of class {run.meta['stats']['class_names'][unseen[0]]!r}, "
+            "so its class-mean gates are unknown; collect the run on data with every class."
+        )
+    device = model_device(model)
+    autocast = torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp else contextlib.nullcontext()
+    correct, losses = [], []
+    with (
+        GateReplacement(model, gates, means, seed) as hooks,
+        torch.inference_mode(),
+        tqdm(total=total, unit="img", disable=not progress, file=sys.stderr, desc="ablate") as bar,
+    ):
+        for x, y, *_ in loader:
+            check_labels(y, k)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            hooks.begin_batch(y)
+            batch_correct, batch_loss = [], []
+            for blocks, how in [(frozenset(), "ones"), *settings]:  # first the plain model
+                hooks.blocks, hooks.intervention = blocks, how
+                with autocast:
+                    logits = model(x).float()
+                if logits.shape[1] != k:
+                    raise InterventionError(f"the model has {logits.shape[1]} outputs, the run's data {k} classes.")
+                batch_correct.append(logits.argmax(1) == y)
+                batch_loss.append(F.cross_entropy(logits, y, reduction="none"))
+            correct.append(torch.stack(batch_correct))
+            losses.append(torch.stack(batch_loss))
+            bar.update(len(y))
+    if not correct:
+        raise DataError("the data source yielded no samples.")
+    correct_all = torch.cat(correct, 1).double().cpu().numpy()
+    loss_all = torch.cat(losses, 1).double().cpu().numpy()
+    return _table(run, group_list, interventions, correct_all, loss_all, resamples, seed)
+
+
+def _table(
+    run: Run,
+    groups: list[tuple[str, str, list[str]]],
+    interventions: Sequence[str],
+    correct: np.ndarray,
+    loss: np.ndarray,
+    resamples: int,
+    seed: int,
+) -> pd.DataFrame:
+    """Rows of the interventions table from per-image correctness and loss [1 + S, N], row 0 plain."""
+    s = len(correct) - 1
+    diffs = np.concatenate([correct[1:] - correct[0], loss[1:] - loss[0]]).T  # [N, 2S]
+    low, high = bootstrap_ci(diffs, resamples=resamples, seed=seed)
+    blocks = run.blocks.set_index("block")
+    removable = predicted_removable(run.blocks, run.meta["onset"]["min_excess"])
+    settings = [(group, how) for group in groups for how in interventions]
+    rows = []
+    for i, ((name, kind, members), how) in enumerate(settings):
+        single = blocks.loc[members[0]] if len(members) == 1 else None
+        rows.append(
+            {
+                "group": name, "kind": kind, "blocks": ",".join(members), "n_blocks": len(members),
+                "intervention": how, "samples": correct.shape[1],
+                "acc_base": correct[0].mean(), "acc": correct[i + 1].mean(), "acc_change": diffs[:, i].mean(),
+                "acc_change_ci_low": low[i], "acc_change_ci_high": high[i],
+                "loss_base": loss[0].mean(), "loss": loss[i + 1].mean(), "loss_change": diffs[:, s + i].mean(),
+                "loss_change_ci_low": low[s + i], "loss_change_ci_high": high[s + i],
+                **{c: float(single[c]) if single is not None else np.nan for c in ("sat_high", "sat_low", "eta2_excess")},
+                "predicted_removable": bool(removable[members].all()),
+            }
+        )
+    table = pd.DataFrame(rows)
+    table["measured_removable"] = table["acc_change_ci_low"] > -REMOVABLE_DROP
+    return table
+
+
+def format_interventions(table: pd.DataFrame) -> str:
+    """The interventions table as printed by `se-analysis ablate`: changes in percentage points."""
+    first = table.iloc[0]
+    pp = 100 * table[["acc_change", "acc_change_ci_low", "acc_change_ci_high"]]
+    shown = pd.DataFrame(
+        {
+            "group": table["group"],
+            "intervention": table["intervention"],
+            "top1_%": (100 * table["acc"]).map("{:.2f}".format),
+            "change_pp": pp["acc_change"].map("{:+.2f}".format),
+            "95%_CI_pp": [f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in zip(pp["acc_change_ci_low"], pp["acc_change_ci_high"])],
+            "loss_change": table["loss_change"].map("{:+.4f}".format),
+            "predicted_removable": table["predicted_removable"],
+            "measured_removable": table["measured_removable"],
+        }
+    )
+    head = (
+        f"plain model: top-1 {100 * first['acc_base']:.2f}%, loss {first['loss_base']:.4f} on {first['samples']} images; "
+        f"changes with paired bootstrap {CI_LEVEL:.0%} intervals"
+    )
+    with pd.option_context("display.width", 200, "display.max_rows", 1000):
+        return f"{head}\n{shown.to_string(index=False)}"

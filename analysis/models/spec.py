@@ -1,0 +1,73 @@
+"""Turn a model spec string into a model, and load weights without executing code.
+
+Specs: a checkpoint (`checkpoints/fmnist_se20`, see analysis.checkpoint), `se_resnet20` (a project
+architecture, see analysis.models.ARCHITECTURES), `timm:seresnet50`, `torchvision:efficientnet_b0`.
+Nothing is downloaded: timm and torchvision models are built with random weights, and real weights
+come from a local file (`weights=`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from analysis.models.checkpoint import apply_weights, is_checkpoint, load_checkpoint, load_state_dict
+from analysis.errors import ModelSpecError
+from analysis.models.architectures import ARCHITECTURES, build_model
+
+
+def build_from_spec(
+    spec: str,
+    *,
+    weights: str | Path | None = None,
+    random_init: bool = False,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+) -> tuple[nn.Module, dict[str, Any] | None]:
+    """(model in eval mode, checkpoint metadata or None) for `spec`.
+
+    Other than for a checkpoint, either `weights` or `random_init` is needed. `num_classes` and
+    `in_channels` size the project's own architectures (for timm and torchvision models the head
+    size does not matter to the gates, so their defaults stay).
+    """
+    if is_checkpoint(spec):
+        if weights is not None:
+            raise ModelSpecError(f"{spec} is a checkpoint and carries its weights; drop --weights.")
+        return load_checkpoint(spec)
+    if weights is None and not random_init:
+        raise ModelSpecError(
+            f"{spec} needs weights: pass --weights FILE, or --random-init to study an untrained model."
+        )
+    kind, _, name = spec.partition(":")
+    try:
+        if not name and kind in ARCHITECTURES:
+            kwargs = {"num_classes": num_classes or 10, "in_channels": in_channels or 3}
+            model: nn.Module = build_model(kind, **kwargs)
+        elif kind == "timm":
+            import timm
+
+            model = timm.create_model(name, pretrained=False)
+        elif kind == "torchvision":
+            import torchvision
+
+            model = torchvision.models.get_model(name, weights=None)
+        else:
+            raise ModelSpecError(
+                f"unknown model spec {spec!r}: use a checkpoint file, timm:NAME, torchvision:NAME "
+                f"or one of {', '.join(ARCHITECTURES)}."
+            )
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ModelSpecError(f"cannot build {spec}: {e}") from None
+    if weights is not None:
+        apply_weights(model, load_state_dict(weights), str(weights))
+    return model.eval(), None
+
+
+def input_shape(model: nn.Module) -> tuple[int, int | None]:
+    """(input channels, preferred image size or None) from the first conv and timm's config."""
+    channels = next((m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d)), 3)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size = cfg.get("input_size", (None, None, None))[-1]
+    return channels, size

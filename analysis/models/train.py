@@ -1,0 +1,169 @@
+"""Train the project's SE-ResNets on any data source and save checkpoints with epoch snapshots.
+
+    result = train(TrainConfig(arch="se_resnet20", data="fashion-mnist", epochs=15), "checkpoints/x")
+
+GPU when present (bf16 autocast, channels_last), CPU otherwise. Augmentation runs on whole batches
+on the device: a random translation by up to `pad` pixels (replicate padding) and, for data with
+left/right symmetry, a random horizontal flip.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from analysis.models.checkpoint import parameter_count, save_checkpoint
+from analysis.data.sources import make_loader, open_data
+from analysis.models.architectures import build_model
+from analysis.versions import software_versions
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run; saved in every checkpoint's metadata."""
+
+    arch: str = "se_resnet20"
+    se: str = "se"  # "se", "nosqueeze" or "none"
+    reduction: int = 4  # r; small stages (16..64 channels) need a smaller r than ResNet-50's 16
+    width: int | None = None  # first-stage width; None = the architecture's default
+    data: str = "fashion-mnist"  # training spec; the test split is the same kind with :test
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 0.1  # SGD, Nesterov momentum 0.9, scaled linearly with batch_size / 128
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # "cosine" or "step" (x0.1 at 50% and 75% of the epochs)
+    pad: int = 2  # random translation in pixels
+    flip: bool = True
+    seed: int = 0
+    snapshots: tuple[int, ...] = (1, 2, 5, 10)  # epochs saved as epoch_NNN besides final
+    workers: int = 0
+    limit: int | None = None  # train on the first N samples only (tests)
+    test_limit: int | None = None
+
+
+@dataclass
+class TrainResult:
+    test_accuracy: float
+    epochs: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)  # mean training loss per epoch
+    checkpoint: Path | None = None
+
+
+def augment(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random translation (replicate padding) and horizontal flip, per sample. x: [N, C, H, W]."""
+    n, c, h, w = x.shape
+    if pad:
+        shifts = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).to(x.device)
+        padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+        rows = (shifts[0, :, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(n, c, h, w + 2 * pad)
+        x = padded.gather(2, rows)
+        cols = (shifts[1, :, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(n, c, h, w)
+        x = x.gather(3, cols)
+    if flip:
+        mirrored = torch.rand(n, generator=generator).to(x.device) < 0.5
+        x = torch.where(mirrored[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def test_split(spec: str) -> str:
+    """The evaluation spec that goes with a training spec: fashion-mnist -> fashion-mnist:test."""
+    return spec.rsplit(":", 1)[0] + ":test" if spec.startswith("fashion-mnist") else spec
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device) -> tuple[float, float]:
+    """(top-1 accuracy, mean cross-entropy) of `model` over `loader`."""
+    model.eval()
+    correct, total, loss = 0, 0, 0.0
+    amp = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    for x, y, *_ in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with amp:
+            logits = model(x).float()
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        total += len(y)
+    return correct / max(total, 1), loss / max(total, 1)
+
+
+def train(config: TrainConfig, out: str | Path | None, *, device: str = "auto", progress: bool = True) -> TrainResult:
+    """Train per `config`; with `out`, write `out/final.*` and the snapshots `out/epoch_NNN.*`."""
+    torch.manual_seed(config.seed)
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    source = open_data(config.data)
+    test_source = open_data(test_split(config.data))
+    channels = source.dataset[0][0].shape[0]
+    arch_args = {"se": config.se, "reduction": config.reduction, "num_classes": source.num_classes, "in_channels": channels}
+    if config.width:
+        arch_args["width"] = config.width
+    model = build_model(config.arch, **arch_args).to(dev)
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    loader = make_loader(source, config.batch_size, workers=config.workers, limit=config.limit, shuffle=True, seed=config.seed)
+    test_loader = make_loader(test_source, 512, workers=config.workers, limit=config.test_limit)
+    lr = config.lr * config.batch_size / 128
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.dim() == 1 else decay).append(p)
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr, momentum=0.9, nesterov=True,
+    )
+    steps = config.epochs * len(loader)
+    if config.schedule == "cosine":
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    else:
+        milestones = [int(steps * 0.5), int(steps * 0.75)]
+        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, 0.1)
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    amp = torch.autocast("cuda", torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+    hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    result = TrainResult(0.0, config.epochs, 0.0)
+    start = time.perf_counter()
+
+    def meta(epoch: int, accuracy: float) -> dict:
+        return {
+            "arch": config.arch, "arch_args": arch_args, "class_names": source.class_names,
+            "data": source.describe(), "test_data": test_split(config.data), "epoch": epoch,
+            "test_accuracy": accuracy, "train_seconds": round(time.perf_counter() - start, 1),
+            "hardware": hardware, "parameters": parameter_count(model), "train_config": asdict(config),
+            "train_losses": result.losses, "software": software_versions(),
+        }
+
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        total, seen = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
+        for x, y, _ in bar:
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            x = augment(x, config.pad, config.flip, generator)
+            if dev.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with amp:
+                loss = F.cross_entropy(model(x).float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(y)
+            seen += len(y)
+        result.losses.append(total / seen)
+        if out is not None and epoch in config.snapshots and epoch != config.epochs:
+            accuracy, _ = evaluate(model, test_loader, dev)
+            save_checkpoint(model, Path(out) / f"epoch_{epoch:03d}", meta(epoch, accuracy))
+        if progress:
+            print(f"epoch {epoch}: train loss {result.losses[-1]:.4f}", flush=True)
+    result.test_accuracy, _ = evaluate(model, test_loader, dev)
+    result.seconds = time.perf_counter() - start
+    if out is not None:
+        result.checkpoint = save_checkpoint(model, Path(out) / "final", meta(config.epochs, result.test_accuracy))
+    return result

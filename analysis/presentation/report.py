@@ -1,0 +1,199 @@
+"""Batch reports: one self-contained HTML file per run, an index page comparing runs, PNG/SVG figures, PDF.
+
+    se-analysis report runs/a runs/b --out reports [--pdf]
+
+    reports/index.html               comparison table and overlaid depth curves (several runs)
+    reports/a/report.html            figures embedded as data URIs: opens offline from the one file
+    reports/a/figures/*.png, *.svg   the same figures, for papers
+    reports/a/report.pdf             with --pdf
+
+Each run's folder is written under a temporary name and renamed, so a failed report never leaves
+a half-written one in place of an older one.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
+from tqdm import tqdm
+
+from analysis.presentation import figures
+
+from analysis.presentation import views
+from analysis.runs.folder import Run, load_run
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; font-size: 0.8em; } td, th { padding: 2px 6px; border-bottom: 1px solid #ddd; }
+img { max-width: 100%; } .summary li { margin: 0.2em 0; }
+"""
+BLOCK_COLUMNS = ["block", "channels", "eta2_mean", "eta2_null", "eta2_ci_low", "eta2_ci_high", "frac_significant",
+                 "selectivity_median", "mi_bits_mean", "class_corr_mean", "probe_acc", "probe_chance",
+                 "sat_high", "sat_low", "gate_mean", "gate_std"]
+
+
+@dataclass
+class Report:
+    run: Run
+    folder: Path
+    summary: dict
+
+    @property
+    def html(self) -> Path:
+        return self.folder / "report.html"
+
+
+def summary_lines(s: dict) -> list[str]:
+    """The report's text, stated from views.summary (the tests compare it with the run's tables)."""
+    saturated = ", ".join(s["saturated"]) or "none"
+    accuracy = f"{s['accuracy']:.2%}" if s["accuracy"] is not None else "not recorded"
+    return [
+        f"Model {s['model']} on {s['data']}: {s['samples']:,} samples, {s['classes']} classes, "
+        f"{s['blocks']} SE blocks with {s['channels']:,} gate channels; test accuracy {accuracy}.",
+        f"Onset block: {s['onset'] or 'none'} (rule: {s['onset_rule']}).",
+        f"Most class-specific block: {s['most_specific']} (mean eta2 {s['most_specific_eta2']:.3f}); "
+        f"least: {s['least_specific']} (mean eta2 {s['least_specific_eta2']:.3f}).",
+        f"Chance levels: eta2 {s['eta2_null']:.4f} expected without class effect; "
+        f"probe chance {s['probe_chance']:.3f}, best probe accuracy {s['probe_best']:.3f}.",
+        f"Saturated blocks ({s['saturation_rule']}): {saturated}.",
+    ]
+
+
+def run_figures(run: Run) -> dict[str, Figure]:
+    """The overview and block-explorer figures of one run, with the views' default choices, and the
+    interventions and attributions figures where the run has those tables."""
+    names = views.class_names(run)
+    means = views.class_mean_arrays(run)
+    blocks = views.default_blocks(run)
+    classes = views.spread_out(list(range(len(names))), 4)
+    focus = views.summary(run)["most_specific"]
+    found = {
+        "depth": figures.depth_curve(run.blocks, run.onset),
+        "saturation": figures.saturation(run.blocks),
+        "profiles": figures.class_profiles({b: means[b] for b in blocks}, classes, names),
+        "profiles_spread": figures.class_profiles({b: means[b] for b in blocks}, classes, names, spread=True),
+        "heatmap": figures.class_channel_heatmap(means[focus][0], views.preferred_order(run, focus), names, focus),
+        "distributions": figures.gate_distributions(views.gate_distribution(run, focus, classes=classes),
+                                                    f"{focus} (all channels)"),
+        "similarity": figures.similarity_matrix(views.class_similarity(means[focus][0]), names, focus),
+    }
+    interventions = views.block_interventions(run)
+    if not interventions.empty:
+        found["interventions"] = figures.intervention_effects(interventions)
+    if run.has_table("attribution_blocks"):
+        found["attributions"] = figures.attribution_depth(run.table("attribution_blocks"))
+    return found
+
+
+def _data_uri(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0)
+
+
+def _text_page(pdf: PdfPages, title: str, lines: list[str]) -> None:
+    fig = Figure(figsize=(8.27, 11.69))
+    fig.text(0.08, 0.95, title, fontsize=14, weight="bold", va="top")
+    fig.text(0.08, 0.90, "\n\n".join(lines), fontsize=9, va="top", wrap=True)
+    pdf.savefig(fig)
+
+
+def write_run_report(run: Run, folder: Path, pdf: bool = False) -> Report:
+    """Write one run's report folder (atomically replacing an older one)."""
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "figures").mkdir(parents=True)
+    summary = views.summary(run)
+    lines = summary_lines(summary)
+    try:
+        figs = run_figures(run)
+        sections = []
+        for name, fig in figs.items():
+            fig.savefig(tmp / "figures" / f"{name}.png", dpi=150)
+            fig.savefig(tmp / "figures" / f"{name}.svg")
+            sections.append(f"<h3>{name.replace('_', ' ')}</h3><img alt='{name}' src='{_data_uri(fig)}'>")
+        extra = ""
+        if run.has_table("interventions"):
+            extra = f"<h2>Interventions</h2>{_table(run.table('interventions'))}"
+        if run.has_table("attribution_blocks"):
+            extra += f"<h2>Attributions</h2>{_table(run.table('attribution_blocks'))}"
+        body = (
+            f"<h1>SE gate report: {html.escape(run.path.name)}</h1>"
+            f"<ul class='summary'>{''.join(f'<li>{html.escape(line)}</li>' for line in lines)}</ul>"
+            f"{''.join(sections)}<h2>Blocks</h2>{_table(run.blocks[[c for c in BLOCK_COLUMNS if c in run.blocks]])}{extra}"
+            f"<p><small>run folder {html.escape(str(run.path))}; created {html.escape(run.meta.get('created', '?'))}; "
+            f"software {html.escape(str(run.meta.get('software', {})))}</small></p>"
+        )
+        (tmp / "report.html").write_text(_page(f"SE gate report: {run.path.name}", body))
+        if pdf:
+            with PdfPages(tmp / "report.pdf") as document:
+                _text_page(document, f"SE gate report: {run.path.name}", lines)
+                for fig in figs.values():
+                    document.savefig(fig)
+        for fig in figs.values():
+            figures.close(fig)
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Report(run, folder, summary)
+
+
+def write_index(reports: list[Report], out: Path) -> Path:
+    """index.html: a comparison table and overlaid depth curves, linking each run's report."""
+    rows = pd.DataFrame([{"report": r.folder.name, **{k: v for k, v in r.summary.items() if k != "onset_rule"}}
+                         for r in reports])
+    rows["saturated"] = rows["saturated"].map(lambda b: ", ".join(b) or "none")
+    links = "".join(f"<li><a href='{html.escape(r.folder.name)}/report.html'>{html.escape(r.folder.name)}</a></li>"
+                    for r in reports)
+    curves = {}
+    for metric in ("eta2_excess", "probe_acc"):
+        fig = figures.compare_curves(views.compare({r.folder.name: r.run for r in reports}), metric)
+        curves[metric] = f"<img alt='{metric}' src='{_data_uri(fig)}'>"
+        figures.close(fig)
+    body = f"<h1>SE gate reports</h1><ul>{links}</ul><h2>Comparison</h2>{_table(rows)}{''.join(curves.values())}"
+    index = out / "index.html"
+    tmp = out / f".index.html.tmp-{os.getpid()}"
+    tmp.write_text(_page("SE gate reports", body))
+    os.replace(tmp, index)
+    return index
+
+
+def unique_names(paths: list[Path]) -> list[str]:
+    """Report folder names: the run folder's name, made unique with its parent's where two collide."""
+    names = [p.name for p in paths]
+    return [f"{p.parent.name}_{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
+
+
+def write_reports(runs: Iterable[str | Path], out: str | Path, pdf: bool = False, progress: bool = True) -> list[Report]:
+    """Reports for every run (all runs are opened first, so a bad one fails before anything is written)."""
+    opened = [load_run(path) for path in runs]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = unique_names([r.path.resolve() for r in opened])
+    reports = [write_run_report(run, out / name, pdf)
+               for run, name in tqdm(list(zip(opened, names)), desc="reports", unit="run", disable=not progress)]
+    if len(reports) > 1:
+        write_index(reports, out)
+    return reports

@@ -1,0 +1,166 @@
+"""The Streamlit dashboard: every page on a good and a broken run (AppTest), and in a real browser."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import measure_run
+
+from analysis.cli import main
+from analysis.runs.folder import load_run, save_run
+from analysis.capture.stats import StatsConfig
+from analysis.capture.planted import planted_stats, resnet_gates
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+PAGES = ("Overview", "Block explorer", "Channel explorer", "Classes", "Compare", "Interventions")
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dash")
+    stats = planted_stats(resnet_gates(tuple(range(4, 20))), 5, 30, config=StatsConfig(num_classes=5, reservoir=4))
+    save_run(stats, root / "good", {"model": "synthetic", "data": {"spec": "synthetic:classes=5"}})
+    shutil.copytree(root / "good", root / "epochs" / "epoch_001")
+    (root / "damaged").mkdir()
+    shutil.copy(root / "good" / "meta.json", root / "damaged" / "meta.json")
+    (root / "damaged" / "stats.safetensors").write_bytes(b"not a safetensors file")
+    for table in ("blocks", "channels", "class_means"):
+        (root / "damaged" / f"{table}.parquet").write_bytes(b"PAR1 truncated")
+    (root / "old").mkdir()
+    (root / "old" / "meta.json").write_text('{"version": 99}')
+    (root / "empty").mkdir()
+    outside = tmp_path_factory.mktemp("outside")
+    shutil.copytree(root / "good", outside / "secret")
+    (root / "escape").symlink_to(outside / "secret")
+    measure_run(root / "measured")
+    return root
+
+
+def app_test(runs_dir, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("SE_ANALYSIS_RUNS", str(runs_dir))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    return at
+
+
+def test_runs_listed_are_inside_the_runs_folder(runs_dir, monkeypatch):
+    at = app_test(runs_dir, monkeypatch)
+    assert at.sidebar.selectbox[0].options == ["damaged", "empty", "epochs/epoch_001", "good", "measured", "old"]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_a_good_run(runs_dir, monkeypatch, page):
+    at = app_test(runs_dir, monkeypatch)
+    at.sidebar.selectbox[0].set_value("good")
+    at.sidebar.radio[0].set_value(page)
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    figures = {"Overview": 2, "Block explorer": 3, "Channel explorer": 1, "Classes": 1, "Compare": 0, "Interventions": 0}
+    assert len(at.image) >= figures[page]
+    if page == "Overview":
+        assert [m.label for m in at.metric] == ["samples", "classes", "SE blocks", "accuracy", "onset block"]
+        assert at.metric[0].value == "150"
+
+
+def test_interventions_page_shows_measured_effects_and_attributions(runs_dir, monkeypatch):
+    at = app_test(runs_dir, monkeypatch)
+    at.sidebar.selectbox[0].set_value("measured")
+    at.sidebar.radio[0].set_value("Interventions")
+    at.run()
+    assert not at.exception and not at.error and not at.info
+    assert len(at.image) == 2  # effects per block beside the statistics; attribution-weighted specificity
+    run = load_run(runs_dir / "measured")
+    shown = [d.value for d in at.dataframe]
+    assert shown[0].equals(run.table("interventions")) and shown[1].equals(run.table("attribution_blocks"))
+
+
+@pytest.mark.parametrize("name, message", [
+    ("damaged", "cannot be read"), ("old", "format version 99"), ("empty", "meta.json is missing"),
+])
+@pytest.mark.parametrize("page", PAGES)
+def test_broken_runs_show_a_message_not_a_traceback(runs_dir, monkeypatch, name, message, page):
+    at = app_test(runs_dir, monkeypatch)
+    at.sidebar.selectbox[0].set_value(name)
+    at.sidebar.radio[0].set_value(page)
+    at.run()
+    assert not at.exception, at.exception
+    assert any(message in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_changing_a_view_reuses_the_loaded_run(runs_dir, monkeypatch):
+    at = app_test(runs_dir, monkeypatch)
+    at.sidebar.selectbox[0].set_value("good")
+    at.sidebar.radio[0].set_value("Block explorer")
+    at.run()
+    at.selectbox[0].set_value("SE_3_2")
+    at.toggle[0].set_value(True)
+    at.run()
+    assert not at.exception and not at.error and len(at.image) == 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+def test_overview_in_a_real_browser(runs_dir, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "analysis", "dashboard", "--runs", str(runs_dir), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise AssertionError("the dashboard did not start") from None
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.goto(f"http://localhost:{port}/", timeout=60_000)
+            page.get_by_text("Overview", exact=True).first.wait_for(timeout=60_000)
+            # The first run in the list is the damaged one: its message shows, then pick the good run.
+            page.get_by_text("This run cannot be shown").wait_for(timeout=60_000)
+            page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").click()
+            page.get_by_role("option", name="good").click()
+            page.get_by_text("Blocks", exact=True).wait_for(timeout=60_000)  # the page's last element
+            page.wait_for_function(
+                """() => { const imgs = [...document.querySelectorAll("[data-testid='stImage'] img")];
+                           return imgs.length >= 2 && imgs.every(i => i.complete && i.naturalWidth > 500); }""",
+                timeout=60_000,
+            )
+            assert page.get_by_text("onset block", exact=True).count() == 1
+            assert page.get_by_text("This run cannot be shown").count() == 0
+            shot = tmp_path / "overview.png"
+            page.screenshot(path=str(shot), full_page=True)
+            browser.close()
+        assert shot.stat().st_size > 20_000
+        artifacts = os.environ.get("SE_ANALYSIS_SCREENSHOTS")
+        if artifacts:
+            shutil.copy(shot, Path(artifacts) / "dashboard_overview.png")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -21,7 +21,8 @@ from analysis.errors import (
 )
 from analysis.capture.gates import Gate, find_gates
 from analysis.models.architectures import build_model, se_resnet
-from analysis.runs.folder import Run, load_run, save_run
+from analysis.jobs import save_run
+from analysis.runs.folder import Run, load_run
 from analysis.capture.stats import GateStats, StatsConfig
 
 __all__ = [

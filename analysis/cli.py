@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
-from analysis.errors import AnalysisError
+from analysis.errors import AnalysisError, first_line
+from analysis.options import add_options, option_values
 
 if TYPE_CHECKING:
     from analysis.runs.folder import Run
 
+RUN_TIME = ("progress", "total")  # keyword parameters the command sets itself, not options
 SHOW_COLUMNS = {
     "block": "block",
     "channels": "C",
@@ -57,8 +58,7 @@ def format_blocks(run: Run) -> str:
 def cmd_collect(args: argparse.Namespace) -> int:
     from analysis.jobs import CollectJob, run_collect
 
-    job = CollectJob(**{f.name: getattr(args, f.name) for f in fields(CollectJob) if f.name != "progress"},
-                     progress=not args.quiet)
+    job = CollectJob(**option_values(args, CollectJob, skip=("progress",)), progress=not args.quiet)
     run = run_collect(job)
     if run is not None:  # under torchrun, only rank 0 writes (and prints) the run
         print(format_blocks(run))
@@ -120,13 +120,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from analysis.models.train import TrainConfig, train
 
     check_writable(args.out, args.overwrite)
-    config = TrainConfig(
-        arch=args.arch, se=args.se, reduction=args.reduction, width=args.width, data=args.data,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
-        seed=args.seed, snapshots=tuple(int(e) for e in args.snapshots.split(",") if e),
-        workers=args.workers, limit=args.limit,
-    )
-    result = train(config, args.out, device=args.device, progress=not args.quiet)
+    result = train(TrainConfig(**option_values(args, TrainConfig)), args.out, device=args.device, progress=not args.quiet)
     print(f"test accuracy {result.test_accuracy:.4f} after {result.epochs} epochs in {result.seconds:.0f} s; "
           f"checkpoint {result.checkpoint}")
     return 0
@@ -134,7 +128,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from analysis.data.sources import make_loader
-    from analysis.jobs import open_model_and_data, resolve_device
+    from analysis.devices import resolve_device
+    from analysis.models.spec import open_model_and_data
     from analysis.models.train import evaluate
 
     device = resolve_device(args.device)
@@ -149,7 +144,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _against_run(args: argparse.Namespace) -> tuple:
     """(run, model, loader, images): the run folder --out with the model and a loader of the data,
     checked to belong to it."""
-    from analysis.jobs import resolve_device
+    from analysis.devices import resolve_device
     from analysis.data.jpeg import make_image_loader
     from analysis.runs.matching import open_for_run
 
@@ -165,11 +160,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from analysis.experiments.interventions import ablate, format_interventions
 
     run, model, loader, images = _against_run(args)
-    table = ablate(
-        model, loader, run, groups=args.groups, interventions=args.interventions.split(","),
-        amp=None if args.amp == "none" else args.amp, resamples=args.resamples, seed=args.seed,
-        progress=not args.quiet, total=images,
-    )
+    options = option_values(args, ablate, skip=RUN_TIME)
+    options["amp"] = None if options["amp"] == "none" else options["amp"]
+    table = ablate(model, loader, run, **options, progress=not args.quiet, total=images)
     run.add_table("interventions", table)
     print(format_interventions(table))
     print(f"table interventions written to {run.path}")
@@ -180,10 +173,8 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     from analysis.experiments.attributions import attribute
 
     run, model, loader, images = _against_run(args)
-    table, blocks = attribute(
-        model, loader, run, method=args.method, target=args.target, steps=args.steps,
-        progress=not args.quiet, total=images,
-    )
+    options = option_values(args, attribute, skip=RUN_TIME)
+    table, blocks = attribute(model, loader, run, **options, progress=not args.quiet, total=images)
     run.add_table("attributions", table)
     run.add_table("attribution_blocks", blocks)
     with pd.option_context("display.width", 200):
@@ -192,100 +183,107 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     return 0
 
 
-def _against_run_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments of commands that apply a model to data against an existing run folder."""
-    p.add_argument("--model", required=True, help="the model the run was collected on")
-    p.add_argument("--data", required=True, help="data to evaluate on, with the run's classes")
-    p.add_argument("--out", required=True, type=Path, help="run folder made by `se-analysis collect` on this model")
-    p.add_argument("--weights", type=Path)
-    p.add_argument("--random-init", action="store_true")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--limit", type=int, help="use only the first N samples")
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
+MODEL_AND_DATA = ("model", "data", "weights", "random_init", "image_size", "limit", "batch_size", "workers", "device")
+HELP = {
+    "model": "checkpoint folder, se_resnet20 | timm:NAME | torchvision:NAME",
+    "data": "fashion-mnist[:train|:test] | imagefolder:PATH | synthetic:k=v,...",
+    "out": "run folder to write",
+    "weights": "state dict (.pth, .pt) or .safetensors file, loaded without code",
+    "random_init": "allow a model with random weights",
+    "gates": "regular expression over module paths naming the gate modules yourself",
+    "workers": "DataLoader worker processes",
+    "decode": "decode images with PIL in the workers (cpu) or JPEGs with nvjpeg (gpu); "
+              "auto: gpu for an imagefolder on a CUDA device",
+    "limit": "use only the first N samples",
+    "image_size": "resize/crop images to this size (default: the model's)",
+    "device": "auto | cpu | cuda | cuda:N",
+    "compile": "torch.compile the hooked model",
+    "bins": "histogram bins on [0, 1]",
+    "reservoir": "gate vectors kept per class (0: automatic)",
+    "topk": "top samples kept per channel",
+    "shards": "data shards for jackknife intervals",
+    "onset_min_excess": "onset rule: eta2 above null by this",
+    "overwrite": "replace an existing run folder",
+    "distributed": "under torchrun: each process collects a shard of the data, rank 0 writes the merged run",
+    "se": "SE block or the paper's ablations",
+    "reduction": "SE reduction ratio r",
+    "width": "first-stage width",
+    "snapshots": "epochs to keep as snapshots, comma-separated",
+    "groups": "comma-separated: block (each alone), stage, all, or blocks joined by + (SE_4_2+SE_4_3)",
+    "interventions": "comma-separated subset",
+    "resamples": "bootstrap resamples of the images",
+    "method": "captum method",
+    "target": "which class logit to attribute",
+    "steps": "integrated-gradient steps",
+}
+CHOICES = {
+    "decode": ("auto", "cpu", "gpu"),
+    "amp": ("none", "bf16", "fp16"),
+    "se": ("se", "nosqueeze", "none"),
+    "schedule": ("cosine", "step"),
+    "method": ("grad-x-act", "ig"),
+    "target": ("pred", "true"),
+}
+
+
+def _options(p: argparse.ArgumentParser, source: Callable | type, **kwargs) -> None:
+    add_options(p, source, help=HELP, choices=CHOICES, **kwargs)
+
+
+def _quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _against_run_parser() -> argparse.ArgumentParser:
+    """The options of commands that apply a model to data against an existing run folder (--out)."""
+    from analysis.jobs import CollectJob
+
+    p = argparse.ArgumentParser(add_help=False)
+    _options(p, CollectJob, only=(*MODEL_AND_DATA, "out"))
+    _quiet(p)
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from analysis.experiments.attributions import attribute
+    from analysis.experiments.interventions import ablate
+    from analysis.jobs import CollectJob
+    from analysis.models.train import TrainConfig
+
     parser = argparse.ArgumentParser(
         prog="se-analysis", description="Where do the gates of an SE network become class-specific?"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("collect", help="collect gate statistics over a data set and write a run folder")
-    p.add_argument("--model", required=True, help="se_resnet20 | timm:NAME | torchvision:NAME")
-    p.add_argument("--data", required=True, help="fashion-mnist[:train|:test] | imagefolder:PATH | synthetic:k=v,...")
-    p.add_argument("--out", required=True, type=Path, help="run folder to write")
-    p.add_argument("--weights", type=Path, help="state dict (.pth, .pt) or .safetensors file, loaded without code")
-    p.add_argument("--random-init", action="store_true", help="allow a model with random weights")
-    p.add_argument("--gates", help="regular expression over module paths naming the gate modules yourself")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--decode", choices=("auto", "cpu", "gpu"), default="auto",
-                   help="decode images with PIL in the workers (cpu) or JPEGs with nvjpeg (gpu); "
-                        "auto: gpu for an imagefolder on a CUDA device")
-    p.add_argument("--limit", type=int, help="use only the first N samples")
-    p.add_argument("--image-size", type=int, help="resize/crop images to this size (default: the model's)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile the hooked model")
-    p.add_argument("--bins", type=int, default=20, help="histogram bins on [0, 1]")
-    p.add_argument("--reservoir", type=int, default=0, help="gate vectors kept per class (0: automatic)")
-    p.add_argument("--topk", type=int, default=16, help="top samples kept per channel")
-    p.add_argument("--shards", type=int, default=8, help="data shards for jackknife intervals")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--onset-min-excess", type=float, default=None, help="onset rule: eta2 above null by this")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--distributed", action="store_true",
-                   help="under torchrun: each process collects a shard of the data, rank 0 writes the merged run")
+    _options(p, CollectJob, skip=("progress",))
+    _quiet(p)
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("train", help="train a project SE-ResNet and save a checkpoint with epoch snapshots")
-    p.add_argument("--arch", default="se_resnet20")
-    p.add_argument("--se", choices=("se", "nosqueeze", "none"), default="se", help="SE block or the paper's ablations")
-    p.add_argument("--reduction", type=int, default=4, help="SE reduction ratio r")
-    p.add_argument("--width", type=int, help="first-stage width")
-    p.add_argument("--data", default="fashion-mnist:train")
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--schedule", choices=("cosine", "step"), default="cosine")
-    p.add_argument("--snapshots", default="1,2,5,10", help="epochs to keep as snapshots, comma-separated")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--limit", type=int, help="train on the first N samples only")
-    p.add_argument("--device", default="auto")
+    _options(p, TrainConfig)
+    p.add_argument("--device", default="auto", help=HELP["device"])
     p.add_argument("--out", required=True, type=Path, help="checkpoint folder")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    _quiet(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="top-1 accuracy of a model on a data set")
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--weights", type=Path)
-    p.add_argument("--random-init", action="store_true")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--limit", type=int)
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--device", default="auto")
+    _options(p, CollectJob, only=MODEL_AND_DATA)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="collect on the shipped Fashion-MNIST SE-ResNet-20 and print its block table")
     p.add_argument("--model", type=Path, default=DEMO_CHECKPOINT, help="checkpoint to use")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (replaced on each demo)")
     p.add_argument("--reports", type=Path, default=Path("reports"), help="folder for the demo's report")
-    p.add_argument("--quiet", action="store_true")
+    _quiet(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("report", help="write self-contained HTML reports (and PDF) for runs, with an index page")
     p.add_argument("runs", nargs="+", type=Path, help="run folders")
     p.add_argument("--out", type=Path, default=Path("reports"), help="folder for the reports")
     p.add_argument("--pdf", action="store_true", help="also write report.pdf for each run")
-    p.add_argument("--quiet", action="store_true")
+    _quiet(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("dashboard", help="explore runs in the Streamlit dashboard")
@@ -298,33 +296,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path)
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("ablate", help="replace the gates of blocks and groups (ones, mean, class-mean, shuffle) "
-                                      "and measure the accuracy change; stored in the run folder")
-    _against_run_arguments(p)
-    p.add_argument("--groups", default="block,stage,all",
-                   help="comma-separated: block (each alone), stage, all, or blocks joined by + (SE_4_2+SE_4_3)")
-    p.add_argument("--interventions", default="ones,mean,class-mean,shuffle", help="comma-separated subset")
-    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
-    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the images")
-    p.add_argument("--seed", type=int, default=0, help="seeds the shuffles and the bootstrap")
+    p = sub.add_parser("ablate", parents=[_against_run_parser()],
+                       help="replace the gates of blocks and groups (ones, mean, class-mean, shuffle) "
+                            "and measure the accuracy change; stored in the run folder")
+    _options(p, ablate, skip=RUN_TIME)
     p.set_defaults(func=cmd_ablate)
 
-    p = sub.add_parser("attribute", help="attribute the class logit to every gate channel with captum, per class; "
-                                         "stored in the run folder")
-    _against_run_arguments(p)
-    p.add_argument("--method", choices=("grad-x-act", "ig"), default="grad-x-act")
-    p.add_argument("--target", choices=("pred", "true"), default="pred", help="which class logit to attribute")
-    p.add_argument("--steps", type=int, default=32, help="integrated-gradient steps")
+    p = sub.add_parser("attribute", parents=[_against_run_parser()],
+                       help="attribute the class logit to every gate channel with captum, per class; "
+                            "stored in the run folder")
+    _options(p, attribute, skip=RUN_TIME)
     p.set_defaults(func=cmd_attribute)
     return parser
-
-
-def one_sentence(error: Exception) -> str:
-    """The user-facing line of an error; errors raised in DataLoader workers arrive wrapped in a
-    traceback, whose last line holds the original message."""
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    last = lines[-1] if lines else type(error).__name__
-    return last.split(": ", 1)[1] if len(lines) > 1 and last.startswith("analysis.errors.") else last
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return func(args)
     except AnalysisError as e:
-        sys.stderr.write(f"se-analysis: error: {one_sentence(e)}\n")  # one write: ranks' lines never interleave
+        sys.stderr.write(f"se-analysis: error: {first_line(e)}\n")  # one write: ranks' lines never interleave
         return 2
     except KeyboardInterrupt:
         print("se-analysis: interrupted; nothing was written.", file=sys.stderr)

@@ -5,6 +5,17 @@ so every message here must make sense to a user on its own.
 """
 
 
+def first_line(error: BaseException) -> str:
+    """The one line a user needs from an error. An AnalysisError raised in a DataLoader worker
+    arrives wrapped in a traceback whose line `analysis.errors.NAME: message` holds the message;
+    any other error (torch's collectives, say) says what happened on its first non-empty line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith(f"{__name__}.") and ": " in line:
+            return line.split(": ", 1)[1]
+    return lines[0] if lines else type(error).__name__
+
+
 class AnalysisError(Exception):
     """Base class of every error the toolkit raises on purpose."""
 

@@ -9,24 +9,22 @@ The CLI's `collect` and `demo` are this function; its resolved job goes into met
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from analysis.models.checkpoint import checkpoint_paths
 from analysis.capture.collect import collect
-from analysis.data.sources import DataSource, open_data
 from analysis.capture.distributed import join_ranks, merge_ranks, share_model
-from analysis.errors import ModelSpecError
+from analysis.capture.stats import GateStats, StatsConfig
 from analysis.data.jpeg import make_image_loader
-from analysis.models.architectures import ARCHITECTURES
-from analysis.models.spec import build_from_spec, input_shape
-from analysis.runs.folder import Run, check_writable, save_run
-from analysis.capture.stats import StatsConfig
+from analysis.devices import resolve_device
+from analysis.files import sha256
+from analysis.measures import metrics
+from analysis.models.checkpoint import checkpoint_paths
+from analysis.models.spec import open_model_and_data
+from analysis.runs.folder import Run, check_writable, write_run
 
 
 @dataclass(frozen=True)
@@ -48,51 +46,15 @@ class CollectJob:
     amp: str = "none"  # none, bf16, fp16
     channels_last: bool = False
     compile: bool = False
-    bins: int = 20
-    reservoir: int = 0
-    topk: int = 16
-    shards: int = 8
-    seed: int = 0
+    bins: int = StatsConfig.bins  # what the statistics keep: see StatsConfig
+    reservoir: int = StatsConfig.reservoir
+    topk: int = StatsConfig.topk
+    shards: int = StatsConfig.shards
+    seed: int = StatsConfig.seed
     onset_min_excess: float | None = None
     overwrite: bool = False
     progress: bool = True
     distributed: bool = False  # one shard per torchrun process, merged; see analysis.distributed
-
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelSpecError(f"device {name} was asked for, but this machine has no CUDA GPU.")
-    return torch.device(name)
-
-
-def open_model_and_data(
-    model: str, data: str, *, weights: Path | None = None, random_init: bool = False, image_size: int | None = None
-) -> tuple[nn.Module, dict[str, Any] | None, DataSource]:
-    """(model, checkpoint metadata or None, data source) with the data shaped for the model.
-
-    A project architecture is sized to the data (classes, channels); other models keep their
-    shape and the data is converted to their channels and preferred image size.
-    """
-    if model in ARCHITECTURES:
-        source = open_data(data, image_size=image_size)
-        channels = source.dataset[0][0].shape[0]
-        net, checkpoint = build_from_spec(
-            model, weights=weights, random_init=random_init, num_classes=source.num_classes, in_channels=channels
-        )
-        return net, checkpoint, source
-    net, checkpoint = build_from_spec(model, weights=weights, random_init=random_init)
-    channels, size = input_shape(net)
-    return net, checkpoint, open_data(data, image_size=image_size or size, channels=channels)
 
 
 def run_collect(job: CollectJob) -> Run | None:
@@ -141,3 +103,25 @@ def run_collect(job: CollectJob) -> Run | None:
         "processes": rank.world if rank else 1,
     }
     return save_run(stats, job.out, meta, overwrite=job.overwrite, min_excess=job.onset_min_excess)
+
+
+def save_run(
+    stats: GateStats,
+    out: str | Path,
+    meta: dict[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+    min_excess: float | None = None,
+) -> Run:
+    """Compute every table of a run from `stats` and write the run folder `out` atomically.
+
+    `min_excess` sets the onset rule's effect size (default metrics.ONSET_MIN_EXCESS).
+    """
+    check_writable(out, overwrite)
+    min_excess = metrics.ONSET_MIN_EXCESS if min_excess is None else min_excess
+    channels = metrics.channel_table(stats)
+    blocks = metrics.block_table(stats, channels=channels)
+    onset = metrics.find_onset(blocks, min_excess=min_excess)
+    tables = {"blocks": blocks, "channels": channels, "class_means": metrics.class_mean_table(stats)}
+    meta = {**(meta or {}), "onset": {"block": onset, "rule": metrics.ONSET_RULE, "min_excess": min_excess}}
+    return write_run(stats, out, meta, tables, overwrite=overwrite)

@@ -15,7 +15,8 @@ import os
 import time
 from pathlib import Path
 
-from analysis.runs.folder import load_run, save_run
+from analysis.jobs import save_run
+from analysis.runs.folder import load_run
 from analysis.capture.stats import StatsConfig
 from analysis.capture.planted import planted_stats, resnet_gates
 

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from analysis.errors import DistributedError
+from analysis.errors import DistributedError, first_line
 from analysis.capture.stats import GateStats
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -74,7 +74,7 @@ def join_ranks(device: torch.device) -> Iterator[Rank]:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
     except (RuntimeError, ValueError) as e:
         raise DistributedError(
-            f"process {os.environ['RANK']} could not join the others on {device}: {_first_line(e)}"
+            f"process {os.environ['RANK']} could not join the others on {device}: {first_line(e)}"
         ) from None
     try:
         yield Rank(dist.get_rank(), dist.get_world_size(), device)
@@ -147,10 +147,5 @@ def _holding(stats: GateStats, part: dict[str, torch.Tensor]) -> GateStats:
 def _peer_failed(what: str, error: RuntimeError) -> DistributedError:
     """The error of a failed collective: mostly another rank stopped (and printed why) or timed out."""
     return DistributedError(
-        f"process {dist.get_rank()} could not {what} with the others (did one fail?): {_first_line(error)}"
+        f"process {dist.get_rank()} could not {what} with the others (did one fail?): {first_line(error)}"
     )
-
-
-def _first_line(error: Exception) -> str:
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__

@@ -2,7 +2,10 @@
 
 A gate is the module whose output is the per-sample, per-channel multiplier `s` of one SE block.
 SE blocks are found by type through one adapter table (SE class -> its gate submodule), never by
-attribute name, because blocks without SE often hold an `nn.Identity` under the same name.
+attribute name, because blocks without SE often hold an `nn.Identity` under the same name. An SE
+class of your own joins the table by declaring its gate submodule as a class attribute,
+`se_gate = "gate"` (the project's own blocks in analysis.models do), so this stage never imports a
+model zoo.
 
 Names follow the SE paper where the model has stages: `SE_{stage}_{block}`, numbering stages as
 ResNet does (the stem is stage 1, so the first stage of blocks is stage 2: SE-ResNet-50 has
@@ -17,7 +20,8 @@ from dataclasses import dataclass
 from torch import nn
 
 from analysis.errors import NoGatesError
-from analysis.models.architectures import NoSqueezeExcite, SqueezeExcite
+
+GATE_DECLARATION = "se_gate"  # class attribute naming an SE class's gate submodule
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class Gate:
 
 def _adapter_table() -> list[tuple[type, str]]:
     """(SE module class, attribute holding its gate activation) for every library we know."""
-    table: list[tuple[type, str]] = [(SqueezeExcite, "gate"), (NoSqueezeExcite, "gate")]
+    table: list[tuple[type, str]] = []
     try:
         from torchvision.ops import SqueezeExcitation
 
@@ -125,12 +129,15 @@ def find_gates(model: nn.Module, pattern: str | None = None) -> list[Gate]:
     else:
         table = _adapter_table()
         for path, module in model.named_modules():
-            for cls, attr in table:
+            declared = getattr(type(module), GATE_DECLARATION, None)
+            adapters = [(type(module), declared)] if isinstance(declared, str) else table
+            for cls, attr in adapters:
                 gate = getattr(module, attr, None)
                 if isinstance(module, cls) and isinstance(gate, nn.Module):
                     found.append((f"{path}.{attr}" if path else attr, _out_channels(module)))
                     break
-        tried = "SE modules of types " + ", ".join(f"{c.__module__}.{c.__qualname__}" for c, _ in table)
+        tried = (f"SE classes declaring {GATE_DECLARATION!r} and SE modules of types "
+                 + ", ".join(f"{c.__module__}.{c.__qualname__}" for c, _ in table))
     if not found:
         raise NoGatesError(
             f"{type(model).__name__} has no SE gate: looked for {tried}; "

@@ -21,8 +21,11 @@ IMAGENET_STAGES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 class SqueezeExcite(nn.Module):
     """Squeeze (global average pool) and excitation (FC C->C/r, ReLU, FC C/r->C, sigmoid), then scale.
 
-    The sigmoid lives in `self.gate` so that hooks see the gate `s` itself, shape [N, C].
+    The sigmoid lives in `self.gate` so that hooks see the gate `s` itself, shape [N, C]; `se_gate`
+    tells gate discovery (analysis.capture.gates) where it is.
     """
+
+    se_gate = "gate"
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
@@ -42,6 +45,8 @@ class NoSqueezeExcite(nn.Module):
 
     The gate is then spatial, shape [N, C, H, W]; the collector averages it over positions.
     """
+
+    se_gate = "gate"
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()

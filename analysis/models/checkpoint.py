@@ -10,7 +10,6 @@ A checkpoint is named by either file, by the path without suffix, or by its fold
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from analysis.errors import AnalysisError, CheckpointError
+from analysis.files import replacing
 from analysis.models.architectures import build_model
 
 FORMAT = "se-analysis-checkpoint/1"
@@ -95,13 +95,10 @@ def save_checkpoint(model: nn.Module, path: str | Path, meta: dict[str, Any]) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     full = {"format": FORMAT, **meta}
-    for final, write in (
-        (path.with_suffix(".safetensors"), lambda tmp: save_file(state, str(tmp))),
-        (path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(full, indent=2))),
-    ):
-        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-        write(tmp)
-        os.replace(tmp, final)
+    with replacing(path.with_suffix(".safetensors")) as tmp:
+        save_file(state, str(tmp))
+    with replacing(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(full, indent=2))
     return path.with_suffix(".safetensors")
 
 

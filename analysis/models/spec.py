@@ -15,6 +15,7 @@ from torch import nn
 
 from analysis.models.checkpoint import apply_weights, is_checkpoint, load_checkpoint, load_state_dict
 from analysis.errors import ModelSpecError
+from analysis.data import DataSource, open_data
 from analysis.models.architectures import ARCHITECTURES, build_model
 
 
@@ -71,3 +72,23 @@ def input_shape(model: nn.Module) -> tuple[int, int | None]:
     cfg = getattr(model, "pretrained_cfg", None) or {}
     size = cfg.get("input_size", (None, None, None))[-1]
     return channels, size
+
+
+def open_model_and_data(
+    model: str, data: str, *, weights: Path | None = None, random_init: bool = False, image_size: int | None = None
+) -> tuple[nn.Module, dict[str, Any] | None, DataSource]:
+    """(model, checkpoint metadata or None, data source) with the data shaped for the model.
+
+    A project architecture is sized to the data (classes, channels); other models keep their
+    shape and the data is converted to their channels and preferred image size.
+    """
+    if model in ARCHITECTURES:
+        source = open_data(data, image_size=image_size)
+        channels = source.dataset[0][0].shape[0]
+        net, checkpoint = build_from_spec(
+            model, weights=weights, random_init=random_init, num_classes=source.num_classes, in_channels=channels
+        )
+        return net, checkpoint, source
+    net, checkpoint = build_from_spec(model, weights=weights, random_init=random_init)
+    channels, size = input_shape(net)
+    return net, checkpoint, open_data(data, image_size=image_size or size, channels=channels)

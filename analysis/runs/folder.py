@@ -14,8 +14,6 @@ leaves a folder that looks complete, and an existing run is replaced only when a
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,8 +26,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from analysis.measures import metrics
 from analysis.errors import RunFolderError
+from analysis.files import replacing
 from analysis.capture.stats import GateStats
 from analysis.versions import software_versions
 
@@ -48,53 +46,38 @@ def check_writable(out: str | Path, overwrite: bool = False) -> Path:
     return out
 
 
-def save_run(
+def write_run(
     stats: GateStats,
     out: str | Path,
-    meta: dict[str, Any] | None = None,
+    meta: dict[str, Any],
+    tables: dict[str, pd.DataFrame],
     *,
     overwrite: bool = False,
-    min_excess: float | None = None,
 ) -> Run:
-    """Compute the tables from `stats` and write the run folder `out` atomically.
+    """Write the run folder `out` atomically: the statistics, `tables` (each of TABLES) and meta.json.
 
-    `min_excess` sets the onset rule's effect size (default metrics.ONSET_MIN_EXCESS).
+    The tables are computed by the caller (`analysis.jobs.save_run` computes every one from `stats`),
+    so that this stage stores results without knowing how they are measured.
     """
     out = check_writable(out, overwrite)
-    min_excess = metrics.ONSET_MIN_EXCESS if min_excess is None else min_excess
-    channels = metrics.channel_table(stats)
-    blocks = metrics.block_table(stats, channels=channels)
-    onset = metrics.find_onset(blocks, min_excess=min_excess)
+    missing = [name for name in TABLES if name not in tables]
+    if missing:
+        raise RunFolderError(f"a run needs the tables {', '.join(TABLES)}; {', '.join(missing)} missing.")
     full_meta = {
         "version": RUN_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": " ".join(sys.argv),
         "software": software_versions(),
-        **(meta or {}),
+        **meta,
         "stats": stats.describe(),
-        "onset": {"block": onset, "rule": metrics.ONSET_RULE, "min_excess": min_excess},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with replacing(out) as tmp:
+        tmp.mkdir()
         save_file(stats.state_dict(), str(tmp / "stats.safetensors"))
-        blocks.to_parquet(tmp / "blocks.parquet", index=False)
-        channels.to_parquet(tmp / "channels.parquet", index=False)
-        metrics.class_mean_table(stats).to_parquet(tmp / "class_means.parquet", index=False)
+        for name in TABLES:
+            tables[name].to_parquet(tmp / f"{name}.parquet", index=False)
         # meta.json last: its presence marks a complete folder.
         (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2, default=str))
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return load_run(out)
 
 
@@ -142,12 +125,8 @@ class Run:
         """Store an extra table in the run (replacing an older one), atomically."""
         if name not in EXTRA_TABLES:
             raise RunFolderError(f"{name!r} is not an extra run table; extra tables: {', '.join(EXTRA_TABLES)}.")
-        tmp = self.path / f".{name}.parquet.tmp-{os.getpid()}"
-        try:
+        with replacing(self.path / f"{name}.parquet") as tmp:
             table.to_parquet(tmp, index=False)
-            os.replace(tmp, self.path / f"{name}.parquet")
-        finally:
-            tmp.unlink(missing_ok=True)
         self._cache[name] = table
 
     def gate_tensor(self, gate: str, field: str) -> torch.Tensor:

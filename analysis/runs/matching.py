@@ -17,7 +17,8 @@ from analysis.models.checkpoint import checkpoint_paths
 from analysis.data.sources import DataSource
 from analysis.errors import LabelError, RunFolderError, RunMismatchError
 from analysis.capture.gates import Gate, find_gates
-from analysis.jobs import open_model_and_data, sha256
+from analysis.files import sha256
+from analysis.models.spec import open_model_and_data
 from analysis.runs.folder import Run, load_run
 
 

@@ -16,7 +16,8 @@ import pytest
 from conftest import measure_run
 
 from analysis.cli import main
-from analysis.runs.folder import load_run, save_run
+from analysis.jobs import save_run
+from analysis.runs.folder import load_run
 from analysis.capture.stats import StatsConfig
 from analysis.capture.planted import planted_stats, resnet_gates
 

@@ -11,7 +11,8 @@ import pytest
 from analysis.presentation import views
 from analysis.cli import main
 from analysis.presentation.report import summary_lines, write_reports
-from analysis.runs.folder import load_run, save_run
+from analysis.jobs import save_run
+from analysis.runs.folder import load_run
 from analysis.capture.stats import StatsConfig
 from analysis.capture.planted import planted_stats, resnet_gates
 from conftest import measure_run

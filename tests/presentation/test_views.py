@@ -8,7 +8,7 @@ from scipy import stats as scipy_stats
 
 from analysis.presentation import views
 from analysis.errors import RunFolderError
-from analysis.runs.folder import save_run
+from analysis.jobs import save_run
 from analysis.capture.planted import planted_stats, resnet_gates
 from analysis.capture.stats import StatsConfig
 

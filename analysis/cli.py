@@ -244,7 +244,7 @@ def _against_run_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per subcommand, in --help order
     from analysis.experiments.attributions import attribute
     from analysis.experiments.interventions import ablate
     from analysis.jobs import CollectJob

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from analysis.devices import resolve_device
 from analysis.models.checkpoint import parameter_count, save_checkpoint
 from analysis.data.sources import make_loader, open_data
 from analysis.models.architectures import build_model
@@ -95,10 +96,26 @@ def evaluate(model: nn.Module, loader, device: torch.device) -> tuple[float, flo
     return correct / max(total, 1), loss / max(total, 1)
 
 
+def _optimizer(
+    model: nn.Module, config: TrainConfig, steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """SGD with Nesterov momentum, no weight decay on biases and norms, and the per-step schedule."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.dim() == 1 else decay).append(p)
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr * config.batch_size / 128, momentum=0.9, nesterov=True,
+    )
+    if config.schedule == "cosine":
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(steps * 0.5), int(steps * 0.75)], 0.1)
+
+
 def train(config: TrainConfig, out: str | Path | None, *, device: str = "auto", progress: bool = True) -> TrainResult:
     """Train per `config`; with `out`, write `out/final.*` and the snapshots `out/epoch_NNN.*`."""
     torch.manual_seed(config.seed)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = resolve_device(device)
     source = open_data(config.data)
     test_source = open_data(test_split(config.data))
     channels = source.dataset[0][0].shape[0]
@@ -110,20 +127,7 @@ def train(config: TrainConfig, out: str | Path | None, *, device: str = "auto", 
         model = model.to(memory_format=torch.channels_last)
     loader = make_loader(source, config.batch_size, workers=config.workers, limit=config.limit, shuffle=True, seed=config.seed)
     test_loader = make_loader(test_source, 512, workers=config.workers, limit=config.test_limit)
-    lr = config.lr * config.batch_size / 128
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (no_decay if p.dim() == 1 else decay).append(p)
-    optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr, momentum=0.9, nesterov=True,
-    )
-    steps = config.epochs * len(loader)
-    if config.schedule == "cosine":
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-    else:
-        milestones = [int(steps * 0.5), int(steps * 0.75)]
-        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, 0.1)
+    optimizer, schedule = _optimizer(model, config, config.epochs * len(loader))
     generator = torch.Generator().manual_seed(config.seed + 1)
     amp = torch.autocast("cuda", torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
     hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"

@@ -2,7 +2,7 @@
 
     runs/x/meta.json            what was analysed and how (model, data, gates, versions, onset)
     runs/x/stats.safetensors    the raw GateStats, enough to recompute every table or merge runs
-    runs/x/blocks.parquet       one row per SE block (see analysis.metrics)
+    runs/x/blocks.parquet       one row per SE block (see analysis.measures.schema)
     runs/x/channels.parquet     one row per gate channel
     runs/x/class_means.parquet  one row per block x class x channel
     runs/x/<extra>.parquet      tables added later by other commands (EXTRA_TABLES), e.g. ablations
@@ -28,7 +28,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from analysis.measures import metrics
+from analysis.measures import tables
+from analysis.measures.onset import ONSET_MIN_EXCESS, ONSET_RULE, find_onset
 from analysis.errors import RunFolderError
 from analysis.capture.stats import GateStats
 from analysis.versions import software_versions
@@ -58,13 +59,13 @@ def save_run(
 ) -> Run:
     """Compute the tables from `stats` and write the run folder `out` atomically.
 
-    `min_excess` sets the onset rule's effect size (default metrics.ONSET_MIN_EXCESS).
+    `min_excess` sets the onset rule's effect size (default ONSET_MIN_EXCESS).
     """
     out = check_writable(out, overwrite)
-    min_excess = metrics.ONSET_MIN_EXCESS if min_excess is None else min_excess
-    channels = metrics.channel_table(stats)
-    blocks = metrics.block_table(stats, channels=channels)
-    onset = metrics.find_onset(blocks, min_excess=min_excess)
+    min_excess = ONSET_MIN_EXCESS if min_excess is None else min_excess
+    channels = tables.channel_table(stats)
+    blocks = tables.block_table(stats, channels=channels)
+    onset = find_onset(blocks, min_excess=min_excess)
     full_meta = {
         "version": RUN_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -72,7 +73,7 @@ def save_run(
         "software": software_versions(),
         **(meta or {}),
         "stats": stats.describe(),
-        "onset": {"block": onset, "rule": metrics.ONSET_RULE, "min_excess": min_excess},
+        "onset": {"block": onset, "rule": ONSET_RULE, "min_excess": min_excess},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -82,7 +83,7 @@ def save_run(
         save_file(stats.state_dict(), str(tmp / "stats.safetensors"))
         blocks.to_parquet(tmp / "blocks.parquet", index=False)
         channels.to_parquet(tmp / "channels.parquet", index=False)
-        metrics.class_mean_table(stats).to_parquet(tmp / "class_means.parquet", index=False)
+        tables.class_mean_table(stats).to_parquet(tmp / "class_means.parquet", index=False)
         # meta.json last: its presence marks a complete folder.
         (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2, default=str))
         if out.exists():

@@ -6,7 +6,7 @@
     run = analysis.load_run("runs/x")      # run.blocks, run.channels: pandas tables
 """
 
-from analysis.measures import metrics
+from analysis import measures
 from analysis.capture.collect import GateHooks, collect
 from analysis.errors import (
     AnalysisError,
@@ -45,6 +45,6 @@ __all__ = [
     "build_model",
     "collect",
     "find_gates",
-    "metrics",
+    "measures",
     "se_resnet",
 ]

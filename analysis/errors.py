@@ -62,3 +62,7 @@ class RunMismatchError(AnalysisError):
 
 class InterventionError(AnalysisError):
     """An intervention or block group cannot be applied to the model and run given."""
+
+
+class TableSchemaError(AnalysisError):
+    """A table lacks a column of its schema, holds one the schema does not know, or a column of another dtype."""

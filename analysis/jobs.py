@@ -21,7 +21,7 @@ from analysis.capture.stats import GateStats, StatsConfig
 from analysis.data.jpeg import make_image_loader
 from analysis.devices import resolve_device
 from analysis.files import sha256
-from analysis.measures import metrics
+from analysis.measures.tables import run_tables
 from analysis.models.checkpoint import checkpoint_paths
 from analysis.models.spec import open_model_and_data
 from analysis.runs.folder import Run, check_writable, write_run
@@ -115,13 +115,9 @@ def save_run(
 ) -> Run:
     """Compute every table of a run from `stats` and write the run folder `out` atomically.
 
-    `min_excess` sets the onset rule's effect size (default metrics.ONSET_MIN_EXCESS).
+    `min_excess` sets the onset rule's effect size (see analysis.measures.onset).
     """
     check_writable(out, overwrite)
-    min_excess = metrics.ONSET_MIN_EXCESS if min_excess is None else min_excess
-    channels = metrics.channel_table(stats)
-    blocks = metrics.block_table(stats, channels=channels)
-    onset = metrics.find_onset(blocks, min_excess=min_excess)
-    tables = {"blocks": blocks, "channels": channels, "class_means": metrics.class_mean_table(stats)}
-    meta = {**(meta or {}), "onset": {"block": onset, "rule": metrics.ONSET_RULE, "min_excess": min_excess}}
+    tables, onset = run_tables(stats, min_excess)
+    meta = {**(meta or {}), "onset": onset}
     return write_run(stats, out, meta, tables, overwrite=overwrite)

@@ -25,7 +25,8 @@ import pandas as pd
 import torch
 
 from analysis import load_run
-from analysis.experiments.interventions import INTERVENTIONS, REMOVABLE_DROP, SATURATED
+from analysis.experiments.interventions import INTERVENTIONS, REMOVABLE_DROP
+from analysis.measures.saturation import SATURATED_SHARE
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL, DATA = "checkpoints/fmnist_se20", "fashion-mnist:test"
@@ -142,7 +143,7 @@ other work shared the machine and the wall time is an upper bound.
 Top-1 change in percentage points against the plain model, with a paired bootstrap 95% interval
 over images (1000 resamples, seed 0). ✓ = measured removable: the drop is below
 {100 * REMOVABLE_DROP:.0f} point with 95% confidence. *predicted removable* (from the run's blocks
-table): saturated (`sat_high` >= {SATURATED}) or class-agnostic (`eta2_excess` <= the onset rule's
+table): saturated (`sat_high` >= {SATURATED_SHARE}) or class-agnostic (`eta2_excess` <= the onset rule's
 {run.meta['onset']['min_excess']}); for a group, every block. ones: s = 1 (SE removed); mean: the
 data set's mean gate; class-mean: the true class's mean gate (an oracle); shuffle: the gates of
 another image of the batch.

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from analysis.measures import metrics
+from analysis import measures
 
 CHANNELS = [256] * 3 + [512] * 4 + [1024] * 6 + [2048] * 3
 
@@ -98,10 +98,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     stats = synthetic(args.classes, args.val_per_class, shards=8, bins=20, reservoir=16)
     stats.widen_hist = not args.int32_hist
-    t_ch, c_ch, channels = best(lambda: metrics.channel_table(stats), args.repeats)
-    t_bl, c_bl, blocks = best(lambda: metrics.block_table(stats, channels=channels), args.repeats)
-    t_pr, c_pr, _ = best(lambda: [metrics.probe(*stats.reservoir(g.name)[:2]) for g in stats.gates], args.repeats)
-    t_cm, c_cm, means = best(lambda: metrics.class_mean_table(stats), 1)
+    t_ch, c_ch, channels = best(lambda: measures.channel_table(stats), args.repeats)
+    t_bl, c_bl, blocks = best(lambda: measures.block_table(stats, channels=channels), args.repeats)
+    t_pr, c_pr, _ = best(lambda: [measures.probe(*stats.reservoir(g.name)[:2]) for g in stats.gates], args.repeats)
+    t_cm, c_cm, means = best(lambda: measures.class_mean_table(stats), 1)
     print(f"K={args.classes}, {sum(CHANNELS)} channels in {len(CHANNELS)} blocks, "
           f"{args.threads} threads, histogram {'int32' if args.int32_hist else 'int64'}")
     print(f"{'step':<34}{'wall s':>8}{'cpu s':>8}{'rows':>12}")

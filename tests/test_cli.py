@@ -109,7 +109,7 @@ def test_existing_run_is_kept_unless_overwrite(tmp_path, capsys):
 
 
 def test_interrupted_write_leaves_nothing_half_written(tmp_path, monkeypatch):
-    from analysis.measures import metrics
+    from analysis.measures import tables
 
     out = tmp_path / "run"
     assert main(collect_args(out, "--random-init")) == 0
@@ -118,7 +118,7 @@ def test_interrupted_write_leaves_nothing_half_written(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(metrics, "class_mean_table", fail)
+    monkeypatch.setattr(tables, "class_mean_table", fail)
     assert main(collect_args(out, "--random-init", "--overwrite")) == 130
     assert (out / "meta.json").read_text() == before  # the old run is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temporary folder left

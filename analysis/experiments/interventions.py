@@ -48,13 +48,13 @@ from tqdm import tqdm
 
 from analysis.capture.collect import AMP_DTYPES, GateHooks, model_device
 from analysis.errors import DataError, InterventionError
+from analysis.measures.saturation import saturated
 from analysis.capture.gates import Gate
 from analysis.runs.matching import check_labels, run_gates
 from analysis.runs.folder import Run
 
 INTERVENTIONS = ("ones", "mean", "class-mean", "shuffle")
 DEFAULT_GROUPS = "block,stage,all"
-SATURATED = 0.5  # a block is saturated when at least this share of its gate values are >= 0.9
 REMOVABLE_DROP = 0.01  # measured removable: accuracy drops by less than this (1 point), 95% sure
 CI_LEVEL = 0.95
 _STAGE_NAME = re.compile(r"^SE_(\d+)_\d+$")
@@ -175,11 +175,11 @@ def bootstrap_ci(
 
 def predicted_removable(blocks: pd.DataFrame, min_excess: float) -> pd.Series:
     """Per block name, the paper's prediction that its gates can be replaced at little cost: the
-    block is saturated (`sat_high` >= SATURATED: most gates are near 1, so SE barely rescales) or
+    block is saturated (`measures.saturation.saturated`: most gates are near 1, so SE barely rescales) or
     class-agnostic (`eta2_excess` <= min_excess, the onset rule's effect size). A hypothesis that
     the measured columns test: a class-agnostic gate can still rescale channels per image."""
     b = blocks.set_index("block")
-    return (b["sat_high"] >= SATURATED) | (b["eta2_excess"] <= min_excess)
+    return saturated(b) | (b["eta2_excess"] <= min_excess)
 
 
 def ablate(

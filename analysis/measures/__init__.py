@@ -1,1 +1,58 @@
-"""Stage 4, measures: pure functions from GateStats to tidy tables, and the onset rule."""
+"""Stage 4, measures: pure functions from GateStats to tidy tables, and the onset rule.
+
+One module per family of statistics (anova, information, testing, resampling, probe, profiles,
+saturation), the onset rule (onset), the tables a run stores (tables) and their columns as data
+(schema). Inputs are CPU tensors or NumPy arrays; outputs NumPy arrays or pandas tables.
+
+    tables, onset = run_tables(stats)
+    validate("blocks", tables["blocks"])
+"""
+
+from analysis.measures.anova import CONSTANT_RTOL, Anova, anova, eta2_null, eta_squared, f_test, null_band
+from analysis.measures.information import mutual_information_bits
+from analysis.measures.onset import ONSET_MIN_EXCESS, ONSET_MIN_FRAC_SIGNIFICANT, ONSET_RULE, OnsetRule, find_onset
+from analysis.measures.probe import PROBE_MAX_CLASSES, Probe, probe, stratified_folds
+from analysis.measures.profiles import mean_pairwise_cosine, selectivity
+from analysis.measures.resampling import eta2_jackknife
+from analysis.measures.saturation import GATE_HIGH, GATE_LOW, SATURATED_SHARE, SATURATION_RULE, saturated, saturation
+from analysis.measures.schema import Column, doc, markdown, validate
+from analysis.measures.tables import block_table, channel_table, class_mean_table, run_tables
+from analysis.measures.testing import benjamini_hochberg
+
+__all__ = [
+    "CONSTANT_RTOL",
+    "GATE_HIGH",
+    "GATE_LOW",
+    "ONSET_MIN_EXCESS",
+    "ONSET_MIN_FRAC_SIGNIFICANT",
+    "ONSET_RULE",
+    "PROBE_MAX_CLASSES",
+    "SATURATED_SHARE",
+    "SATURATION_RULE",
+    "Anova",
+    "Column",
+    "OnsetRule",
+    "Probe",
+    "anova",
+    "benjamini_hochberg",
+    "block_table",
+    "channel_table",
+    "class_mean_table",
+    "doc",
+    "eta2_jackknife",
+    "eta2_null",
+    "eta_squared",
+    "f_test",
+    "find_onset",
+    "markdown",
+    "mean_pairwise_cosine",
+    "mutual_information_bits",
+    "null_band",
+    "probe",
+    "run_tables",
+    "saturated",
+    "saturation",
+    "selectivity",
+    "stratified_folds",
+    "validate",
+]

@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from analysis.presentation.views import null_band  # noqa: E402
+from analysis.measures.anova import null_band  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 MAX_TICK_LABELS = 40  # beyond this many classes or blocks, axis labels are thinned

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from analysis.errors import RunFolderError
+from analysis.measures.saturation import SATURATION_RULE, saturated
 from analysis.runs.folder import Run
 
 PAPER_BLOCKS = ("SE_2_3", "SE_3_4", "SE_4_6", "SE_5_1", "SE_5_2", "SE_5_3")  # the SE paper's Fig. 6
-SATURATED_SHARE = 0.5  # a block is "saturated" when at least this share of its gates is >= 0.9 or <= 0.1
 
 
 def class_names(run: Run) -> list[str]:
@@ -43,16 +42,6 @@ def default_blocks(run: Run, n: int = 6) -> list[str]:
 def check_block(run: Run, block: str) -> None:
     if block not in block_names(run):
         raise RunFolderError(f"{run.path} has no block {block!r}; blocks: {', '.join(block_names(run))}.")
-
-
-def null_band(blocks: pd.DataFrame, level: float = 0.95) -> pd.Series:
-    """Per block, the `level` quantile of one channel's eta2 when classes do not matter.
-
-    Under no class effect (Gaussian gates) eta2 ~ Beta((K-1)/2, (N-K)/2), whose mean is the
-    table's eta2_null. Block means average many channels, so they fall inside this band by far.
-    """
-    k, n = blocks["classes"].astype(float), blocks["samples"].astype(float)
-    return pd.Series(scipy_stats.beta.ppf(level, (k - 1) / 2, (n - k) / 2), index=blocks.index)
 
 
 def class_mean_arrays(run: Run) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -164,7 +153,7 @@ def summary(run: Run) -> dict:
     """The numbers a report's text states, all read from the run's block table and meta."""
     b = run.blocks
     by_excess = b.sort_values("eta2_excess")
-    saturated = b.loc[b["sat_high"] + b["sat_low"] >= SATURATED_SHARE, "block"].tolist()
+    saturated_blocks = b.loc[saturated(b), "block"].tolist()
     meta = run.meta
     return {
         "model": str(meta.get("model", "?")),
@@ -183,8 +172,8 @@ def summary(run: Run) -> dict:
         "eta2_null": float(b["eta2_null"].iloc[0]),
         "probe_chance": float(b["probe_chance"].iloc[0]),
         "probe_best": float(b["probe_acc"].max()),
-        "saturated": saturated,
-        "saturation_rule": f"share of gates >= 0.9 or <= 0.1 at least {SATURATED_SHARE:.0%}",
+        "saturated": saturated_blocks,
+        "saturation_rule": SATURATION_RULE,
     }
 
 

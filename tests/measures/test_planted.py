@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 from conftest import PlantedNet, batches, planted_data
 
-from analysis import collect, metrics
+from analysis import collect
+from analysis.measures.onset import find_onset
+from analysis.measures.tables import block_table
 
 
 def test_specificity_is_at_chance_before_the_planted_depth_and_far_above_after():
     x, y = planted_data(3000, seed=3)
     stats = collect(PlantedNet().eval(), batches(x, y, 250), 10, progress=False)
-    blocks = metrics.block_table(stats).set_index("block")
+    blocks = block_table(stats).set_index("block")
     early, late = ["SE_2_1", "SE_2_2", "SE_2_3"], ["SE_3_1", "SE_3_2", "SE_3_3"]
     null = blocks["eta2_null"].iloc[0]
     assert null == (10 - 1) / (3000 - 1)
@@ -26,11 +28,11 @@ def test_specificity_is_at_chance_before_the_planted_depth_and_far_above_after()
         assert blocks.at[name, "frac_significant"] > 0.8, name
         assert blocks.at[name, "probe_acc"] > 3 * blocks.at[name, "probe_chance"], name
         assert blocks.at[name, "probe_p"] < 1e-6, name
-    assert metrics.find_onset(blocks.reset_index()) == "SE_3_1"
+    assert find_onset(blocks.reset_index()) == "SE_3_1"
 
 
 def test_no_onset_when_no_block_is_class_specific():
     x, y = planted_data(2000, seed=4)
     y = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))]  # labels unrelated to images
     stats = collect(PlantedNet().eval(), batches(x, y, 250), 10, progress=False)
-    assert metrics.find_onset(metrics.block_table(stats)) is None
+    assert find_onset(block_table(stats)) is None

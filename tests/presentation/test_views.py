@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import stats as scipy_stats
 
 from analysis.presentation import views
 from analysis.errors import RunFolderError
@@ -79,13 +78,6 @@ def test_class_drivers_counts_and_lifts(run):
     brute = sorted(brute, reverse=True)[:5]
     assert list(zip(top["block"], top["channel"])) == [(b, c) for _, b, c in brute]
     np.testing.assert_allclose(top["lift"], [v for v, _, _ in brute])
-
-
-def test_null_band_is_the_beta_quantile(run):
-    band = views.null_band(run.blocks)
-    k, n = 6, 240
-    assert band.iloc[0] == pytest.approx(scipy_stats.beta.ppf(0.95, (k - 1) / 2, (n - k) / 2))
-    assert (band > run.blocks["eta2_null"]).all()
 
 
 def test_summary_reads_the_block_table(run):

@@ -1,0 +1,97 @@
+"""One-way analysis of variance per channel from per-class moments: eta-squared, F, p, and its null.
+
+A channel is *constant* when its total sum of squares is at most `CONSTANT_RTOL` times its raw sum
+of squares (std below ~3e-6 of its root mean square: float64 rounding noise of sums over millions
+of samples). A constant channel has zero specificity on every measure: eta2 = 0, F = 0, p = 1,
+selectivity = 0, MI = 0, std = 0, and its preferred class is the first class with samples. A single
+class's within-class sum of squares below the same relative tolerance is exactly 0. Classes with
+no samples are ignored; K' is the number of classes with samples.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from analysis.measures._arrays import Array, as_numpy
+
+CONSTANT_RTOL = 1e-11  # a sum of squares below this share of the raw sum of squares is rounding noise
+
+
+class Anova(NamedTuple):
+    """A one-way layout per channel: class means [K, C] (0 for empty classes), the rest [C]."""
+
+    n: float  # samples
+    classes: int  # classes with samples
+    means: np.ndarray
+    ss_between: np.ndarray
+    ss_within: np.ndarray
+    constant: np.ndarray  # bool: no variation beyond rounding; both sums of squares are 0 there
+
+
+def anova(count: Array, total: Array, total_sq: Array) -> Anova:
+    """Between- and within-class sums of squares from per-class moments, in float64.
+
+    Each class's within sum of squares is sumsq_k - sum_k^2 / n_k (clamped at 0), which cancels
+    only within one class; between is sum n_k (mean_k - mean)^2; the total is their sum, never the
+    badly cancelling sumsq - sum^2 / N. count [K], total and total_sq [K, C].
+    """
+    n_k = as_numpy(count).astype(np.float64)
+    t = as_numpy(total).astype(np.float64, copy=False)
+    tq = as_numpy(total_sq).astype(np.float64, copy=False)
+    inv = np.divide(1.0, n_k, out=np.zeros_like(n_k), where=n_k > 0)[:, None]
+    means = t * inv
+    ss = t * means
+    np.subtract(tq, ss, out=ss)
+    np.maximum(ss, 0.0, out=ss)
+    ss[ss <= CONSTANT_RTOL * tq] = 0.0
+    ss_within = ss.sum(0)
+    n = float(n_k.sum())
+    dev = means - t.sum(0) / max(n, 1.0)
+    dev *= dev
+    dev *= n_k[:, None]
+    ss_between = dev.sum(0)
+    constant = ss_within + ss_between <= CONSTANT_RTOL * tq.sum(0)
+    ss_within[constant] = 0.0
+    ss_between[constant] = 0.0
+    return Anova(n, int((n_k > 0).sum()), means, ss_between, ss_within, constant)
+
+
+def eta_squared(a: Anova) -> np.ndarray:
+    """Between / total sum of squares per channel, 0 for a constant channel: [C] float64."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(a.constant, 0.0, a.ss_between / (a.ss_between + a.ss_within))
+
+
+def f_test(a: Anova) -> tuple[np.ndarray, np.ndarray]:
+    """One-way ANOVA F and its upper-tail p-value per channel: [C], [C].
+
+    Constant channel: F = 0, p = 1. Constant within every class but not overall: F = inf, p = 0.
+    No degrees of freedom (K' < 2 or N <= K') for a non-constant channel: NaN.
+    """
+    k, n = a.classes, a.n
+    if k < 2 or n <= k:
+        nan = np.full(a.constant.shape, np.nan)
+        return np.where(a.constant, 0.0, nan), np.where(a.constant, 1.0, nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = np.where(a.ss_within > 0, (a.ss_between / (k - 1)) / (a.ss_within / (n - k)), np.inf)
+    f[a.constant] = 0.0
+    return f, sps.f.sf(f, k - 1, n - k)
+
+
+def eta2_null(classes: int, samples: float) -> float:
+    """Expected eta2 of a channel without any class effect, (K'-1)/(N-1); 0 when K' < 2."""
+    return (classes - 1) / (samples - 1) if classes > 1 else 0.0
+
+
+def null_band(blocks: pd.DataFrame, level: float = 0.95) -> pd.Series:
+    """Per block, the `level` quantile of one channel's eta2 when classes do not matter.
+
+    Under no class effect (Gaussian gates) eta2 ~ Beta((K-1)/2, (N-K)/2), whose mean is the
+    table's eta2_null. Block means average many channels, so they fall inside this band by far.
+    """
+    k, n = blocks["classes"].astype(float), blocks["samples"].astype(float)
+    return pd.Series(sps.beta.ppf(level, (k - 1) / 2, (n - k) / 2), index=blocks.index)

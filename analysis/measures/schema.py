@@ -1,0 +1,248 @@
+"""The columns of the tables a run stores, as data: name, dtype and meaning of each.
+
+One source for what a column means: `tables` validates what it builds against it, `markdown` feeds
+the README and the reports, `doc` the dashboard's help texts.
+
+    validate("blocks", run.blocks)          # raises TableSchemaError naming the column
+    print(markdown("channels"))
+    st.caption(doc("blocks", "eta2_excess"))
+
+Notation: N samples, K' classes with samples (classes with no samples are ignored everywhere), C
+channels of the gate, S data shards, B histogram bins. A constant channel (`analysis.measures.anova`)
+has zero specificity on every measure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis.errors import TableSchemaError
+from analysis.measures.saturation import GATE_HIGH, GATE_LOW
+
+DTYPES = ("str", "category", "bool", "int32", "int64", "float64")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table: its name, its dtype (one of DTYPES) and what it means."""
+
+    name: str
+    dtype: str
+    doc: str
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise TableSchemaError(f"column {self.name!r} has dtype {self.dtype!r}; use one of {', '.join(DTYPES)}.")
+
+
+_BLOCK = Column("block", "str", "Gate name, e.g. SE_3_4.")
+_DEPTH = Column("depth", "int64", "1-based forward position of the gate.")
+_SHARE_BINS = (
+    f"From the histogram: when {GATE_HIGH} and {GATE_LOW} are bin edges (B a multiple of 10) this is exact, "
+    f"except that a value exactly {GATE_LOW} counts as above (it falls in the bin starting at {GATE_LOW}); "
+    "otherwise the bin holding the threshold is split linearly (values assumed uniform inside it). "
+    "NaN without samples."
+)
+_JACKKNIFE = (
+    "95% delete-one-shard jackknife interval of eta2_mean: estimate +- 1.96 SE with SE^2 = (S-1)/S "
+    "sum_s (theta_s - mean theta)^2 over the S leave-one-shard-out estimates theta_s. NaN when S < 2 "
+    "or some leave-one-out keeps fewer than 2 samples."
+)
+_PROBE = (
+    "The probe: stratified k-fold nearest-class-mean classifier on the reservoir gate vectors, "
+    "standardised with training-fold statistics. With more than `probe_max_classes` (default 128) "
+    "classes in the reservoir it uses a seeded random subset of that many classes, and the chance "
+    "level is the subset's (see `analysis.measures.probe.probe` for why). NaN when the reservoir "
+    "holds fewer than 2 classes or fewer samples than folds."
+)
+_PROFILES = (
+    "1 when K' < 2. A zero vector (cosine) or a constant profile (correlation) counts as identical "
+    "to another such and as 0 to any other."
+)
+
+TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
+    "channels": (
+        "One row per (gate, channel), blocks in depth order.",
+        (
+            _BLOCK,
+            _DEPTH,
+            Column("channel", "int64", "Channel index within the gate."),
+            Column("eta2", "float64", "Eta-squared, between-class / total sum of squares, in [0, 1]."),
+            Column(
+                "F",
+                "float64",
+                "One-way ANOVA F statistic (K'-1, N-K' degrees of freedom). F = inf when every class is "
+                "constant but the classes differ. NaN when the test is undefined for a non-constant "
+                "channel: fewer than 2 classes, or N <= K'.",
+            ),
+            Column(
+                "p_value",
+                "float64",
+                "Upper-tail p-value of F: 0 when every class is constant but the classes differ, NaN "
+                "where F is NaN.",
+            ),
+            Column(
+                "significant",
+                "bool",
+                "Benjamini-Hochberg FDR at q (default 0.05) within the block over its channels' "
+                "p-values; an undefined p-value counts as 1.",
+            ),
+            Column(
+                "selectivity",
+                "float64",
+                "Class selectivity index of Morcos et al. 2018, (mu_max - mu_rest) / (mu_max + mu_rest), "
+                "mu_max the largest class mean, mu_rest the mean of the other class means; 0 when the "
+                "denominator is 0 or K' < 2. In [0, 1] for gates in [0, 1].",
+            ),
+            Column(
+                "mi_bits",
+                "float64",
+                "Mutual information between class and the binned gate, in bits, each entropy with the "
+                "Miller-Madow correction H + (m - 1) / (2N) nats, m its number of non-empty cells. The "
+                "correction removes most of the upward bias of the plug-in estimate, so a channel without "
+                "class information scatters around 0 and may be slightly negative: it is not clipped, so "
+                "that block means stay unbiased. Exactly 0 for a gate whose values all lie in one bin.",
+            ),
+            Column("preferred_class", "int64", "The class with the largest mean."),
+            Column("preferred_class_name", "str", "Name of the class with the largest mean."),
+            Column("mean", "float64", "Mean over all N samples (NaN without samples)."),
+            Column("std", "float64", "Population standard deviation over all N samples (NaN without samples)."),
+            Column("sat_high", "float64", f"Share of the channel's values >= {GATE_HIGH}. {_SHARE_BINS}"),
+            Column("sat_low", "float64", f"Share of the channel's values <= {GATE_LOW}. {_SHARE_BINS}"),
+        ),
+    ),
+    "blocks": (
+        "One row per gate in depth order.",
+        (
+            _BLOCK,
+            _DEPTH,
+            Column("rel_depth", "float64", "depth / number of gates."),
+            Column("path", "str", "Module path of the hooked gate."),
+            Column("channels", "int64", "Channels of the gate (C)."),
+            Column("samples", "int64", "Samples seen (N)."),
+            Column("classes", "int64", "Classes with samples (K')."),
+            Column("eta2_mean", "float64", "Mean eta2 over channels."),
+            Column(
+                "eta2_null",
+                "float64",
+                "(K'-1)/(N-1), the expectation of eta2_mean without any class effect (0 when K' < 2).",
+            ),
+            Column("eta2_excess", "float64", "eta2_mean - eta2_null."),
+            Column("eta2_ci_low", "float64", f"Lower end of the {_JACKKNIFE}"),
+            Column("eta2_ci_high", "float64", f"Upper end of the {_JACKKNIFE}"),
+            Column("frac_significant", "float64", "Share of channels significant after BH-FDR at q."),
+            Column("selectivity_median", "float64", "Median channel selectivity."),
+            Column("mi_bits_mean", "float64", "Mean channel MI in bits."),
+            Column(
+                "class_cosine_mean",
+                "float64",
+                "Mean pairwise cosine similarity of the K' class-mean gate vectors (the paper's "
+                f"\"curves overlap\"). {_PROFILES}",
+            ),
+            Column(
+                "class_corr_mean",
+                "float64",
+                "Mean pairwise Pearson correlation across channels of the K' class-mean gate vectors, "
+                f"which ignores the shared positive offset of the gates and so discriminates better. {_PROFILES}",
+            ),
+            Column("probe_acc", "float64", f"Cross-validated accuracy of the probe. {_PROBE}"),
+            Column(
+                "probe_chance",
+                "float64",
+                "Accuracy of always predicting the most frequent class of the probe set "
+                f"(fold-wise majorities are biased low under stratified folds). {_PROBE}",
+            ),
+            Column(
+                "probe_p",
+                "float64",
+                f"One-sided binomial p-value of the probe's correct predictions against probe_chance. {_PROBE}",
+            ),
+            Column(
+                "sat_high",
+                "float64",
+                f"The channels' mean sat_high: the block's share of gate values >= {GATE_HIGH} (every "
+                "channel sees the same samples). NaN without samples.",
+            ),
+            Column(
+                "sat_low",
+                "float64",
+                f"The channels' mean sat_low: the block's share of gate values <= {GATE_LOW}. NaN without samples.",
+            ),
+            Column(
+                "gate_mean",
+                "float64",
+                "Mean of all N*C gate values of the block, pooled from the channels' means (NaN without samples).",
+            ),
+            Column(
+                "gate_std",
+                "float64",
+                "Population std of all N*C gate values of the block, pooled from the channels' means and "
+                "stds (NaN without samples).",
+            ),
+        ),
+    ),
+    "class_means": (
+        "Long form, one row per (gate, class with samples, channel).",
+        (
+            Column("block", "category", "Gate name."),
+            Column("class", "int32", "Class index."),
+            Column("class_name", "category", "Class name."),
+            Column("channel", "int32", "Channel index within the gate."),
+            Column("mean", "float64", "Mean of the gate over the class's samples."),
+            Column("std", "float64", "Population standard deviation of the gate within the class."),
+            Column("count", "int64", "Samples of the class."),
+        ),
+    ),
+}
+
+
+def columns(table: str) -> tuple[Column, ...]:
+    """The columns of `table` in their stored order; raises TableSchemaError for an unknown table."""
+    if table not in TABLES:
+        raise TableSchemaError(f"no table {table!r}; tables: {', '.join(TABLES)}.")
+    return TABLES[table][1]
+
+
+def _has_dtype(series: pd.Series, dtype: str) -> bool:
+    if dtype == "category":
+        return isinstance(series.dtype, pd.CategoricalDtype)
+    if dtype == "str":  # object before pandas 3 and after a Parquet round trip; str from pandas 3 on
+        return not isinstance(series.dtype, pd.CategoricalDtype) and pd.api.types.is_string_dtype(series.dtype)
+    return series.dtype == np.dtype(dtype)
+
+
+def validate(table: str, df: pd.DataFrame) -> None:
+    """Check that `df` has exactly the columns of `table`, each of its dtype; raises TableSchemaError
+    naming the first missing, unknown or mistyped column."""
+    expected = columns(table)
+    names = {c.name for c in expected}
+    missing = [c.name for c in expected if c.name not in df.columns]
+    if missing:
+        raise TableSchemaError(f"table {table!r} lacks column {missing[0]!r}.")
+    extra = [str(c) for c in df.columns if c not in names]
+    if extra:
+        raise TableSchemaError(f"table {table!r} has column {extra[0]!r}, which its schema does not know.")
+    for c in expected:
+        if not _has_dtype(df[c.name], c.dtype):
+            raise TableSchemaError(f"column {c.name!r} of table {table!r} is {df[c.name].dtype}, not {c.dtype}.")
+
+
+def doc(table: str, column: str) -> str:
+    """What `column` of `table` means (a help text); raises TableSchemaError for an unknown column."""
+    for c in columns(table):
+        if c.name == column:
+            return c.doc
+    raise TableSchemaError(f"table {table!r} has no column {column!r}.")
+
+
+def markdown(table: str) -> str:
+    """The schema of `table` as a Markdown section: its heading, one line about it, a column table."""
+    rows = []
+    for c in columns(table):
+        meaning = c.doc.replace("|", "\\|")  # a bar inside a cell would end it
+        rows.append(f"| `{c.name}` | {c.dtype} | {meaning} |")
+    head = [f"### `{table}`", "", TABLES[table][0], "", "| column | dtype | meaning |", "|---|---|---|"]
+    return "\n".join(head + rows) + "\n"

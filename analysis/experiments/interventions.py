@@ -203,7 +203,8 @@ def ablate(
         raise InterventionError(
             f"interventions must be some of {', '.join(INTERVENTIONS)}, not {', '.join(interventions) or 'none'}."
         )
-    precision = autocast(model_device(model), amp)
+    device = model_device(model)
+    precision = autocast(device, amp)
     gates = run_gates(run, model)
     group_list = block_groups(gates, groups)
     settings = [(frozenset(blocks), how) for _, _, blocks in group_list for how in interventions]
@@ -215,7 +216,6 @@ def ablate(
             f"{run.path} has no images of class {run.meta['stats']['class_names'][unseen[0]]!r}, "
             "so its class-mean gates are unknown; collect the run on data with every class."
         )
-    device = model_device(model)
     correct, losses = [], []
     with (
         GateReplacement(model, gates, means, seed) as hooks,

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from analysis import GateHooks, GateStats, StatsConfig, find_gates
-from analysis.capture.collect import AMP_DTYPES
+from analysis.models.precision import AMP_DTYPES, autocast
 from analysis.models.spec import build_from_spec, input_shape
 
 
@@ -100,7 +100,7 @@ def measure_modes(
     y = torch.randint(0, classes, (len(x),))
     gates = find_gates(model)
     modules = dict(model.named_modules())
-    autocast = torch.autocast(device.type, AMP_DTYPES[amp]) if amp != "none" else contextlib.nullcontext()
+    precision = autocast(device, None if amp == "none" else amp)
     rows: list[dict[str, Any]] = []
 
     def measure(
@@ -117,7 +117,7 @@ def measure_modes(
 
             def step(i: int) -> None:
                 before(i)
-                with torch.inference_mode(), autocast:
+                with torch.inference_mode(), precision:
                     call(forward)
 
             times = timed(step, batches, repeats, device)

@@ -19,7 +19,7 @@ import argparse
 import torch
 from collect_overhead import MODES, build, calibrate_batchnorm, device_line, measure_modes, print_table
 
-from analysis.capture.collect import AMP_DTYPES
+from analysis.models.precision import AMP_DTYPES
 
 MODELS = "timm:seresnet50,torchvision:efficientnet_b0,torchvision:regnet_y_800mf"
 GPU_DEFAULTS = {"device": "cuda", "batch": 256, "size": 224, "amp": "bf16", "compile_modes": "eager,compile"}

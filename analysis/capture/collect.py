@@ -6,7 +6,7 @@
             model(x)
 
 `collect` runs that loop for you, with AMP, channels_last, inference mode, torch.compile and a
-progress bar. This is the only module that registers forward hooks.
+progress bar. Its hooks, like every hook of the library, are `capture.hooks.ForwardHooks`.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from torch import nn
 from tqdm import tqdm
 
 from analysis.errors import DataError, GateValueError
-from analysis.capture.gates import Gate, find_gates, unwrap
+from analysis.capture.gates import Gate, find_gates
+from analysis.capture.hooks import ForwardHooks
 from analysis.capture.stats import GateStats, StatsConfig
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+from analysis.models.precision import autocast
 
 
 def _as_matrix(gate: Gate, out: Any) -> torch.Tensor:
@@ -42,7 +42,7 @@ def _as_matrix(gate: Gate, out: Any) -> torch.Tensor:
     return out.flatten(2).float().mean(2)
 
 
-class GateHooks:
+class GateHooks(ForwardHooks):
     """Forward hooks that feed each gate's output to `stats.update`; removed on every exit path.
 
     Hooks return None, so they never change the model's output. Nesting is safe: each context
@@ -50,34 +50,11 @@ class GateHooks:
     """
 
     def __init__(self, model: nn.Module, gates: list[Gate], stats: GateStats) -> None:
-        self.model, self.gates, self.stats = unwrap(model), gates, stats
-        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+        super().__init__(model, gates, self._feed)
+        self.stats = stats
 
-    def _hook(self, gate: Gate):  # noqa: ANN202 - a closure per gate
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            self.stats.update(gate.name, _as_matrix(gate, output))
-
-        return hook
-
-    def __enter__(self) -> GateHooks:
-        modules = dict(self.model.named_modules())
-        try:
-            for gate in self.gates:
-                if gate.path not in modules:
-                    raise GateValueError(f"gate {gate.name}: the model has no module {gate.path!r}.")
-                self.handles.append(modules[gate.path].register_forward_hook(self._hook(gate)))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        for handle in reversed(self.handles):
-            handle.remove()
-        self.handles.clear()
+    def _feed(self, gate: Gate, output: Any) -> None:
+        self.stats.update(gate.name, _as_matrix(gate, output))
 
 
 def _batches(loader: Iterable) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -100,17 +77,11 @@ def _learn_channels(model: nn.Module, gates: list[Gate], x: torch.Tensor) -> lis
     if all(g.channels is not None for g in gates):
         return gates
     seen: dict[str, int] = {}
-    modules = dict(unwrap(model).named_modules())
-    handles = [
-        modules[g.path].register_forward_hook(lambda m, i, o, g=g: seen.__setitem__(g.path, _as_matrix(g, o).shape[1]))
-        for g in gates
-    ]
-    try:
-        with torch.inference_mode():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    def channels(gate: Gate, output: Any) -> None:
+        seen[gate.path] = _as_matrix(gate, output).shape[1]
+
+    with ForwardHooks(model, gates, channels), torch.inference_mode():
+        model(x)
     missing = [g.path for g in gates if g.path not in seen]
     if missing:
         raise GateValueError(f"the gate modules {', '.join(missing)} did not run in a forward pass.")
@@ -145,18 +116,14 @@ def collect(
     None, "bf16" or "fp16"; `compile` wraps the hooked model in torch.compile. Raises DataError
     for an empty loader, LabelError and GateValueError as described in GateStats.
     """
-    if amp is not None and amp not in AMP_DTYPES:
-        raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)} or None, not {amp!r}")
+    device = model_device(model)
+    precision = autocast(device, amp)
     config = config or StatsConfig(num_classes)
     if config.num_classes != num_classes:
         raise ValueError("config.num_classes and num_classes differ")
-    device = model_device(model)
     gates = gates or find_gates(model, gate_pattern)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    autocast = (
-        torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp else contextlib.nullcontext()
-    )
     stats: GateStats | None = None
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(tqdm(total=total, unit="img", disable=not progress, file=sys.stderr, desc="collect"))
@@ -165,13 +132,13 @@ def collect(
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             if stats is None:
-                with autocast:
+                with precision:
                     gates = _learn_channels(model, gates, x)
                 stats = GateStats(gates, config, class_names, device)
                 stack.enter_context(GateHooks(model, gates, stats))
                 forward = torch.compile(model) if compile else model
             stats.begin_batch(y, ids)
-            with torch.inference_mode(), autocast:
+            with torch.inference_mode(), precision:
                 forward(x)
             bar.update(len(y))
     if stats is None or stats.samples == 0:

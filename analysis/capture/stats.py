@@ -12,9 +12,9 @@ added to all gates at once, and each gate's tensor is a contiguous view):
   disjoint parts of the data chosen by a hash of the sample id; the totals are their sums, and the
   shards give jackknife intervals without storing anything per sample.
 * `hist [K*C*B]` int32: counts over B equal-width bins on [0, 1].
-* `reservoir [K*R+1, C]` float32: a uniform sample of R gate vectors per class (row K*R is a
-  scratch row that absorbs the samples not kept). Every sample gets a pseudo-random key from its id;
-  each class keeps the R smallest keys, so all gates keep the same samples and merging is exact.
+* `reservoir [K*R+1, C]` float32: a uniform sample of R gate vectors per class, in the slots of
+  one `Reservoir` shared by all gates (stored once as `_reservoir/keys` and `_reservoir/ids`; row
+  K*R is a scratch row that absorbs the samples not kept). Each sample's key is a hash of its id.
 * `top_values`/`top_ids [C, k]`: per channel, the k samples with the largest gate.
 * `nonfinite`, `below`, `above`, `min`, `max`: problems seen, checked once by `check()`, because a
   host sync inside a hook would stall the GPU.
@@ -33,43 +33,15 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from analysis.errors import GateValueError, LabelError, StatsMismatchError
 from analysis.capture.gates import Gate
+from analysis.capture.keys import check_ids, sample_hash, top_k
+from analysis.capture.reservoir import Reservoir
+from analysis.data.labels import check_labels
+from analysis.errors import GateValueError, LabelError, StatsMismatchError
 
-_PRIME = 2147483647  # 2**31 - 1: keeps every product of the hash below 2**62
 _DTYPES = {"count": torch.int64, "sum": torch.float64, "sumsq": torch.float64, "hist": torch.int32,
            "reservoir": torch.float32, "top_values": torch.float32, "top_ids": torch.int64, "nonfinite": torch.int64,
            "below": torch.int64, "above": torch.int64, "min": torch.float32, "max": torch.float32}
-MAX_ID = 2**32 - 2  # sample ids share an int64 key with the gate value in top_k
-
-
-def _mix(x: torch.Tensor, a: int, b: int) -> torch.Tensor:
-    """One round of an integer hash on values in [0, 2**31 - 1)."""
-    x = x ^ (x >> 13)
-    x = (x * a + b) % _PRIME
-    return x ^ (x >> 7)
-
-
-def sample_hash(ids: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(key in (0, 1) float64, shard-hash int64) for each sample id: [N] int64 -> [N], [N]."""
-    x = (ids % _PRIME) ^ ((ids // _PRIME) % _PRIME)
-    x = _mix(x, 48271, (seed * 7919 + 1) % _PRIME)
-    x = _mix(x, 16807, 12345)
-    key = (_mix(x, 69621, 777) + 0.5) / _PRIME
-    return key.to(torch.float64), _mix(x, 39373, 4242)
-
-
-def top_k(values: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row, the k largest values with their ids; ties go to the smaller id, so that merging
-    partial results gives exactly the whole's answer. values, ids: [C, M] -> [C, k], [C, k].
-
-    One int64 key per entry orders by value, then by smaller id: the float32 bits made monotonic
-    (negative floats have their magnitude bits flipped) above 2**32 - 2 - id, for ids in
-    [-1, 2**32 - 2]. A single topk on the keys replaces two full sorts of every row."""
-    bits = values.float().nan_to_num(-float("inf")).view(torch.int32)
-    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).long()
-    order = ((ordered << 32) | (MAX_ID - ids)).topk(k, dim=1).indices
-    return values.gather(1, order), ids.gather(1, order)
 
 
 @dataclass(frozen=True)
@@ -118,8 +90,7 @@ class GateStats:
         slots = k * config.reservoir
         dev = {"device": self.device}
         self.samples = 0  # images seen, counted on the host from batch shapes
-        self.reservoir_keys = torch.full((slots + 1,), float("inf"), dtype=torch.float64, **dev)
-        self.reservoir_ids = torch.full((slots + 1,), -1, dtype=torch.int64, **dev)
+        self.sampler = Reservoir(k, config.reservoir, self.device)
         self.columns: dict[str, slice] = {}
         for g in self.gates:
             start = next(reversed(self.columns.values())).stop if self.columns else 0
@@ -173,6 +144,26 @@ class GateStats:
                 self.set_gate_tensor(g.name, field, state[f"{g.name}/{field}"])
         return self.fused
 
+    # The reservoir's keys and ids, as stored in a run's file. Setting one replaces the sampler
+    # rather than writing into it: a copy.copy of these statistics (distributed merging) shares it.
+    @property
+    def reservoir_keys(self) -> torch.Tensor:
+        """[K*R+1] float64: each slot's sample key, inf for an empty slot."""
+        return self.sampler.keys
+
+    @reservoir_keys.setter
+    def reservoir_keys(self, keys: torch.Tensor) -> None:
+        self.sampler = Reservoir(self.config.num_classes, self.config.reservoir, keys=keys, ids=self.sampler.ids)
+
+    @property
+    def reservoir_ids(self) -> torch.Tensor:
+        """[K*R+1] int64: each slot's sample id, -1 for an empty slot."""
+        return self.sampler.ids
+
+    @reservoir_ids.setter
+    def reservoir_ids(self, ids: torch.Tensor) -> None:
+        self.sampler = Reservoir(self.config.num_classes, self.config.reservoir, keys=self.sampler.keys, ids=ids)
+
     # ------------------------------------------------------------------ streaming
 
     def begin_batch(self, labels: torch.Tensor, ids: torch.Tensor) -> None:
@@ -182,46 +173,19 @@ class GateStats:
         DataLoader); ids must lie in [0, 2**32 - 2] for top_k's keys.
         """
         self.flush()
-        k, r = self.config.num_classes, self.config.reservoir
-        if labels.device.type == "cpu" and labels.numel():
-            lo, hi = int(labels.min()), int(labels.max())
-            if lo < 0 or hi >= k:
-                bad = lo if lo < 0 else hi
-                raise LabelError(f"label {bad} is outside the {k} classes 0..{k - 1}.")
-        if ids.device.type == "cpu" and ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) <= MAX_ID:
-            raise ValueError(f"sample ids must lie in 0..{MAX_ID}, not {int(ids.min())}..{int(ids.max())}.")
+        check_labels(labels, self.config.num_classes)
+        check_ids(ids)
         n = labels.shape[0]
         if self._held.shape[0] != n:
             self._held = torch.empty(n, self.total, device=self.device)
         y = labels.to(self.device, torch.int64, non_blocking=True)
         ids = ids.to(self.device, torch.int64, non_blocking=True)
         key, shard_hash = sample_hash(ids, self.config.seed)
-        # Reservoir: each class keeps the r smallest keys among its old entries and this batch.
-        own = y[None, :] == torch.arange(k, device=self.device)[:, None]  # [K, N]
-        old_keys = self.reservoir_keys[:-1].view(k, r)
-        cand = torch.cat([old_keys, torch.where(own, key[None, :], float("inf"))], dim=1)
-        kept_keys, pos = cand.topk(r, dim=1, largest=False)  # [K, r]
-        is_new = (pos >= r) & torch.isfinite(kept_keys)
-        old_kept = torch.zeros(k, r + 1, dtype=torch.bool, device=self.device)
-        old_kept.scatter_(1, torch.where(pos < r, pos, r), True)
-        free = ~old_kept[:, :r]  # slots whose old entry was dropped (or never filled)
-        # The j-th new entry of class c goes to the j-th free slot of class c.
-        free_rank = free.cumsum(1) - 1
-        slot_of_rank = torch.full((k, r + 1), r, dtype=torch.int64, device=self.device)
-        slot_of_rank.scatter_(1, torch.where(free, free_rank, r), torch.arange(r, device=self.device).expand(k, r))
-        new_rank = torch.where(is_new, is_new.cumsum(1) - 1, r)
-        dest = slot_of_rank.gather(1, new_rank) + torch.arange(k, device=self.device)[:, None] * r
-        trash = k * r
-        sample = torch.where(is_new, pos - r, n)  # batch row of each kept new entry, n = none
-        dest_of_sample = torch.full((n + 1,), trash, dtype=torch.int64, device=self.device)
-        dest_of_sample.scatter_(0, sample.flatten(), torch.where(is_new, dest, trash).flatten())
-        dest_of_sample = dest_of_sample[:n]
-        self.reservoir_keys.index_copy_(0, dest_of_sample, key)
-        self.reservoir_ids.index_copy_(0, dest_of_sample, ids)
+        dest_of_sample = self.sampler.add(y, key, ids)
         self._batch = {
             "y": y,
             "ids": ids,
-            "row": (shard_hash % self.config.shards) * k + y,
+            "row": (shard_hash % self.config.shards) * self.config.num_classes + y,
             "dest": dest_of_sample,
             "ones": torch.ones(n, dtype=torch.int64, device=self.device),
         }
@@ -355,11 +319,8 @@ class GateStats:
     def reservoir(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(values [n, C] float32, labels [n], ids [n]) of the kept samples, ordered by key."""
         self.flush()
-        keys = self.reservoir_keys[:-1].cpu()
-        kept = torch.isfinite(keys).nonzero().flatten()
-        kept = kept[keys[kept].argsort()]
-        values = self._block("reservoir", name)[:-1].cpu()[kept]
-        return values, kept // self.config.reservoir, self.reservoir_ids[:-1].cpu()[kept]
+        slots, labels, ids = self.sampler.kept()
+        return self._block("reservoir", name)[:-1].cpu()[slots], labels, ids
 
     def top(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(values [C, k], ids [C, k]) of the samples that open each channel most; id -1 = empty."""
@@ -378,20 +339,11 @@ class GateStats:
             )
         self.flush()
         other.flush()
-        k, r = self.config.num_classes, self.config.reservoir
-        keys = torch.cat([self.reservoir_keys[:-1].view(k, r), other.reservoir_keys[:-1].view(k, r).to(self.device)], 1)
-        kept_keys, pos = keys.topk(r, dim=1, largest=False)
-        flat = (pos // r) * (k * r) + torch.arange(k, device=self.device)[:, None] * r + pos % r
-        flat = flat.flatten()
-
-        def pick(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            return torch.cat([a[:-1], b[:-1].to(self.device)])[flat]
-
+        rows = self.sampler.merge(other.sampler)
         a, b = self.fused, other.fused
-        self.reservoir_ids[:-1] = pick(self.reservoir_ids, other.reservoir_ids)
         for g in self.gates:
             mine = self._block("reservoir", g.name)
-            mine[:-1] = pick(mine, other._block("reservoir", g.name))
+            mine[:-1] = torch.cat([mine[:-1], other._block("reservoir", g.name)[:-1].to(self.device)])[rows]
         for field in ("count", "sum", "sumsq", "hist", "nonfinite", "below", "above"):
             a[field] += b[field].to(self.device)
         torch.minimum(a["min"], b["min"].to(self.device), out=a["min"])
@@ -399,7 +351,6 @@ class GateStats:
         values = torch.cat([a["top_values"], b["top_values"].to(self.device)], 1)
         ids = torch.cat([a["top_ids"], b["top_ids"].to(self.device)], 1)
         a["top_values"], a["top_ids"] = top_k(values, ids, self.config.topk)
-        self.reservoir_keys[:-1] = kept_keys.flatten()
         self.samples += other.samples
         return self
 
@@ -434,8 +385,7 @@ class GateStats:
         """Move every tensor to `device` (e.g. to the CPU before merging across machines)."""
         self.flush()
         self.device = torch.device(device)
-        self.reservoir_keys = self.reservoir_keys.to(device)
-        self.reservoir_ids = self.reservoir_ids.to(device)
+        self.sampler.to(device)
         self._held = self._held.to(device)
         self._first, self._local, self._width = (t.to(device) for t in (self._first, self._local, self._width))
         self.fused = {field: value.to(device) for field, value in self.fused.items()}

@@ -47,7 +47,8 @@ from tqdm import tqdm
 from analysis.capture.collect import model_device
 from analysis.errors import DataError
 from analysis.capture.gates import Gate, unwrap
-from analysis.runs.matching import check_labels, run_gates
+from analysis.data.labels import check_labels
+from analysis.runs.matching import run_gates
 from analysis.runs.folder import Run
 
 METHODS = ("grad-x-act", "ig")

@@ -33,7 +33,6 @@ Table `interventions`, one row per (group, intervention), groups in the order as
 
 from __future__ import annotations
 
-import contextlib
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -46,11 +45,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from analysis.capture.collect import AMP_DTYPES, GateHooks, model_device
+from analysis.capture.collect import model_device
+from analysis.capture.hooks import ForwardHooks
+from analysis.data.labels import check_labels
 from analysis.errors import DataError, InterventionError
 from analysis.measures.saturation import saturated
 from analysis.capture.gates import Gate
-from analysis.runs.matching import check_labels, run_gates
+from analysis.models.precision import autocast
+from analysis.runs.matching import run_gates
 from analysis.runs.folder import Run
 
 INTERVENTIONS = ("ones", "mean", "class-mean", "shuffle")
@@ -105,7 +107,7 @@ def run_gate_means(run: Run, gates: list[Gate]) -> dict[str, tuple[torch.Tensor,
     return means
 
 
-class GateReplacement(GateHooks):
+class GateReplacement(ForwardHooks):
     """Forward hooks that replace the outputs of the gates named in `blocks` by `intervention`;
     the other gates pass unchanged (a hook returning None keeps the output).
 
@@ -118,7 +120,7 @@ class GateReplacement(GateHooks):
     def __init__(
         self, model: nn.Module, gates: list[Gate], means: dict[str, tuple[torch.Tensor, torch.Tensor]], seed: int = 0
     ) -> None:
-        super().__init__(model, gates, stats=None)  # GateHooks registers and removes; no statistics here
+        super().__init__(model, gates, self._swap)
         device = model_device(model)
         self.means = {name: (m.float().to(device), c.float().to(device)) for name, (m, c) in means.items()}
         self.generator = torch.Generator().manual_seed(seed)
@@ -135,11 +137,8 @@ class GateReplacement(GateHooks):
         perm[order] = order.roll(1)
         self.labels, self.perm = labels, perm.to(labels.device)
 
-    def _hook(self, gate: Gate):  # noqa: ANN202 - a closure per gate
-        def hook(module: nn.Module, inputs: Any, output: Any) -> torch.Tensor | None:
-            return self.replace(gate, output) if gate.name in self.blocks else None
-
-        return hook
+    def _swap(self, gate: Gate, output: Any) -> torch.Tensor | None:
+        return self.replace(gate, output) if gate.name in self.blocks else None
 
     def replace(self, gate: Gate, out: torch.Tensor) -> torch.Tensor:
         """The gate output `out` [N, C, ...] under the current intervention, same shape and dtype."""
@@ -204,8 +203,8 @@ def ablate(
         raise InterventionError(
             f"interventions must be some of {', '.join(INTERVENTIONS)}, not {', '.join(interventions) or 'none'}."
         )
-    if amp is not None and amp not in AMP_DTYPES:
-        raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)} or None, not {amp!r}")
+    device = model_device(model)
+    precision = autocast(device, amp)
     gates = run_gates(run, model)
     group_list = block_groups(gates, groups)
     settings = [(frozenset(blocks), how) for _, _, blocks in group_list for how in interventions]
@@ -217,8 +216,6 @@ def ablate(
             f"{run.path} has no images of class {run.meta['stats']['class_names'][unseen[0]]!r}, "
             "so its class-mean gates are unknown; collect the run on data with every class."
         )
-    device = model_device(model)
-    autocast = torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp else contextlib.nullcontext()
     correct, losses = [], []
     with (
         GateReplacement(model, gates, means, seed) as hooks,
@@ -232,7 +229,7 @@ def ablate(
             batch_correct, batch_loss = [], []
             for blocks, how in [(frozenset(), "ones"), *settings]:  # first the plain model
                 hooks.blocks, hooks.intervention = blocks, how
-                with autocast:
+                with precision:
                     logits = model(x).float()
                 if logits.shape[1] != k:
                     raise InterventionError(f"the model has {logits.shape[1]} outputs, the run's data {k} classes.")

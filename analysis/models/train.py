@@ -24,6 +24,7 @@ from analysis.devices import resolve_device
 from analysis.models.checkpoint import parameter_count, save_checkpoint
 from analysis.data.sources import make_loader, open_data
 from analysis.models.architectures import build_model
+from analysis.models.precision import autocast
 from analysis.versions import software_versions
 
 
@@ -85,7 +86,7 @@ def evaluate(model: nn.Module, loader, device: torch.device) -> tuple[float, flo
     """(top-1 accuracy, mean cross-entropy) of `model` over `loader`."""
     model.eval()
     correct, total, loss = 0, 0, 0.0
-    amp = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    amp = autocast(device, "bf16" if device.type == "cuda" else None)
     for x, y, *_ in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with amp:
@@ -129,7 +130,7 @@ def train(config: TrainConfig, out: str | Path | None, *, device: str = "auto", 
     test_loader = make_loader(test_source, 512, workers=config.workers, limit=config.test_limit)
     optimizer, schedule = _optimizer(model, config, config.epochs * len(loader))
     generator = torch.Generator().manual_seed(config.seed + 1)
-    amp = torch.autocast("cuda", torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+    amp = autocast(dev, "bf16" if dev.type == "cuda" else None)
     hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
     result = TrainResult(0.0, config.epochs, 0.0)
     start = time.perf_counter()

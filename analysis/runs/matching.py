@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from analysis.models.checkpoint import checkpoint_paths
 from analysis.data.sources import DataSource
-from analysis.errors import LabelError, RunFolderError, RunMismatchError
+from analysis.errors import RunFolderError, RunMismatchError
 from analysis.capture.gates import Gate, find_gates
 from analysis.files import sha256
 from analysis.models.spec import open_model_and_data
@@ -43,14 +42,6 @@ def run_gates(run: Run, model: nn.Module) -> list[Gate]:
             f"{run.path} is a run of another model: it holds {_summary(recorded)}, the model has {_summary(found)}."
         )
     return recorded
-
-
-def check_labels(labels: torch.Tensor, num_classes: int) -> None:
-    """LabelError for a label outside the run's classes; checked only on the CPU (no device sync)."""
-    if labels.device.type == "cpu" and labels.numel():
-        lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi >= num_classes:
-            raise LabelError(f"label {lo if lo < 0 else hi} is outside the run's {num_classes} classes.")
 
 
 def open_for_run(

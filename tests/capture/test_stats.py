@@ -9,7 +9,6 @@ from conftest import batches, record_gates
 from analysis import GateStats, StatsConfig, StatsMismatchError, collect, find_gates
 from analysis.errors import GateValueError
 from analysis.capture.gates import Gate
-from analysis.capture.stats import top_k
 from analysis.models.architectures import build_model
 
 RTOL = 1e-6
@@ -167,18 +166,3 @@ def test_a_gate_that_skips_batches_leaves_the_others_exact():
     assert int(together.gate_tensors("SE_2_1")["count"].sum()) == 12
     with pytest.raises(GateValueError, match="SE_2_1 .* saw 12 of 24 samples"):
         together.check()
-
-
-def test_top_k_breaks_ties_by_smaller_id_and_merges_exactly():
-    g = torch.Generator().manual_seed(1)
-    values = (torch.rand(5, 40, generator=g) * 4).round() / 4 - 0.5  # many ties, negative and positive
-    values[0, :3] = -float("inf")  # empty slots of a fresh table
-    ids = torch.randperm(40, generator=g).expand(5, -1).clone()
-    ids[0, :3] = -1
-    top_values, top_ids = top_k(values, ids, 7)
-    for row in range(5):  # brute force: sort by (value descending, id ascending)
-        ranked = sorted(zip(values[row].tolist(), ids[row].tolist()), key=lambda p: (-p[0], p[1]))[:7]
-        assert top_values[row].tolist() == [v for v, _ in ranked] and top_ids[row].tolist() == [i for _, i in ranked]
-    halves = [top_k(values[:, part], ids[:, part], 7) for part in (slice(0, 25), slice(25, 40))]
-    merged = top_k(torch.cat([h[0] for h in halves], 1), torch.cat([h[1] for h in halves], 1), 7)
-    assert torch.equal(merged[0], top_values) and torch.equal(merged[1], top_ids)

@@ -11,7 +11,7 @@ import torch
 from conftest import PlantedNet, batches, cli_error, planted_data, record_gates
 from torch import nn
 
-from analysis import collect, find_gates, load_run, save_run
+from analysis import GateHooks, GateStats, StatsConfig, collect, find_gates, load_run, save_run
 from analysis.cli import main
 from analysis.errors import InterventionError
 from analysis.experiments.interventions import (
@@ -197,3 +197,22 @@ def test_cli_ablate_writes_its_table_and_refuses_runs_of_other_models(tmp_path, 
     torch.save(build_model("se_resnet20", in_channels=1, num_classes=3).state_dict(), tmp_path / "w2.pth")
     assert "weights" in cli_error(capsys, ablate_args("--model", "se_resnet20", "--weights", str(tmp_path / "w2.pth")))
     assert "neither block" in cli_error(capsys, ablate_args(*model, groups="SE_9_9"))
+
+
+def test_replacement_hooks_are_removed_after_an_exception_and_nest_with_collection_hooks(planted):
+    model, x, y = planted
+    gates = find_gates(model)
+    count = lambda: sum(len(m._forward_hooks) for m in model.modules())  # noqa: E731
+    stats = GateStats(gates, StatsConfig(10))
+    with pytest.raises(RuntimeError, match="boom"):
+        with GateHooks(model, gates, stats), GateReplacement(model, gates, {}) as hooks:
+            assert count() == 2 * len(gates)
+            hooks.begin_batch(y[:10])
+            hooks.blocks = {g.name for g in gates}
+            stats.begin_batch(y[:10], torch.arange(10))
+            with torch.no_grad():
+                model(x[:10])
+            raise RuntimeError("boom")
+    assert count() == 0
+    # registered first, the collection hooks saw the real gates, not the replacement's ones
+    assert not torch.equal(stats.top(gates[0].name)[0][:, 0], torch.ones(gates[0].channels))

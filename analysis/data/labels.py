@@ -1,0 +1,21 @@
+"""The one check that a batch's labels name classes of the data: used wherever labels arrive.
+
+    check_labels(y, num_classes)   # LabelError for a label outside 0..num_classes-1
+"""
+
+from __future__ import annotations
+
+import torch
+
+from analysis.errors import LabelError
+
+
+def check_labels(labels: torch.Tensor, num_classes: int) -> None:
+    """LabelError for a label outside 0..num_classes-1. labels: [N] integers.
+
+    Checked only where the labels are on the CPU (as from a DataLoader): on a GPU the check would
+    stall it until the host reads the result, so labels already there are trusted."""
+    if labels.device.type == "cpu" and labels.numel():
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= num_classes:
+            raise LabelError(f"label {lo if lo < 0 else hi} is outside the {num_classes} classes 0..{num_classes - 1}.")

@@ -133,7 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from analysis.data.sources import make_loader
+    from analysis.data import make_loader
     from analysis.jobs import open_model_and_data, resolve_device
     from analysis.models.train import evaluate
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from analysis.models.checkpoint import checkpoint_paths
 from analysis.capture.collect import collect
-from analysis.data.sources import DataSource, open_data
+from analysis.data import DataSource, open_data
 from analysis.capture.distributed import join_ranks, merge_ranks, share_model
 from analysis.errors import ModelSpecError
 from analysis.data.jpeg import make_image_loader

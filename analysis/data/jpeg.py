@@ -23,7 +23,8 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
-from analysis.data.sources import CENTER_CROP_FRACTION, DataSource, load_image, make_loader
+from analysis.data.image_folder import CENTER_CROP_FRACTION, load_image
+from analysis.data.source import DataSource, make_loader
 from analysis.errors import DataError
 
 DECODE_CHOICES = ("auto", "cpu", "gpu")

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from analysis.models.checkpoint import parameter_count, save_checkpoint
-from analysis.data.sources import make_loader, open_data
+from analysis.data import make_loader, open_data
 from analysis.models.architectures import build_model
 from analysis.versions import software_versions
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from analysis.models.checkpoint import checkpoint_paths
-from analysis.data.sources import DataSource
+from analysis.data import DataSource
 from analysis.errors import LabelError, RunFolderError, RunMismatchError
 from analysis.capture.gates import Gate, find_gates
 from analysis.jobs import open_model_and_data, sha256

@@ -62,7 +62,8 @@ def run_installed(site: Path, cwd: Path, code: str) -> subprocess.CompletedProce
 def test_installed_wheel_runs_the_demo_from_another_folder(site: Path, tmp_path: Path) -> None:
     if not FASHION_MNIST.is_dir():
         pytest.skip(f"the demo reads Fashion-MNIST from {FASHION_MNIST} (Debian's dataset-fashion-mnist)")
-    demo = "import sys; from analysis.cli import main; sys.exit(main(['demo', '--out', 'X/demo', '--reports', 'Y', '--quiet']))"
+    argv = ["analysis", "demo", "--out", "X/demo", "--reports", "Y", "--quiet"]
+    demo = f"import runpy, sys; sys.argv = {argv!r}; runpy.run_module('analysis', run_name='__main__')"  # python -m
     done = run_installed(site, tmp_path, demo)
     assert done.returncode == 0, done.stderr
     meta = json.loads((tmp_path / "X" / "demo" / "meta.json").read_text())
@@ -76,4 +77,9 @@ def test_installed_wheel_carries_the_dashboard_app(site: Path, tmp_path: Path) -
     done = run_installed(site, tmp_path, "from analysis.resources import dashboard_app; print(dashboard_app())")
     assert done.returncode == 0, done.stderr
     app = Path(done.stdout.strip())
-    assert app.is_file() and app.is_relative_to(site) and app == site / "dashboard" / "app.py"
+    assert app.is_file() and app == site / "dashboard" / "app.py"
+    # The installed command itself, up to the point where it would start the server.
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    command = [site / "bin" / "se-analysis", "dashboard", "--runs", "absent"]
+    refused = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "absent is not a folder of runs" in refused.stderr

@@ -14,6 +14,7 @@ import pandas as pd
 
 from analysis.errors import AnalysisError, first_line
 from analysis.options import add_options, option_values
+from analysis.resources import dashboard_app, shipped_checkpoint
 
 if TYPE_CHECKING:
     from analysis.runs.folder import Run
@@ -65,7 +66,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
-DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "fmnist_se20"
+DEMO_CHECKPOINT = shipped_checkpoint("fmnist_se20")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -101,7 +102,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     if not args.runs.is_dir():
         raise RunFolderError(f"{args.runs} is not a folder of runs; make one with `se-analysis demo`.")
-    app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    app = dashboard_app()
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
                "--server.address", args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     env = {**os.environ, "SE_ANALYSIS_RUNS": str(args.runs.resolve())}
@@ -127,7 +128,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from analysis.data.sources import make_loader
+    from analysis.data import make_loader
     from analysis.devices import resolve_device
     from analysis.models.spec import open_model_and_data
     from analysis.models.train import evaluate

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Every GPU measurement of README's Benchmarks in one lease of a CUDA machine, each step capped so
 # the whole fits 9 minutes; results and logs go to OUT. (The Role-of-Squeeze training is
-# checkpoints/role_of_squeeze.sh, run on its own: see checkpoints/MODEL_CARD.md.)
+# scripts/role_of_squeeze.sh, run on its own: see checkpoints/MODEL_CARD.md.)
 #   bench/gpu_session.sh OUT        (from the repository root; captum's wheel on PYTHONPATH)
 # CLASSES, PER_CLASS and LIMIT shrink the JPEG folder for a smoke test on a CPU.
 set -uo pipefail

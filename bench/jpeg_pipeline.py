@@ -22,7 +22,7 @@ import torch
 from collect_overhead import build, calibrate_batchnorm, device_line, print_table, rate, sync, timed
 
 from analysis import collect
-from analysis.data.sources import make_loader, open_data
+from analysis.data import make_loader, open_data
 from analysis.data.jpeg import JpegLoader
 
 

@@ -3,7 +3,7 @@
 PIL decoding in 16 DataLoader workers reached about 3.4k images/s on an H100 machine with no
 model at all, well below what the GPU runs SE-ResNet-50 at (DESIGN.md, "Performance"). Here the
 workers only read each file's bytes; the main process decodes a batch with one `decode_jpeg` call
-on the GPU and resizes, crops and normalises it there, as data.py's PIL transform does, up to
+on the GPU and resizes, crops and normalises it there, as image_folder.py's PIL transform does, up to
 interpolation rounding.
 
     loader = make_image_loader(source, 256, torch.device("cuda"), decode="auto", workers=4)
@@ -23,7 +23,8 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
-from analysis.data.sources import CENTER_CROP_FRACTION, DataSource, load_image, make_loader
+from analysis.data.image_folder import CENTER_CROP_FRACTION, load_image
+from analysis.data.source import DataSource, make_loader
 from analysis.errors import DataError
 
 DECODE_CHOICES = ("auto", "cpu", "gpu")
@@ -121,7 +122,7 @@ def _decode_jpeg(data: torch.Tensor | list[torch.Tensor], device: torch.device) 
 
 
 def preprocess(images: list[torch.Tensor], image_size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """data.py's evaluation transform on uint8 [3, H, W] images, batched: [N, C, size, size] float32.
+    """image_folder.py's evaluation transform on uint8 [3, H, W] images, batched: [N, C, size, size] float32.
 
     Like the PIL path, it converts to grey (C = 1) by Pillow's weights and resizes in uint8 with
     antialiasing. Images of one shape are resized in one call (a folder's images share few shapes),

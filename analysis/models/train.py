@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from analysis.devices import resolve_device
 from analysis.models.checkpoint import parameter_count, save_checkpoint
-from analysis.data.sources import make_loader, open_data
+from analysis.data import make_loader, open_data
 from analysis.models.architectures import build_model
 from analysis.models.precision import autocast
 from analysis.versions import software_versions

@@ -13,7 +13,7 @@ from pathlib import Path
 from torch import nn
 
 from analysis.models.checkpoint import checkpoint_paths
-from analysis.data.sources import DataSource
+from analysis.data import DataSource
 from analysis.errors import RunFolderError, RunMismatchError
 from analysis.capture.gates import Gate, find_gates
 from analysis.files import sha256

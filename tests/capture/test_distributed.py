@@ -16,7 +16,7 @@ from conftest import batches
 from analysis import load_run
 from analysis.cli import main
 from analysis.capture.collect import collect
-from analysis.data.sources import make_loader, open_data
+from analysis.data import make_loader, open_data
 from analysis.capture.distributed import TORCHRUN_ENV, join_ranks, merge_ranks, shard_indices
 from analysis.errors import DistributedError
 from analysis.models.architectures import build_model

@@ -19,7 +19,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 from analysis.data import jpeg
 from analysis.cli import main
-from analysis.data.sources import load_image, open_data
+from analysis.data import load_image, open_data
 from analysis.errors import DataError
 from analysis.data.jpeg import JpegLoader, decode_jpegs, resolve_decode
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from analysis.models.checkpoint import load_checkpoint
-from analysis.data.sources import FASHION_MNIST_DIR, make_loader, open_data
+from analysis.data import make_loader, open_data
+from analysis.data.fashion_mnist import FASHION_MNIST_DIR
 from analysis.models.train import evaluate
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"

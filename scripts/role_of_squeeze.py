@@ -1,6 +1,6 @@
 """The "Role of Squeeze" table of MODEL_CARD.md, from the checkpoints that role_of_squeeze.sh trains.
 
-    .venv/bin/python checkpoints/role_of_squeeze.py /work/sq
+    .venv/bin/python scripts/role_of_squeeze.py /work/sq
 
 Reads every `<variant>_seed<N>/final.json` under the folder (never the weights' accuracy from
 memory: each number is the one the training run recorded on the full test set; weights are not

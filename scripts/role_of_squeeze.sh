@@ -3,7 +3,7 @@
 # each, trained as fmnist_se20 (cosine, batch 128) but for 6 epochs and without snapshots; test
 # accuracy on the full test set. JOBS runs go at once (each is launch-bound on a GPU: one CPU core
 # and a sliver of the card); SE_ANALYSIS names the command (default .venv/bin/se-analysis).
-#   checkpoints/role_of_squeeze.sh OUT [JOBS] [EPOCHS]   (then: python checkpoints/role_of_squeeze.py OUT)
+#   scripts/role_of_squeeze.sh OUT [JOBS] [EPOCHS]   (then: python scripts/role_of_squeeze.py OUT)
 set -euo pipefail
 out=${1:?usage: role_of_squeeze.sh OUT [JOBS] [EPOCHS]}
 jobs=${2:-1}

@@ -181,6 +181,16 @@ def predicted_removable(blocks: pd.DataFrame, min_excess: float) -> pd.Series:
     return saturated(b) | (b["eta2_excess"] <= min_excess)
 
 
+def _require_every_class(run: Run, means: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Class-mean gates need images of every class in the run."""
+    unseen = sorted({int(c) for _, cm in means.values() for c in cm.isnan().any(1).nonzero().flatten()})
+    if unseen:
+        raise InterventionError(
+            f"{run.path} has no images of class {run.meta['stats']['class_names'][unseen[0]]!r}, "
+            "so its class-mean gates are unknown; collect the run on data with every class."
+        )
+
+
 def ablate(
     model: nn.Module,
     loader: Iterable,
@@ -210,12 +220,8 @@ def ablate(
     settings = [(frozenset(blocks), how) for _, _, blocks in group_list for how in interventions]
     k = run.meta["stats"]["config"]["num_classes"]
     means = run_gate_means(run, gates)
-    unseen = sorted({int(c) for _, cm in means.values() for c in cm.isnan().any(1).nonzero().flatten()})
-    if "class-mean" in interventions and unseen:
-        raise InterventionError(
-            f"{run.path} has no images of class {run.meta['stats']['class_names'][unseen[0]]!r}, "
-            "so its class-mean gates are unknown; collect the run on data with every class."
-        )
+    if "class-mean" in interventions:
+        _require_every_class(run, means)
     correct, losses = [], []
     with (
         GateReplacement(model, gates, means, seed) as hooks,

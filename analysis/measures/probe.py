@@ -37,6 +37,7 @@ def stratified_folds(labels: Array, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
+# long: folds, standardisation and the class subset in one place; rewritten by the logistic probe (issue 14)
 def probe(
     values: Array,
     labels: Array,

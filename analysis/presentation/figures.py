@@ -3,24 +3,61 @@
 Every function returns a matplotlib Figure and reads nothing itself, so the dashboard and the
 reports draw the same pictures from the same numbers. Matrices too large for seaborn's heatmap
 (1000 classes x 2048 channels) are drawn with imshow.
+
+The figures are plain `Figure` objects, never pyplot's: nothing global holds them (they are
+garbage collected like any object) and Streamlit's threads cannot draw into each other's. Importing
+this module changes no backend and no style; the style is applied while each figure is built and drawn.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import ParamSpec
+
 import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from cycler import cycler
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # figures are rendered to files and pages, never to a window
+from analysis.measures.anova import null_band
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from analysis.measures.anova import null_band  # noqa: E402
-
-sns.set_theme(style="whitegrid", context="notebook")
 MAX_TICK_LABELS = 40  # beyond this many classes or blocks, axis labels are thinned
+# sns.set_theme(style="whitegrid", context="notebook") as a plain dict, so that nothing is set at import
+STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook"), "font.family": "sans-serif",
+         "axes.prop_cycle": cycler(color=sns.color_palette("deep"))}
+# matplotlib reads its style from the process-wide rcParams both while a figure is built and while it
+# is drawn ("C0", tick label sizes); the lock keeps two threads (Streamlit's sessions) from swapping
+# them under each other or restoring the other's style. Re-entrant: a figure may draw while built.
+_STYLE_LOCK = threading.RLock()
+P = ParamSpec("P")
+
+
+@contextmanager
+def _style() -> Iterator[None]:
+    with _STYLE_LOCK, matplotlib.rc_context(STYLE):
+        yield
+
+
+class StyledFigure(Figure):
+    """A Figure that draws under STYLE wherever it is saved or shown (savefig, PdfPages, st.pyplot)."""
+
+    def draw(self, renderer) -> None:
+        with _style():
+            super().draw(renderer)
+
+
+def styled(build: Callable[P, Figure]) -> Callable[P, Figure]:
+    """Build the figure under STYLE, leaving the caller's rcParams as they were."""
+    @wraps(build)
+    def styled_build(*args: P.args, **kwargs: P.kwargs) -> Figure:
+        with _style():
+            return build(*args, **kwargs)
+    return styled_build
 
 
 def _block_axis(ax, blocks: list[str]) -> None:
@@ -28,9 +65,11 @@ def _block_axis(ax, blocks: list[str]) -> None:
     ax.set_xticks(range(0, len(blocks), step), blocks[::step], rotation=60, ha="right", fontsize=8)
 
 
+@styled
 def depth_curve(blocks: pd.DataFrame, onset: str | None = None) -> Figure:
     """Class-specificity per block with its CI and null band (left), probe accuracy vs chance (right)."""
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4), layout="constrained")
+    fig = StyledFigure(figsize=(12, 4), layout="constrained")
+    ax, ax2 = fig.subplots(1, 2)
     x = np.arange(len(blocks))
     names = blocks["block"].tolist()
     ax.fill_between(x, 0, null_band(blocks), color="0.85", label="null: 95% of one channel's eta2 without class effect")
@@ -52,9 +91,11 @@ def depth_curve(blocks: pd.DataFrame, onset: str | None = None) -> Figure:
     return fig
 
 
+@styled
 def saturation(blocks: pd.DataFrame) -> Figure:
     """Share of gates >= 0.9 and <= 0.1 per block, and the mean gate with its spread."""
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 3.6), layout="constrained")
+    fig = StyledFigure(figsize=(12, 3.6), layout="constrained")
+    ax, ax2 = fig.subplots(1, 2)
     x, names = np.arange(len(blocks)), blocks["block"].tolist()
     ax.bar(x, blocks["sat_high"], color="C1", label=">= 0.9")
     ax.bar(x, blocks["sat_low"], bottom=blocks["sat_high"], color="C4", label="<= 0.1")
@@ -82,6 +123,7 @@ def envelope(values: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.
         np.maximum.reduceat(values, runs)
 
 
+@styled
 def class_profiles(
     profiles: dict[str, tuple[np.ndarray, np.ndarray]], classes: list[int], class_names: list[str], spread: bool = False,
     max_points: int | None = None,
@@ -97,7 +139,8 @@ def class_profiles(
     cols = min(n, 3)
     rows = -(-n // cols)
     # A fixed layout: constrained layout costs a third of the drawing time at 2048 channels.
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows + 0.6), squeeze=False)
+    fig = StyledFigure(figsize=(5 * cols, 3.2 * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False)
     fig.subplots_adjust(left=0.06, right=0.98, top=1 - 0.35 / (3.2 * rows + 0.6), bottom=1.1 / (3.2 * rows + 0.6),
                         hspace=0.55, wspace=0.25)
     def line(ax, values: np.ndarray, **style) -> None:
@@ -132,6 +175,7 @@ def class_profiles(
     return fig
 
 
+@styled
 def class_channel_heatmap(
     mean: np.ndarray, order: np.ndarray, class_names: list[str], block: str, max_columns: int | None = None
 ) -> Figure:
@@ -146,7 +190,8 @@ def class_channel_heatmap(
         centred = np.add.reduceat(centred, starts, axis=1) / np.diff(np.append(starts, centred.shape[1]))
     lim = float(np.abs(centred).max()) or 1.0
     k = len(class_names)
-    fig, ax = plt.subplots(figsize=(10, min(2 + 0.25 * k, 9)), layout="constrained")
+    fig = StyledFigure(figsize=(10, min(2 + 0.25 * k, 9)), layout="constrained")
+    ax = fig.subplots()
     image = ax.imshow(centred, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="antialiased",
                       extent=(-0.5, channels - 0.5, k - 0.5, -0.5))  # x in channels, grouped or not
     fig.colorbar(image, ax=ax, label="class mean - all-class mean")
@@ -159,10 +204,12 @@ def class_channel_heatmap(
     return fig
 
 
+@styled
 def gate_distributions(dist: pd.DataFrame, title: str) -> Figure:
     """Per class, the histogram of gate values (views.gate_distribution). Plain lines: seaborn's
     lineplot regroups the frame and took half of this figure's time."""
-    fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
+    fig = StyledFigure(figsize=(8, 3.6), layout="constrained")
+    ax = fig.subplots()
     for i, (_, rows) in enumerate(dist.groupby("class", sort=False)):
         ax.plot(rows["bin_center"], rows["share"], lw=1, color=f"C{i % 10}", label=rows["class_name"].iloc[0])
     if dist["class"].nunique() <= 12:
@@ -174,10 +221,12 @@ def gate_distributions(dist: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
+@styled
 def similarity_matrix(sim: np.ndarray, class_names: list[str], block: str) -> Figure:
     """Correlation between the class-mean gate profiles of one block."""
     k = len(class_names)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5), layout="constrained")
+    fig = StyledFigure(figsize=(6.5, 5.5), layout="constrained")
+    ax = fig.subplots()
     image = ax.imshow(sim, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="antialiased")
     fig.colorbar(image, ax=ax, label="correlation of class-mean profiles")
     if k <= MAX_TICK_LABELS:
@@ -188,9 +237,11 @@ def similarity_matrix(sim: np.ndarray, class_names: list[str], block: str) -> Fi
     return fig
 
 
+@styled
 def compare_curves(table: pd.DataFrame, metric: str = "eta2_excess") -> Figure:
     """One line per run of a block metric against relative depth (views.compare)."""
-    fig, ax = plt.subplots(figsize=(9, 4), layout="constrained")
+    fig = StyledFigure(figsize=(9, 4), layout="constrained")
+    ax = fig.subplots()
     sns.lineplot(table, x="rel_depth", y=metric, hue="run", marker="o", ax=ax)
     ax.set_xlabel("relative depth (block / number of blocks)")
     ax.set_ylabel(metric)
@@ -198,14 +249,12 @@ def compare_curves(table: pd.DataFrame, metric: str = "eta2_excess") -> Figure:
     return fig
 
 
-def close(fig: Figure) -> None:
-    plt.close(fig)
-
-
+@styled
 def intervention_effects(rows: pd.DataFrame) -> Figure:
     """Top-1 change per block and intervention with its 95% interval (top), and the block's
     class-specificity excess and saturated share (bottom): predicted against measured."""
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(12, 6.5), sharex=True, layout="constrained")
+    fig = StyledFigure(figsize=(12, 6.5), layout="constrained")
+    ax, ax2 = fig.subplots(2, 1, sharex=True)
     names = list(dict.fromkeys(rows["block"]))
     kinds = list(dict.fromkeys(rows["intervention"]))
     width = 0.8 / len(kinds)
@@ -213,7 +262,8 @@ def intervention_effects(rows: pd.DataFrame) -> Figure:
         r = rows[rows["intervention"] == kind]
         x = np.array([names.index(b) for b in r["block"]]) + (i - (len(kinds) - 1) / 2) * width
         errors = [r["change_pp"] - r["change_pp_ci_low"], r["change_pp_ci_high"] - r["change_pp"]]
-        ax.bar(x, r["change_pp"], width, yerr=errors, capsize=2, color=f"C{i}", label=kind)
+        # ecolor: the "k" that sns.set_theme's colour codes made of bar()'s default
+        ax.bar(x, r["change_pp"], width, yerr=errors, capsize=2, ecolor="0.1", color=f"C{i}", label=kind)
     ax.axhline(0, color="0.3", lw=0.8)
     ax.set_ylabel("top-1 change (points)")
     ax.set_title("Replacing one block's gates: accuracy change with 95% bootstrap interval")
@@ -229,10 +279,12 @@ def intervention_effects(rows: pd.DataFrame) -> Figure:
     return fig
 
 
+@styled
 def attribution_depth(blocks: pd.DataFrame) -> Figure:
     """Class-specificity by depth, plain and weighted by each channel's mean |attribution|, and each
     block's share of all |attribution| (attribution_blocks table)."""
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 3.8), layout="constrained")
+    fig = StyledFigure(figsize=(12, 3.8), layout="constrained")
+    ax, ax2 = fig.subplots(1, 2)
     x, names = np.arange(len(blocks)), blocks["block"].tolist()
     ax.plot(x, blocks["eta2_mean"], "o-", color="C0", label="mean eta2 over channels")
     ax.plot(x, blocks["eta2_weighted"], "s--", color="C3", label="attribution-weighted eta2")

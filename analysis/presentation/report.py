@@ -149,8 +149,6 @@ def write_run_report(run: Run, folder: Path, pdf: bool = False) -> Report:
                 _text_page(document, f"SE gate report: {run.path.name}", lines)
                 for fig in figs.values():
                     document.savefig(fig)
-        for fig in figs.values():
-            figures.close(fig)
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)
@@ -171,7 +169,6 @@ def write_index(reports: list[Report], out: Path) -> Path:
     for metric in ("eta2_excess", "probe_acc"):
         fig = figures.compare_curves(views.compare({r.folder.name: r.run for r in reports}), metric)
         curves[metric] = f"<img alt='{metric}' src='{_data_uri(fig)}'>"
-        figures.close(fig)
     body = f"<h1>SE gate reports</h1><ul>{links}</ul><h2>Comparison</h2>{_table(rows)}{''.join(curves.values())}"
     index = out / "index.html"
     tmp = out / f".index.html.tmp-{os.getpid()}"

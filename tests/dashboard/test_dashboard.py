@@ -22,7 +22,10 @@ from analysis.capture.stats import StatsConfig
 from analysis.capture.planted import planted_stats, resnet_gates
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
-PAGES = ("Overview", "Block explorer", "Channel explorer", "Classes", "Compare", "Interventions")
+# title: (page file relative to the app, url_path); the Overview is the default page, at /
+PAGES = {"Overview": ("screens/overview.py", ""), "Block explorer": ("screens/blocks.py", "blocks"),
+         "Channel explorer": ("screens/channels.py", "channels"), "Classes": ("screens/classes.py", "classes"),
+         "Compare": ("screens/compare.py", "compare"), "Interventions": ("screens/interventions.py", "interventions")}
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -47,12 +50,19 @@ def runs_dir(tmp_path_factory):
     return root
 
 
-def app_test(runs_dir, monkeypatch):
+def app_test(runs_dir, monkeypatch, run: str | None = None, page: str | None = None):
+    """The app after its first load, then (if given) with `run` picked and on `page`."""
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("SE_ANALYSIS_RUNS", str(runs_dir))
     at = AppTest.from_file(str(APP), default_timeout=120)
     at.run()
+    if run is not None:
+        at.sidebar.selectbox[0].set_value(run)
+    if page is not None:
+        at.switch_page(PAGES[page][0])
+    if run is not None or page is not None:
+        at.run()
     return at
 
 
@@ -63,11 +73,9 @@ def test_runs_listed_are_inside_the_runs_folder(runs_dir, monkeypatch):
 
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders_a_good_run(runs_dir, monkeypatch, page):
-    at = app_test(runs_dir, monkeypatch)
-    at.sidebar.selectbox[0].set_value("good")
-    at.sidebar.radio[0].set_value(page)
-    at.run()
+    at = app_test(runs_dir, monkeypatch, "good", page)
     assert not at.exception, at.exception
+    assert at.header[0].value == (page if page != "Compare" else "Compare runs")
     assert not at.error, [e.value for e in at.error]
     figures = {"Overview": 2, "Block explorer": 3, "Channel explorer": 1, "Classes": 1, "Compare": 0, "Interventions": 0}
     assert len(at.image) >= figures[page]
@@ -77,10 +85,7 @@ def test_every_page_renders_a_good_run(runs_dir, monkeypatch, page):
 
 
 def test_interventions_page_shows_measured_effects_and_attributions(runs_dir, monkeypatch):
-    at = app_test(runs_dir, monkeypatch)
-    at.sidebar.selectbox[0].set_value("measured")
-    at.sidebar.radio[0].set_value("Interventions")
-    at.run()
+    at = app_test(runs_dir, monkeypatch, "measured", "Interventions")
     assert not at.exception and not at.error and not at.info
     assert len(at.image) == 2  # effects per block beside the statistics; attribution-weighted specificity
     run = load_run(runs_dir / "measured")
@@ -93,23 +98,30 @@ def test_interventions_page_shows_measured_effects_and_attributions(runs_dir, mo
 ])
 @pytest.mark.parametrize("page", PAGES)
 def test_broken_runs_show_a_message_not_a_traceback(runs_dir, monkeypatch, name, message, page):
-    at = app_test(runs_dir, monkeypatch)
-    at.sidebar.selectbox[0].set_value(name)
-    at.sidebar.radio[0].set_value(page)
-    at.run()
+    at = app_test(runs_dir, monkeypatch, name, page)
     assert not at.exception, at.exception
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
 
 
 def test_changing_a_view_reuses_the_loaded_run(runs_dir, monkeypatch):
-    at = app_test(runs_dir, monkeypatch)
-    at.sidebar.selectbox[0].set_value("good")
-    at.sidebar.radio[0].set_value("Block explorer")
-    at.run()
+    at = app_test(runs_dir, monkeypatch, "good", "Block explorer")
     at.selectbox[0].set_value("SE_3_2")
     at.toggle[0].set_value(True)
     at.run()
     assert not at.exception and not at.error and len(at.image) == 3
+
+
+def test_a_link_with_a_run_opens_that_run_and_the_address_follows_the_picker(runs_dir, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("SE_ANALYSIS_RUNS", str(runs_dir))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.query_params["run"] = "measured"
+    at.run()
+    assert at.sidebar.selectbox[0].value == "measured" and not at.error and at.header[0].value == "Overview"
+    at.sidebar.selectbox[0].set_value("good")
+    at.switch_page(PAGES["Classes"][0]).run()
+    assert at.query_params["run"] == "good" and at.header[0].value == "Classes" and not at.error
 
 
 def free_port() -> int:
@@ -120,7 +132,7 @@ def free_port() -> int:
 
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
-def test_overview_in_a_real_browser(runs_dir, tmp_path):
+def test_overview_and_each_pages_link_in_a_real_browser(runs_dir, tmp_path):
     from playwright.sync_api import sync_playwright
 
     port = free_port()
@@ -157,6 +169,12 @@ def test_overview_in_a_real_browser(runs_dir, tmp_path):
             assert page.get_by_text("This run cannot be shown").count() == 0
             shot = tmp_path / "overview.png"
             page.screenshot(path=str(shot), full_page=True)
+            for title, (_, url) in PAGES.items():  # each page's own address opens it, on the run it names
+                page.goto(f"http://localhost:{port}/{url}?run=epochs/epoch_001", timeout=60_000)
+                heading = title if title != "Compare" else "Compare runs"
+                page.get_by_role("heading", name=heading).wait_for(timeout=60_000)
+                assert page.get_by_text("This run cannot be shown").count() == 0, title
+                assert "run=epochs" in page.url, page.url
             browser.close()
         assert shot.stat().st_size > 20_000
         artifacts = os.environ.get("SE_ANALYSIS_SCREENSHOTS")

@@ -1,0 +1,43 @@
+"""Channel explorer: one gate channel's statistics, its distribution per class, the samples that
+open it most (and, on request, their images)."""
+
+import streamlit as st
+
+from analysis.errors import AnalysisError
+from analysis.presentation import views
+from dashboard.loaders import selected_run
+from dashboard.widgets import pick_classes, show
+
+
+def show_images(spec: str, ids: list[int]) -> None:
+    from analysis.data.sources import open_data
+
+    try:
+        dataset = open_data(spec).dataset
+        images = [dataset[i][0] for i in ids]
+    except (AnalysisError, OSError, IndexError) as e:
+        st.warning(f"The images cannot be shown: {e}")
+        return
+    cols = st.columns(8)
+    for i, (sample, image) in enumerate(zip(ids, images)):
+        x = image.float()
+        x = (x - x.min()) / max(float(x.max() - x.min()), 1e-8)
+        cols[i % 8].image(x.permute(1, 2, 0).squeeze(-1).numpy(), caption=f"#{sample}", clamp=True)
+
+
+run = selected_run()
+st.header("Channel explorer")
+block = st.selectbox("block", views.block_names(run), index=len(views.block_names(run)) - 1)
+table = run.channels[run.channels["block"] == block]
+default = int(table["eta2"].to_numpy().argmax())
+channel = int(st.number_input("channel", 0, len(table) - 1, default, help="default: the most class-specific"))
+st.dataframe(table[table["channel"] == channel], hide_index=True)
+classes = pick_classes(run, "classes", n=10, key="channel_classes")
+if classes:
+    show("distribution", run, block, channel, tuple(classes))
+st.subheader("Samples that open this channel most")
+top = views.top_samples(run, block, channel)
+st.dataframe(top, hide_index=True)
+spec = run.meta.get("data", {}).get("spec")
+if spec and len(top) and st.checkbox(f"show these images (reads the data set {spec})"):
+    show_images(spec, top["sample_id"].tolist())

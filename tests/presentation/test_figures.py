@@ -21,7 +21,7 @@ from matplotlib.image import imread
 from analysis.capture.planted import planted_stats, resnet_gates
 from analysis.capture.stats import StatsConfig
 from analysis.presentation import figures, views
-from analysis.runs.folder import save_run
+from analysis.jobs import save_run
 
 
 def test_envelope_keeps_every_runs_extremes():

@@ -24,6 +24,7 @@ from analysis.capture.stats import GateStats, StatsConfig
 from analysis.data.jpeg import make_image_loader
 from analysis.data.source import DataSource
 from analysis.devices import resolve_device
+from analysis.errors import ModelSpecError
 from analysis.files import sha256
 from analysis.measures.tables import run_tables
 from analysis.models.checkpoint import checkpoint_paths
@@ -78,6 +79,11 @@ def run_collect(job: CollectJob) -> Run | None:
             job.model, job.data, weights=job.weights, random_init=job.random_init, image_size=job.image_size,
             seed=job.seed,
         )
+        if job.control and checkpoint is None and job.weights is None:
+            raise ModelSpecError(
+                f"{job.model} with random weights is already the untrained network of seed {job.seed}; "
+                "give trained weights (a checkpoint or --weights) to compare with --control untrained."
+            )
         control = untrained(model, job.seed, source) if job.control else None
         stats = _collect(job, model, source, device, rank)
         control_stats = _collect(job, control, source, device, rank) if control is not None else None

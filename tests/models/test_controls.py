@@ -3,10 +3,12 @@ statistics recomputed on the data, and `collect --control untrained` storing it 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import cli_error
 from analysis.capture.collect import collect
 from analysis.capture.stats import StatsConfig
 from analysis.cli import main
@@ -30,7 +32,7 @@ VARIES = 1e-3
 def block_stds(model: torch.nn.Module, source) -> dict[str, float]:
     """Per SE block, the mean over channels of the gate's standard deviation over all images,
     from the raw gate vectors (the reservoir keeps every one of these few images)."""
-    stats = collect(model, make_loader(source, 16), source.num_classes, progress=False,
+    stats = collect(model, make_loader(source, 64), source.num_classes, progress=False,
                     config=StatsConfig(source.num_classes, reservoir=len(source.dataset)))
     out = {}
     for gate in stats.gates:
@@ -82,8 +84,7 @@ def test_batchnorm_statistics_are_recomputed_on_the_data_and_the_model_is_left_a
 def test_untrained_control_of_the_shipped_se_resnet20():
     trained, _ = load_checkpoint(SHIPPED)
     source = open_data("fashion-mnist:test")
-    source = type(source)(source.spec, torch.utils.data.Subset(source.dataset, range(BN_SAMPLES)), source.class_names,
-                          source.kind, source.details)
+    source = dataclasses.replace(source, dataset=torch.utils.data.Subset(source.dataset, range(128)))
     fresh = untrained(trained, seed=0, data=source)
     shapes = {k: v.shape for k, v in trained.state_dict().items()}
     assert {k: v.shape for k, v in fresh.state_dict().items()} == shapes
@@ -130,6 +131,8 @@ def test_run_control_is_none_without_the_control_and_refuses_unknown_names(tmp_p
     assert run.control("untrained") is None and run.meta["controls"] == []
     with pytest.raises(RunFolderError, match="not a control"):
         run.control("shuffled")
+    assert "already the untrained network" in cli_error(
+        capsys, collect_args(tmp_path / "x", "--random-init", "--control", "untrained"))
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main(collect_args(tmp_path / "x", "--control", "shuffled"))

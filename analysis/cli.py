@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable
 import pandas as pd
 
 from analysis.errors import AnalysisError, first_line
+from analysis.models.controls import CONTROLS
 from analysis.options import add_options, option_values
 from analysis.resources import dashboard_app, shipped_checkpoint
 
@@ -203,8 +204,11 @@ HELP = {
     "reservoir": "gate vectors kept per class (0: automatic)",
     "topk": "top samples kept per channel",
     "shards": "data shards for jackknife intervals",
+    "seed": "seeds the reservoir, the shards, random-init weights and the untrained control",
     "onset_min_excess": "onset rule: eta2 above null by this",
     "overwrite": "replace an existing run folder",
+    "control": "also collect the same architecture untrained (fresh weights from --seed, BatchNorm statistics "
+               "recomputed on the data) into RUN/untrained/",
     "distributed": "under torchrun: each process collects a shard of the data, rank 0 writes the merged run",
     "se": "SE block or the paper's ablations",
     "reduction": "SE reduction ratio r",
@@ -220,6 +224,7 @@ HELP = {
 CHOICES = {
     "decode": ("auto", "cpu", "gpu"),
     "amp": ("none", "bf16", "fp16"),
+    "control": CONTROLS,
     "se": ("se", "nosqueeze", "none"),
     "schedule": ("cosine", "step"),
     "method": ("grad-x-act", "ig"),

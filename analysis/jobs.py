@@ -3,7 +3,9 @@
     run = run_collect(CollectJob(model="timm:seresnet50", data="imagefolder:/data/val",
                                  out=Path("runs/r50"), weights=Path("r50.pth")))
 
-The CLI's `collect` and `demo` are this function; its resolved job goes into meta.json.
+The CLI's `collect` and `demo` are this function; its resolved job goes into meta.json. With
+`control="untrained"` the same architecture with fresh weights from `seed` (analysis.models.controls)
+is collected over the same data with the same settings and stored as the run folder `out/untrained/`.
 """
 
 from __future__ import annotations
@@ -14,15 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from analysis.capture.collect import collect
-from analysis.capture.distributed import join_ranks, merge_ranks, share_model
+from analysis.capture.distributed import Rank, join_ranks, merge_ranks, share_model
 from analysis.capture.stats import GateStats, StatsConfig
 from analysis.data.jpeg import make_image_loader
+from analysis.data.source import DataSource
 from analysis.devices import resolve_device
+from analysis.errors import ModelSpecError
 from analysis.files import sha256
 from analysis.measures.tables import run_tables
 from analysis.models.checkpoint import checkpoint_paths
+from analysis.models.controls import untrained, untrained_record
 from analysis.models.spec import open_model_and_data
 from analysis.runs.folder import Run, check_writable, write_run
 
@@ -55,40 +61,32 @@ class CollectJob:
     overwrite: bool = False
     progress: bool = True
     distributed: bool = False  # one shard per torchrun process, merged; see analysis.distributed
+    control: str | None = None  # untrained: also collect the architecture untrained, into out/untrained/
 
 
 def run_collect(job: CollectJob) -> Run | None:
     """Collect gate statistics for `job` and write its run folder (refusing early to overwrite).
 
     With `job.distributed`, under torchrun, each process collects its shard of the data, and only
-    rank 0 writes the merged run; the other ranks return None.
+    rank 0 writes the merged run; the other ranks return None. With `job.control`, the untrained
+    network is collected the same way and written inside the run, in the same atomic write.
     """
     check_writable(job.out, job.overwrite)
     device = resolve_device(job.device)
     with join_ranks(device) if job.distributed else contextlib.nullcontext() as rank:
         device = rank.device if rank else device
         model, checkpoint, source = open_model_and_data(
-            job.model, job.data, weights=job.weights, random_init=job.random_init, image_size=job.image_size
+            job.model, job.data, weights=job.weights, random_init=job.random_init, image_size=job.image_size,
+            seed=job.seed,
         )
-        model.to(device)
-        if rank:
-            share_model(model)
-        config = StatsConfig(
-            source.num_classes, bins=job.bins, reservoir=job.reservoir, topk=job.topk, shards=job.shards, seed=job.seed
-        )
-        total = min(len(source.dataset), job.limit) if job.limit else len(source.dataset)
-        shard = rank.shard(total) if rank else None
-        loader = make_image_loader(
-            source, job.batch_size, device, decode=job.decode, workers=job.workers, limit=job.limit, indices=shard
-        )
-        stats = collect(
-            model, loader, source.num_classes,
-            gate_pattern=job.gates, class_names=source.class_names, config=config,
-            amp=None if job.amp == "none" else job.amp, channels_last=job.channels_last, compile=job.compile,
-            progress=job.progress and (not rank or rank.rank == 0), total=len(shard) if rank else total,
-        )
-        if rank:
-            merge_ranks(stats)
+        if job.control and checkpoint is None and job.weights is None:
+            raise ModelSpecError(
+                f"{job.model} with random weights is already the untrained network of seed {job.seed}; "
+                "give trained weights (a checkpoint or --weights) to compare with --control untrained."
+            )
+        control = untrained(model, job.seed, source) if job.control else None
+        stats = _collect(job, model, source, device, rank)
+        control_stats = _collect(job, control, source, device, rank) if control is not None else None
     if rank and rank.rank != 0:
         return None
     weights_file = job.weights or (checkpoint_paths(job.model)[0] if checkpoint else None)
@@ -97,12 +95,42 @@ def run_collect(job: CollectJob) -> Run | None:
         "weights": str(weights_file) if weights_file else None,
         "weights_sha256": sha256(weights_file) if weights_file else None,
         "checkpoint": checkpoint,
+        "random_init": untrained_record(model, job.seed, source) if weights_file is None else None,
         "data": source.describe(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "job": asdict(job),
         "processes": rank.world if rank else 1,
     }
-    return save_run(stats, job.out, meta, overwrite=job.overwrite, min_excess=job.onset_min_excess)
+    controls = {}
+    if control_stats is not None:
+        record = {"kind": job.control, **untrained_record(model, job.seed, source)}
+        controls[job.control] = (control_stats, {**meta, "weights": None, "weights_sha256": None,
+                                                 "checkpoint": None, "random_init": None, "control": record})
+    return save_run(stats, job.out, meta, overwrite=job.overwrite, min_excess=job.onset_min_excess, controls=controls)
+
+
+def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torch.device, rank: Rank | None) -> GateStats:
+    """One hooked pass of `model` over the job's data (this process's shard of it, under torchrun)."""
+    model.to(device)
+    if rank:
+        share_model(model)
+    config = StatsConfig(
+        source.num_classes, bins=job.bins, reservoir=job.reservoir, topk=job.topk, shards=job.shards, seed=job.seed
+    )
+    total = min(len(source.dataset), job.limit) if job.limit else len(source.dataset)
+    shard = rank.shard(total) if rank else None
+    loader = make_image_loader(
+        source, job.batch_size, device, decode=job.decode, workers=job.workers, limit=job.limit, indices=shard
+    )
+    stats = collect(
+        model, loader, source.num_classes,
+        gate_pattern=job.gates, class_names=source.class_names, config=config,
+        amp=None if job.amp == "none" else job.amp, channels_last=job.channels_last, compile=job.compile,
+        progress=job.progress and (not rank or rank.rank == 0), total=len(shard) if rank else total,
+    )
+    if rank:
+        merge_ranks(stats)
+    return stats
 
 
 def save_run(
@@ -112,12 +140,18 @@ def save_run(
     *,
     overwrite: bool = False,
     min_excess: float | None = None,
+    controls: dict[str, tuple[GateStats, dict[str, Any]]] | None = None,
 ) -> Run:
-    """Compute every table of a run from `stats` and write the run folder `out` atomically.
+    """Compute every table of a run from `stats` and write the run folder `out` atomically, with each
+    control's (statistics, meta) as a run folder of its own inside it (`out/untrained/`).
 
     `min_excess` sets the onset rule's effect size (see analysis.measures.onset).
     """
     check_writable(out, overwrite)
+    inner = {}
+    for name, (control_stats, control_meta) in (controls or {}).items():
+        control_tables, control_onset = run_tables(control_stats, min_excess)
+        inner[name] = (control_stats, {**control_meta, "onset": control_onset}, control_tables)
     tables, onset = run_tables(stats, min_excess)
-    meta = {**(meta or {}), "onset": onset}
-    return write_run(stats, out, meta, tables, overwrite=overwrite)
+    meta = {**(meta or {}), "onset": onset, "controls": sorted(inner)}
+    return write_run(stats, out, meta, tables, overwrite=overwrite, controls=inner)

@@ -7,6 +7,8 @@ import pickle
 import subprocess
 import sys
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import cli_error
@@ -53,12 +55,28 @@ def test_timm_model_on_synthetic_images(tmp_path):
     assert list(load_run(out).blocks["block"])[-1] == "SE_5_2"
 
 
+def test_random_init_is_drawn_from_the_seed_with_gates_that_vary(tmp_path):
+    """timm's own random init zeroes each residual branch's last BatchNorm (every gate a constant,
+    eta2 0); --random-init draws the untrained control's weights from --seed instead."""
+    tables = {}
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        out = tmp_path / name
+        assert main(collect_args(out, "--random-init", "--seed", seed, "--image-size", "32",
+                                 model="timm:seresnet18", data="synthetic:classes=3,n=24,size=32")) == 0
+        run = load_run(out)
+        tables[name] = run.blocks
+        assert run.meta["random_init"]["seed"] == int(seed) and run.meta["random_init"]["batchnorm"]["samples"] == 24
+    pd.testing.assert_frame_equal(tables["a"], tables["b"])
+    assert (tables["a"]["eta2_mean"] > 0).all() and (tables["a"]["gate_std"] > 0).all()
+    assert not np.allclose(tables["a"]["gate_mean"], tables["c"]["gate_mean"])
+
+
 def test_bad_input_gives_one_sentence_and_exit_2(tmp_path, capsys):
     out = tmp_path / "run"
     assert "does not exist" in cli_error(capsys, collect_args(out, "--random-init", data="imagefolder:/nonexistent/x"))
     assert "has no SE gate" in cli_error(capsys, collect_args(out, "--random-init", model="torchvision:resnet18", data="synthetic:n=8,size=32"))
     assert "no samples" in cli_error(capsys, collect_args(out, "--random-init", data="synthetic:n=0"))
-    torch.manual_seed(0)  # random weights whose fc1 outputs leave [0, 1] (some seeds keep them inside)
+    # random weights (from --seed 0) whose fc1 outputs leave [0, 1] (some seeds keep them inside)
     assert "outside [0, 1]" in cli_error(capsys, collect_args(out, "--random-init", "--gates", r"layer1\.0\.se\.fc1$"))
     assert "needs weights" in cli_error(capsys, collect_args(out))
     assert "unknown model spec" in cli_error(capsys, collect_args(out, "--random-init", model="nonsense"))

@@ -3,7 +3,9 @@
 Specs: a checkpoint (`checkpoints/fmnist_se20`, see analysis.checkpoint), `se_resnet20` (a project
 architecture, see analysis.models.ARCHITECTURES), `timm:seresnet50`, `torchvision:efficientnet_b0`.
 Nothing is downloaded: timm and torchvision models are built with random weights, and real weights
-come from a local file (`weights=`).
+come from a local file (`weights=`). Random-init models are the untrained control's networks
+(analysis.models.controls): drawn from `seed`, no zero-initialised BatchNorm, and, once the data is
+known (`open_model_and_data`), BatchNorm statistics recomputed on it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from analysis.models.checkpoint import apply_weights, is_checkpoint, load_checkp
 from analysis.errors import ModelSpecError
 from analysis.data import DataSource, open_data
 from analysis.models.architectures import ARCHITECTURES, build_model
+from analysis.models.controls import recompute_batchnorm, seeded, untrained
 
 
 def build_from_spec(
@@ -26,12 +29,14 @@ def build_from_spec(
     random_init: bool = False,
     num_classes: int | None = None,
     in_channels: int | None = None,
+    seed: int = 0,
 ) -> tuple[nn.Module, dict[str, Any] | None]:
     """(model in eval mode, checkpoint metadata or None) for `spec`.
 
-    Other than for a checkpoint, either `weights` or `random_init` is needed. `num_classes` and
-    `in_channels` size the project's own architectures (for timm and torchvision models the head
-    size does not matter to the gates, so their defaults stay).
+    Other than for a checkpoint, either `weights` or `random_init` is needed; random weights are
+    drawn from `seed` (see analysis.models.controls.untrained). `num_classes` and `in_channels` size
+    the project's own architectures (for timm and torchvision models the head size does not matter
+    to the gates, so their defaults stay).
     """
     if is_checkpoint(spec):
         if weights is not None:
@@ -43,27 +48,33 @@ def build_from_spec(
         )
     kind, _, name = spec.partition(":")
     try:
-        if not name and kind in ARCHITECTURES:
-            kwargs = {"num_classes": num_classes or 10, "in_channels": in_channels or 3}
-            model: nn.Module = build_model(kind, **kwargs)
-        elif kind == "timm":
-            import timm
-
-            model = timm.create_model(name, pretrained=False)
-        elif kind == "torchvision":
-            import torchvision
-
-            model = torchvision.models.get_model(name, weights=None)
-        else:
-            raise ModelSpecError(
-                f"unknown model spec {spec!r}: use a checkpoint file, timm:NAME, torchvision:NAME "
-                f"or one of {', '.join(ARCHITECTURES)}."
-            )
+        with seeded(seed):  # parameters that no reset_parameters() covers are drawn from the seed too
+            model = _construct(spec, kind, name, num_classes, in_channels)
     except (RuntimeError, ValueError, KeyError) as e:
         raise ModelSpecError(f"cannot build {spec}: {e}") from None
     if weights is not None:
         apply_weights(model, load_state_dict(weights), str(weights))
-    return model.eval(), None
+        return model.eval(), None
+    return untrained(model, seed), None
+
+
+def _construct(spec: str, kind: str, name: str, num_classes: int | None, in_channels: int | None) -> nn.Module:
+    """The module a non-checkpoint spec names, with its library's initial weights."""
+    if not name and kind in ARCHITECTURES:
+        kwargs = {"num_classes": num_classes or 10, "in_channels": in_channels or 3}
+        return build_model(kind, **kwargs)
+    if kind == "timm":
+        import timm
+
+        return timm.create_model(name, pretrained=False)
+    if kind == "torchvision":
+        import torchvision
+
+        return torchvision.models.get_model(name, weights=None)
+    raise ModelSpecError(
+        f"unknown model spec {spec!r}: use a checkpoint file, timm:NAME, torchvision:NAME "
+        f"or one of {', '.join(ARCHITECTURES)}."
+    )
 
 
 def input_shape(model: nn.Module) -> tuple[int, int | None]:
@@ -75,20 +86,26 @@ def input_shape(model: nn.Module) -> tuple[int, int | None]:
 
 
 def open_model_and_data(
-    model: str, data: str, *, weights: Path | None = None, random_init: bool = False, image_size: int | None = None
+    model: str, data: str, *, weights: Path | None = None, random_init: bool = False, image_size: int | None = None,
+    seed: int = 0,
 ) -> tuple[nn.Module, dict[str, Any] | None, DataSource]:
     """(model, checkpoint metadata or None, data source) with the data shaped for the model.
 
     A project architecture is sized to the data (classes, channels); other models keep their
-    shape and the data is converted to their channels and preferred image size.
+    shape and the data is converted to their channels and preferred image size. Random weights are
+    drawn from `seed`, with BatchNorm statistics recomputed on the data (as the untrained control's).
     """
     if model in ARCHITECTURES:
         source = open_data(data, image_size=image_size)
         channels = source.dataset[0][0].shape[0]
         net, checkpoint = build_from_spec(
-            model, weights=weights, random_init=random_init, num_classes=source.num_classes, in_channels=channels
+            model, weights=weights, random_init=random_init, num_classes=source.num_classes, in_channels=channels,
+            seed=seed,
         )
-        return net, checkpoint, source
-    net, checkpoint = build_from_spec(model, weights=weights, random_init=random_init)
-    channels, size = input_shape(net)
-    return net, checkpoint, open_data(data, image_size=image_size or size, channels=channels)
+    else:
+        net, checkpoint = build_from_spec(model, weights=weights, random_init=random_init, seed=seed)
+        channels, size = input_shape(net)
+        source = open_data(data, image_size=image_size or size, channels=channels)
+    if checkpoint is None and weights is None:
+        recompute_batchnorm(net, source)
+    return net, checkpoint, source

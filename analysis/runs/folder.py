@@ -6,6 +6,7 @@
     runs/x/channels.parquet     one row per gate channel
     runs/x/class_means.parquet  one row per block x class x channel
     runs/x/<extra>.parquet      tables added later by other commands (EXTRA_TABLES), e.g. ablations
+    runs/x/untrained/           a control (CONTROLS): a run folder of its own, `Run.control("untrained")`
 
 The folder is written under a temporary name and renamed into place, so an interrupted run never
 leaves a folder that looks complete, and an existing run is replaced only when asked.
@@ -29,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from analysis.errors import RunFolderError
 from analysis.files import replacing
 from analysis.capture.stats import GateStats
+from analysis.models.controls import CONTROLS
 from analysis.versions import software_versions
 
 RUN_VERSION = 1
@@ -53,16 +55,32 @@ def write_run(
     tables: dict[str, pd.DataFrame],
     *,
     overwrite: bool = False,
+    controls: dict[str, tuple[GateStats, dict[str, Any], dict[str, pd.DataFrame]]] | None = None,
 ) -> Run:
-    """Write the run folder `out` atomically: the statistics, `tables` (each of TABLES) and meta.json.
+    """Write the run folder `out` atomically: the statistics, `tables` (each of TABLES) and meta.json,
+    and each control's (statistics, meta, tables) as a run folder inside it, in the same write.
 
     The tables are computed by the caller (`analysis.jobs.save_run` computes every one from `stats`),
     so that this stage stores results without knowing how they are measured.
     """
     out = check_writable(out, overwrite)
-    missing = [name for name in TABLES if name not in tables]
-    if missing:
-        raise RunFolderError(f"a run needs the tables {', '.join(TABLES)}; {', '.join(missing)} missing.")
+    controls = controls or {}
+    unknown = [name for name in controls if name not in CONTROLS]
+    if unknown:
+        raise RunFolderError(f"{', '.join(unknown)} is not a control; controls: {', '.join(CONTROLS)}.")
+    for name in TABLES:
+        if any(name not in t for t in [tables, *(c[2] for c in controls.values())]):
+            raise RunFolderError(f"a run needs the tables {', '.join(TABLES)}; {name} is missing.")
+    with replacing(out) as tmp:
+        for name, (control_stats, control_meta, control_tables) in controls.items():
+            _write_folder(tmp / name, control_stats, control_meta, control_tables)
+        _write_folder(tmp, stats, meta, tables)
+    return load_run(out)
+
+
+def _write_folder(folder: Path, stats: GateStats, meta: dict[str, Any], tables: dict[str, pd.DataFrame]) -> None:
+    """One run folder's files; meta.json last, since its presence marks a complete folder."""
+    folder.mkdir(parents=True, exist_ok=True)
     full_meta = {
         "version": RUN_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -71,14 +89,10 @@ def write_run(
         **meta,
         "stats": stats.describe(),
     }
-    with replacing(out) as tmp:
-        tmp.mkdir()
-        save_file(stats.state_dict(), str(tmp / "stats.safetensors"))
-        for name in TABLES:
-            tables[name].to_parquet(tmp / f"{name}.parquet", index=False)
-        # meta.json last: its presence marks a complete folder.
-        (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2, default=str))
-    return load_run(out)
+    save_file(stats.state_dict(), str(folder / "stats.safetensors"))
+    for name in TABLES:
+        tables[name].to_parquet(folder / f"{name}.parquet", index=False)
+    (folder / "meta.json").write_text(json.dumps(full_meta, indent=2, default=str))
 
 
 @dataclass
@@ -117,6 +131,12 @@ class Run:
     @property
     def onset(self) -> str | None:
         return self.meta["onset"]["block"]
+
+    def control(self, name: str) -> Run | None:
+        """The control run `name` stored inside this run (see analysis.models.controls), None when absent."""
+        if name not in CONTROLS:
+            raise RunFolderError(f"{name!r} is not a control; controls: {', '.join(CONTROLS)}.")
+        return load_run(self.path / name) if (self.path / name).exists() else None
 
     def has_table(self, name: str) -> bool:
         return (self.path / f"{name}.parquet").is_file()

@@ -64,8 +64,9 @@ def open_for_run(
             f"`se-analysis collect --model {model} --data {data} --out {path}`."
         )
     run = load_run(path)
+    seed = (run.meta.get("job") or {}).get("seed", 0)  # random weights are the run's only when drawn alike
     net, checkpoint, source = open_model_and_data(
-        model, data, weights=weights, random_init=random_init, image_size=image_size
+        model, data, weights=weights, random_init=random_init, image_size=image_size, seed=seed
     )
     run_gates(run, net)
     weights_file = weights or (checkpoint_paths(model)[0] if checkpoint else None)

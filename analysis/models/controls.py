@@ -1,0 +1,128 @@
+"""The untrained-network control: the same architecture with fresh, seeded weights.
+
+    control = untrained(trained_model, seed=3, data=source)   # a new module; `trained_model` is untouched
+
+Class-specific gates in an untrained network are class information that the input already carries
+(Adebayo et al. 2018's model randomisation), so the trained network's numbers mean something only
+beside it. Two things make a naive re-initialisation useless here:
+
+* timm's ResNets zero the last BatchNorm of every residual branch (`zero_init_last`), so the SE block
+  sees a zero input, every gate is sigmoid(bias), a constant, and eta-squared is 0 everywhere;
+* BatchNorm running statistics of a fresh network (mean 0, variance 1) do not match its activations,
+  so in eval mode they grow or shrink with depth and the gates saturate or sit at one value.
+
+So: every submodule's `reset_parameters()` (BatchNorm weights back to 1), then the model's own
+`init_weights(zero_init_last=False)` where it has one (timm), all under the seed on the CPU (same
+seed, same weights, on any device); then BatchNorm statistics are recomputed on the first samples of
+the data. `--random-init` models are built through the same function (analysis.models.spec).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from analysis.data import DataSource, make_loader
+from analysis.errors import ModelSpecError
+
+CONTROLS = ("untrained",)  # the controls `collect --control` can add to a run
+BN_SAMPLES = 256  # samples whose BatchNorm statistics replace the fresh network's
+BN_BATCH = 64
+
+
+def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """The CPU random generator set to `seed` inside, and given back as it was after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def reinitialise(model: nn.Module, seed: int) -> nn.Module:
+    """Fresh weights for `model` in place, on the CPU, drawn from `seed` alone."""
+    model.cpu()
+    with seeded(seed):
+        for m in model.modules():
+            reset = getattr(m, "reset_parameters", None)
+            if callable(reset):
+                reset()
+        init = getattr(model, "init_weights", None)
+        if callable(init):
+            takes_flag = "zero_init_last" in inspect.signature(init).parameters
+            init(zero_init_last=False) if takes_flag else init()
+    with torch.no_grad():
+        for bn in _batchnorms(model):  # an init that zeroed a residual branch's last BatchNorm anyway
+            if bn.weight is not None and not bn.weight.any():
+                bn.weight.fill_(1.0)
+    return model
+
+
+def recompute_batchnorm(model: nn.Module, data: DataSource | Iterable) -> None:
+    """Replace every BatchNorm's running statistics by their plain average over the first BN_SAMPLES
+    samples of `data` (train-mode BatchNorm with momentum=None, no grad; the rest of the model in eval
+    mode, so dropout does not touch them)."""
+    norms = _batchnorms(model)
+    loader = make_loader(data, BN_BATCH, limit=BN_SAMPLES) if isinstance(data, DataSource) else data
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    momenta = [bn.momentum for bn in norms]
+    model.eval()
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    samples = 0
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                model(x.to(device))
+                samples += len(x)
+                if samples >= BN_SAMPLES:
+                    break
+    finally:
+        for bn, momentum in zip(norms, momenta):
+            bn.momentum = momentum
+        model.eval()
+    if norms and samples == 0:
+        raise ModelSpecError("the data gave no samples to recompute the untrained network's BatchNorm statistics on.")
+
+
+def untrained(model: str | nn.Module, seed: int, data: DataSource | Iterable | None = None) -> nn.Module:
+    """The architecture of `model` (a module, which is copied, or a model spec) with fresh weights from
+    `seed`, in eval mode on the CPU; with `data`, its BatchNorm statistics recomputed on that data."""
+    if isinstance(model, str):
+        from analysis.models.spec import build_from_spec  # spec builds its random-init models through here
+
+        fresh = build_from_spec(model, random_init=True, seed=seed)[0]
+    else:
+        fresh = reinitialise(copy.deepcopy(model), seed)
+    if data is not None:
+        recompute_batchnorm(fresh, data)
+    return fresh.eval()
+
+
+def untrained_record(model: nn.Module, seed: int, data: DataSource | None) -> dict[str, Any]:
+    """What meta.json says about an untrained control or a random-init model: the seed and the recipe."""
+    init = "reset_parameters() of every submodule"
+    if callable(getattr(model, "init_weights", None)):
+        init += ", then the model's init_weights(zero_init_last=False)"
+    norms = len(_batchnorms(model))
+    return {
+        "seed": seed,
+        "init": f"{init}; BatchNorm weights 1 (no zero-initialised residual branch)",
+        "batchnorm": {
+            "layers": norms, "recomputed_on": data.spec, "samples": min(BN_SAMPLES, len(data.dataset)),
+            "batch_size": BN_BATCH, "how": "running statistics reset, then averaged (momentum=None) in train "
+            "mode without grad over the first samples, the rest of the model in eval mode",
+        } if data is not None and norms else "not recomputed",
+    }

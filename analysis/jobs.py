@@ -118,6 +118,6 @@ def save_run(
     `min_excess` sets the onset rule's effect size (see analysis.measures.onset).
     """
     check_writable(out, overwrite)
-    tables, onset = run_tables(stats, min_excess)
+    tables, onset = run_tables(stats, min_excess=min_excess)
     meta = {**(meta or {}), "onset": onset}
     return write_run(stats, out, meta, tables, overwrite=overwrite)

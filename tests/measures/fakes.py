@@ -53,7 +53,8 @@ class FakeStats:
         self.seed = seed
 
     def shift(self, name: str) -> torch.Tensor:
-        return torch.from_numpy(self.values[name][:64].astype(np.float64).mean(0))
+        first = self.values[name][:64].astype(np.float64)
+        return torch.from_numpy(first.mean(0) if len(first) else np.zeros(first.shape[1]))
 
     def _moments(self, name: str, groups: np.ndarray, rows: int) -> tuple[torch.Tensor, ...]:
         """Moments of x - shift per row of `groups` [N] in 0..rows*K-1."""
@@ -74,6 +75,8 @@ class FakeStats:
 
     def edges(self, name: str) -> np.ndarray:
         first = self.values[name][:256].astype(np.float64)
+        if len(first) == 0:
+            first = np.array([[0.0], [1.0]]).repeat(self.values[name].shape[1], 1)
         lo, hi = first.min(0), first.max(0)
         return np.linspace(lo, hi + (hi == lo), self.bins + 1, axis=1)  # [C, B + 1]
 

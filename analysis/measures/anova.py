@@ -1,11 +1,15 @@
-"""One-way analysis of variance per channel from per-class moments: eta-squared, F, p, and its null.
+"""One-way analysis of variance per channel from per-class moments: eta-squared, F, p, effect sizes.
 
-A channel is *constant* when its total sum of squares is at most `CONSTANT_RTOL` times its raw sum
-of squares (std below ~3e-6 of its root mean square: float64 rounding noise of sums over millions
-of samples). A constant channel has zero specificity on every measure: eta2 = 0, F = 0, p = 1,
-selectivity = 0, MI = 0, std = 0, and its preferred class is the first class with samples. A single
-class's within-class sum of squares below the same relative tolerance is exactly 0. Classes with
-no samples are ignored; K' is the number of classes with samples.
+The moments may be of shifted values x - shift (GateStats keeps them so, so that gates varying by
+1e-5 around 0.5 keep their digits); sums of squares do not depend on the shift, means do.
+
+A channel is *constant* when its total sum of squares is at most `constant_floor`: N times the
+variance of values confined within +-CONSTANT_ULPS float32 spacings of their mean (gates are
+float32; a spread that small is rounding of the gate's own computation), plus the float64 rounding
+of forming the sum of squares. A constant channel has zero specificity on every measure: eta2 = 0,
+eps2 = 0, class_mod = 0, F = 0, p = 1, selectivity = 0, MI = 0, std = 0, and its preferred class is
+the first class with samples. A single class's within-class sum of squares below its own floor is
+exactly 0. Classes with no samples are ignored; K' is the number of classes with samples.
 """
 
 from __future__ import annotations
@@ -18,7 +22,17 @@ from scipy import stats as sps
 
 from analysis.measures._arrays import Array, as_numpy
 
-CONSTANT_RTOL = 1e-11  # a sum of squares below this share of the raw sum of squares is rounding noise
+# The largest variance of values within +-a of their mean is a^2; a float32 spacing at |x| is at most
+# eps32 |x|, so values within 2 spacings of the mean have variance <= (2 eps32 |mean|)^2.
+CONSTANT_ULPS = 2.0
+_EPS32 = float(np.finfo(np.float32).eps)
+_EPS64 = float(np.finfo(np.float64).eps)
+
+
+def constant_floor(n: np.ndarray, mean: np.ndarray, sumsq: np.ndarray) -> np.ndarray:
+    """Largest sum of squares that is rounding, not variation: n (CONSTANT_ULPS eps32 |mean|)^2
+    for float32 gates, plus 4 eps64 sumsq for forming sumsq - sum^2 / n in float64. Broadcasts."""
+    return n * (CONSTANT_ULPS * _EPS32 * mean) ** 2 + 4 * _EPS64 * np.abs(sumsq)
 
 
 class Anova(NamedTuple):
@@ -32,31 +46,37 @@ class Anova(NamedTuple):
     constant: np.ndarray  # bool: no variation beyond rounding; both sums of squares are 0 there
 
 
-def anova(count: Array, total: Array, total_sq: Array) -> Anova:
+def anova(count: Array, total: Array, total_sq: Array, shift: Array | None = None) -> Anova:
     """Between- and within-class sums of squares from per-class moments, in float64.
 
     Each class's within sum of squares is sumsq_k - sum_k^2 / n_k (clamped at 0), which cancels
     only within one class; between is sum n_k (mean_k - mean)^2; the total is their sum, never the
-    badly cancelling sumsq - sum^2 / N. count [K], total and total_sq [K, C].
+    badly cancelling sumsq - sum^2 / N. count [K], total and total_sq [K, C] of x - shift, shift
+    [C] (None: 0). `means` are of x (shift added back).
     """
     n_k = as_numpy(count).astype(np.float64)
     t = as_numpy(total).astype(np.float64, copy=False)
     tq = as_numpy(total_sq).astype(np.float64, copy=False)
+    c = t.shape[1]
+    shift = np.zeros(c) if shift is None else as_numpy(shift).astype(np.float64)
     inv = np.divide(1.0, n_k, out=np.zeros_like(n_k), where=n_k > 0)[:, None]
     means = t * inv
     ss = t * means
     np.subtract(tq, ss, out=ss)
     np.maximum(ss, 0.0, out=ss)
-    ss[ss <= CONSTANT_RTOL * tq] = 0.0
+    ss[ss <= constant_floor(n_k[:, None], means + shift, tq)] = 0.0
     ss_within = ss.sum(0)
     n = float(n_k.sum())
-    dev = means - t.sum(0) / max(n, 1.0)
+    grand = t.sum(0) / max(n, 1.0)
+    dev = means - grand
     dev *= dev
     dev *= n_k[:, None]
     ss_between = dev.sum(0)
-    constant = ss_within + ss_between <= CONSTANT_RTOL * tq.sum(0)
+    constant = ss_within + ss_between <= constant_floor(n, grand + shift, tq.sum(0))
     ss_within[constant] = 0.0
     ss_between[constant] = 0.0
+    means += shift
+    means[n_k == 0] = 0.0
     return Anova(n, int((n_k > 0).sum()), means, ss_between, ss_within, constant)
 
 
@@ -80,6 +100,25 @@ def f_test(a: Anova) -> tuple[np.ndarray, np.ndarray]:
         f = np.where(a.ss_within > 0, (a.ss_between / (k - 1)) / (a.ss_within / (n - k)), np.inf)
     f[a.constant] = 0.0
     return f, sps.f.sf(f, k - 1, n - k)
+
+
+def epsilon_squared(a: Anova) -> np.ndarray:
+    """Bias-corrected eta2 per channel, (SS_b - (K'-1) MS_w) / SS_t with MS_w = SS_w / (N - K'):
+    its expectation is ~0 without a class effect, so it is not clipped (block means stay unbiased).
+    0 for a constant channel; NaN without degrees of freedom (K' < 2 or N <= K'). [C]."""
+    k, n = a.classes, a.n
+    if k < 2 or n <= k:
+        return np.where(a.constant, 0.0, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        eps = (a.ss_between - (k - 1) * a.ss_within / (n - k)) / (a.ss_between + a.ss_within)
+    return np.where(a.constant, 0.0, eps)
+
+
+def class_modulation(a: Anova) -> np.ndarray:
+    """sqrt(SS_between / N) per channel, in gate units: the rms distance of a sample's class mean
+    from the channel mean (how far apart the class curves are). 0 constant, NaN without samples. [C]."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt(a.ss_between / a.n)
 
 
 def eta2_null(classes: int, samples: float) -> float:

@@ -9,11 +9,25 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import stats as sps
 
 from analysis.measures._arrays import Array, as_numpy, parallel
-from analysis.measures.anova import CONSTANT_RTOL, anova, eta_squared
+from analysis.measures.anova import anova, constant_floor, eta_squared
+from analysis.measures.profiles import profile_separation
 
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
+LEVEL = 0.95  # coverage of the jackknife intervals
+
+
+def jackknife_interval(estimate: float, thetas: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """estimate +- t SE from S leave-one-out estimates thetas [S]: SE^2 = (S-1)/S sum (theta_s -
+    mean theta)^2 and t the two-sided `level` quantile of Student's t with S-1 degrees of freedom
+    (the jackknife SE has S-1; 1.96 would cover 87-89% with 8 shards). NaN when S < 2."""
+    s = thetas.size
+    if s < 2 or not np.isfinite(thetas).all():
+        return math.nan, math.nan
+    se = math.sqrt((s - 1) / s * float(((thetas - thetas.mean()) ** 2).sum()))
+    t = float(sps.t.ppf(0.5 + level / 2, s - 1))
+    return estimate - t * se, estimate + t * se
 
 
 def eta2_jackknife(
@@ -22,20 +36,21 @@ def eta2_jackknife(
     total_sq: Array,
     *,
     estimate: float | None = None,
-    z: float = Z95,
+    shift: Array | None = None,
+    level: float = LEVEL,
     pooled_total: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Delete-one-shard jackknife interval (low, high) of the channel-mean eta2.
 
     theta_s is the channel-mean eta2 with shard s removed (totals minus shard s); SE^2 = (S-1)/S
     sum (theta_s - mean theta)^2; the interval is `estimate` (the all-data channel-mean eta2,
-    computed when not given) +- z SE. NaN when S < 2 or a leave-one-out has fewer than 2 samples.
-    count [S, K], total and total_sq [S, K, C]; `pooled_total` = total.sum(0) [K, C] when the
-    caller has it (saves a pass over the shards).
+    computed when not given) +- t SE (`jackknife_interval`). NaN when S < 2 or a leave-one-out has
+    fewer than 2 samples. count [S, K], total and total_sq [S, K, C] of x - shift (shift [C], None:
+    0); `pooled_total` = total.sum(0) [K, C] when the caller has it (saves a pass over the shards).
 
     One pass over [K, C] per shard, shards on parallel threads: sum_k (T_k - t_sk)^2 / n_k is
     formed directly; the leave-one-out total sum of squares is sumsq - sum^2 / N (its rounding,
-    ~1e-16 of sumsq, is far below CONSTANT_RTOL).
+    ~1e-16 of sumsq, is inside `constant_floor`).
     """
     t = as_numpy(total).astype(np.float64, copy=False)
     t_all = t.sum(0) if pooled_total is None else pooled_total
@@ -46,7 +61,7 @@ def eta2_jackknife(
     if s < 2 or bool((n_loo.sum(1) < 2).any()):
         return math.nan, math.nan
     if estimate is None:
-        estimate = float(eta_squared(anova(cnt.sum(0), t_all, tq.sum(0))).mean())
+        estimate = float(eta_squared(anova(cnt.sum(0), t_all, tq.sum(0), shift)).mean())
     w = np.divide(1.0, n_loo, out=np.zeros_like(n_loo), where=n_loo > 0)
 
     def leave_out(shards: np.ndarray) -> np.ndarray:
@@ -64,8 +79,23 @@ def eta2_jackknife(
     raw = shard_tq.sum(0) - shard_tq
     ss_between = np.maximum(mean_sq - grand_sq, 0.0)
     ss_total = np.maximum(raw - grand_sq, 0.0)
-    constant = ss_total <= CONSTANT_RTOL * raw
+    n_out = n_loo.sum(1, keepdims=True)
+    mean = (shard_t.sum(0) - shard_t) / n_out + (0.0 if shift is None else as_numpy(shift))
+    constant = ss_total <= constant_floor(n_out, mean, raw)
     with np.errstate(divide="ignore", invalid="ignore"):
         theta = np.where(constant, 0.0, np.minimum(ss_between / ss_total, 1.0)).mean(1)
-    se = math.sqrt((s - 1) / s * float(((theta - theta.mean()) ** 2).sum()))
-    return estimate - z * se, estimate + z * se
+    return jackknife_interval(estimate, theta, level)
+
+
+def shape_sep_jackknife(
+    count: Array, total: Array, shift: Array, *, estimate: float, level: float = LEVEL
+) -> tuple[float, float]:
+    """Delete-one-shard jackknife interval (low, high) of shape_sep (`profiles.profile_separation`)
+    from the leave-one-shard-out class means; count [S, K], total [S, K, C] of x - shift [C]."""
+    cnt, t = as_numpy(count).astype(np.float64), as_numpy(total).astype(np.float64, copy=False)
+    n_loo, t_loo = cnt.sum(0) - cnt, t.sum(0) - t
+    theta = np.empty(cnt.shape[0])
+    for s in range(cnt.shape[0]):
+        kept = n_loo[s] > 0
+        theta[s] = profile_separation(t_loo[s][kept] / n_loo[s][kept, None] + as_numpy(shift))[1]
+    return jackknife_interval(estimate, theta, level)

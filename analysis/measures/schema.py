@@ -8,8 +8,10 @@ the README and the reports, `doc` the dashboard's help texts.
     st.caption(doc("blocks", "eta2_excess"))
 
 Notation: N samples, K' classes with samples (classes with no samples are ignored everywhere), C
-channels of the gate, S data shards, B histogram bins. A constant channel (`analysis.measures.anova`)
-has zero specificity on every measure.
+channels of the gate, S data shards, P label permutations, B histogram bins per channel. m_k is the
+class-mean gate profile of class k (its C channel means), m the mean of the m_k. A constant channel
+(`analysis.measures.anova`: total sum of squares within the float32 rounding of its mean, +-2
+spacings) has zero specificity on every measure.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import TableSchemaError
+from analysis.measures.probe import PROBE_C
 from analysis.measures.saturation import GATE_HIGH, GATE_LOW
 
 DTYPES = ("str", "category", "bool", "int32", "int64", "float64")
@@ -40,24 +43,29 @@ class Column:
 
 _BLOCK = Column("block", "str", "Gate name, e.g. SE_3_4.")
 _DEPTH = Column("depth", "int64", "1-based forward position of the gate.")
-_SHARE_BINS = (
-    f"From the histogram: when {GATE_HIGH} and {GATE_LOW} are bin edges (B a multiple of 10) this is exact, "
-    f"except that a value exactly {GATE_LOW} counts as above (it falls in the bin starting at {GATE_LOW}); "
-    "otherwise the bin holding the threshold is split linearly (values assumed uniform inside it). "
+_SHARE = (
+    "Exact: GateStats counts the values past the threshold (before issue 14: from the [0, 1] histogram). "
     "NaN without samples."
 )
 _JACKKNIFE = (
-    "95% delete-one-shard jackknife interval of eta2_mean: estimate +- 1.96 SE with SE^2 = (S-1)/S "
-    "sum_s (theta_s - mean theta)^2 over the S leave-one-shard-out estimates theta_s. NaN when S < 2 "
-    "or some leave-one-out keeps fewer than 2 samples."
+    "95% delete-one-shard jackknife interval: estimate +- t SE with SE^2 = (S-1)/S sum_s (theta_s - "
+    "mean theta)^2 over the S leave-one-shard-out estimates theta_s and t the 97.5% quantile of "
+    "Student's t with S-1 degrees of freedom (2.36 for 8 shards). NaN when S < 2 or some "
+    "leave-one-out keeps fewer than 2 samples."
 )
 _PROBE = (
-    "The probe: stratified k-fold nearest-class-mean classifier on the reservoir gate vectors, "
-    "standardised with training-fold statistics. With more than `probe_max_classes` (default 128) "
-    "classes in the reservoir it uses a seeded random subset of that many classes, and the chance "
-    "level is the subset's (see `analysis.measures.probe.probe` for why). NaN when the reservoir "
-    "holds fewer than 2 classes or fewer samples than folds."
+    f"The probe: multinomial L2 logistic regression (C = {PROBE_C}, as scikit-learn's) on the reservoir "
+    "gate vectors, standardised with training-fold statistics, stratified 5-fold, fit by full-batch "
+    "L-BFGS on the statistics' device. With more than `probe_max_classes` (default 128) classes in the "
+    "reservoir it uses a seeded random subset of that many classes, and the chance level is the "
+    "subset's (see `analysis.measures.probe.probe` for why). NaN when the reservoir holds fewer than "
+    "2 classes or fewer samples than folds."
 )
+_SHAPE = (
+    "Divided by the std across channels of m, the spread of the common curve; 0 when the class curves "
+    "are identical (constant gates), NaN when K' < 2 or m is otherwise flat."
+)
+_NAN_CONTROL = "NaN when the control was not collected."
 _PROFILES = (
     "1 when K' < 2. A zero vector (cosine) or a constant profile (correlation) counts as identical "
     "to another such and as 0 to any other."
@@ -71,6 +79,19 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
             _DEPTH,
             Column("channel", "int64", "Channel index within the gate."),
             Column("eta2", "float64", "Eta-squared, between-class / total sum of squares, in [0, 1]."),
+            Column(
+                "eps2",
+                "float64",
+                "Epsilon-squared, (SS_between - (K'-1) MS_within) / SS_total: eta2 corrected for its "
+                "upward bias (K'-1)/(N-1), so ~0 without a class effect and not clipped (may be slightly "
+                "negative). NaN when K' < 2 or N <= K' for a non-constant channel.",
+            ),
+            Column(
+                "class_mod",
+                "float64",
+                "Class modulation in gate units, sqrt(SS_between / N): the rms distance of a sample's "
+                "class mean from the channel mean, i.e. how far apart the class curves are. NaN without samples.",
+            ),
             Column(
                 "F",
                 "float64",
@@ -100,18 +121,21 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
             Column(
                 "mi_bits",
                 "float64",
-                "Mutual information between class and the binned gate, in bits, each entropy with the "
+                "Mutual information between class and the binned gate, in bits, from the histogram over "
+                "the channel's own range (B bins plus an underflow and an overflow bin: fixed bins on "
+                "[0, 1] cannot resolve gates that vary by 1e-4 around 0.5), each entropy with the "
                 "Miller-Madow correction H + (m - 1) / (2N) nats, m its number of non-empty cells. The "
-                "correction removes most of the upward bias of the plug-in estimate, so a channel without "
-                "class information scatters around 0 and may be slightly negative: it is not clipped, so "
-                "that block means stay unbiased. Exactly 0 for a gate whose values all lie in one bin.",
+                "correction removes the first-order upward bias of the plug-in estimate, so a channel "
+                "without class information scatters around 0 and may be slightly negative: it is not "
+                "clipped, so that block means stay unbiased. Exactly 0 for a gate whose values all lie "
+                "in one bin.",
             ),
             Column("preferred_class", "int64", "The class with the largest mean."),
             Column("preferred_class_name", "str", "Name of the class with the largest mean."),
             Column("mean", "float64", "Mean over all N samples (NaN without samples)."),
             Column("std", "float64", "Population standard deviation over all N samples (NaN without samples)."),
-            Column("sat_high", "float64", f"Share of the channel's values >= {GATE_HIGH}. {_SHARE_BINS}"),
-            Column("sat_low", "float64", f"Share of the channel's values <= {GATE_LOW}. {_SHARE_BINS}"),
+            Column("sat_high", "float64", f"Share of the channel's values >= {GATE_HIGH}. {_SHARE}"),
+            Column("sat_low", "float64", f"Share of the channel's values <= {GATE_LOW}. {_SHARE}"),
         ),
     ),
     "blocks": (
@@ -133,6 +157,62 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
             Column("eta2_excess", "float64", "eta2_mean - eta2_null."),
             Column("eta2_ci_low", "float64", f"Lower end of the {_JACKKNIFE}"),
             Column("eta2_ci_high", "float64", f"Upper end of the {_JACKKNIFE}"),
+            Column("eps2_mean", "float64", "Mean eps2 over channels (bias-corrected effect size)."),
+            Column("class_mod", "float64", "Mean class_mod over channels, in gate units."),
+            Column(
+                "eta2_perm",
+                "float64",
+                "Label-permutation null: eta2_mean of the same gates under each of P fixed pseudo-labellings "
+                "of the samples (a hash of the sample id), averaged over the P. NaN without permutation tables.",
+            ),
+            Column(
+                "perm_p",
+                "float64",
+                "(1 + #permutations with eta2_mean >= the observed) / (1 + P): the permutation p-value, "
+                "at least 1/(1+P). NaN without permutation tables.",
+            ),
+            Column(
+                "eta2_untrained",
+                "float64",
+                f"eta2_mean of the same block of the untrained network (collect --control untrained). {_NAN_CONTROL}",
+            ),
+            Column(
+                "eta2_z",
+                "float64",
+                "eta2_mean of the squeezed input z of the block (the channel means of its input): the class "
+                f"information entering the excitation, beside eta2_mean leaving it. {_NAN_CONTROL}",
+            ),
+            Column(
+                "profile_sep",
+                "float64",
+                f"rms over classes and channels of m_k - m: how far apart the class curves are. {_SHAPE}",
+            ),
+            Column(
+                "shape_sep",
+                "float64",
+                "profile_sep after removing from each m_k - m its least-squares fit on [1, m - mean(m)], "
+                "the part a per-class shift and scale of the common curve explains (curves differing only "
+                f"so are class-agnostic in the SE paper's sense). {_SHAPE}",
+            ),
+            Column("shape_sep_ci_low", "float64", f"Lower end of the {_JACKKNIFE} Here of shape_sep."),
+            Column("shape_sep_ci_high", "float64", f"Upper end of the {_JACKKNIFE} Here of shape_sep."),
+            Column(
+                "shape_sep_perm",
+                "float64",
+                "shape_sep of the permutation null's class means, averaged over the P pseudo-labellings: "
+                "what sampling noise alone gives. NaN without permutation tables.",
+            ),
+            Column(
+                "shape_sep_perm_max",
+                "float64",
+                "The largest shape_sep over the P pseudo-labellings, the null's upper band used by the "
+                "onset rule. NaN without permutation tables.",
+            ),
+            Column(
+                "shape_sep_untrained",
+                "float64",
+                f"shape_sep of the same block of the untrained network. {_NAN_CONTROL}",
+            ),
             Column("frac_significant", "float64", "Share of channels significant after BH-FDR at q."),
             Column("selectivity_median", "float64", "Median channel selectivity."),
             Column("mi_bits_mean", "float64", "Mean channel MI in bits."),
@@ -160,6 +240,26 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
                 "float64",
                 f"One-sided binomial p-value of the probe's correct predictions against probe_chance. {_PROBE}",
             ),
+            Column(
+                "probe_perm",
+                "float64",
+                "Accuracy of the same probe on pseudo-labels of the same vectors (relabelling 0 of the "
+                "permutation null, a hash of the sample id): the control task of Hewitt & Liang 2019.",
+            ),
+            Column("probe_selectivity", "float64", "probe_acc - probe_perm (Hewitt & Liang's selectivity)."),
+            Column("probe_per_class", "float64", "Probe vectors per class (probe set size / classes in it)."),
+            Column(
+                "probe_ncm",
+                "float64",
+                "Accuracy of the nearest-class-mean classifier on the same folds and standardisation (the "
+                "probe before issue 14; it ignores the correlation of channels within a class).",
+            ),
+            Column(
+                "probe_untrained",
+                "float64",
+                f"probe_acc on the same block of the untrained network. {_NAN_CONTROL}",
+            ),
+            Column("probe_z", "float64", f"probe_acc on the squeezed inputs z of the block. {_NAN_CONTROL}"),
             Column(
                 "sat_high",
                 "float64",

@@ -1,17 +1,22 @@
 """The tables a run folder stores, built from GateStats; their columns are in `schema`.
 
-Inputs, per gate, as CPU tensors (K classes, C channels, S shards, B bins), read through
-`StatsLike` (what GateStats offers):
+Inputs, per gate, as CPU tensors (K classes, C channels, S shards, P relabellings, B bins), read
+through `measures._source` (what GateStats offers):
 
-* `count [S, K]` int64, `sum [S, K, C]` and `sumsq [S, K, C]` float64: moments per shard and class;
-* `hist [K, C, B]` int64 (any integer dtype): counts over B equal-width bins on [0, 1];
-* reservoir `values [n, C]` float32 with `labels [n]` int64: up to R whole gate vectors per class.
+* `count [S, K]` int64, `sum [S, K, C]` and `sumsq [S, K, C]` float64: moments of x - shift per
+  shard and class, `shift [C]`; the same under P pseudo-labellings (`perm_moments`);
+* `hist [K, C, B + 2]` int64: counts over each channel's own bins, with under- and overflow;
+* `saturation`: exact counts of gates >= 0.9 and <= 0.1 per class and channel;
+* reservoir `values [n, C]` float32 with `labels [n]`, `ids [n]` int64: up to R whole gate vectors
+  per class;
+* `stats.inputs`: the same for the squeeze inputs z of each SE block; `untrained`: the same
+  statistics of the untrained network (the controls).
 
-At ImageNet scale (K = 1000, 15k channels in 16 blocks) channel_table + block_table take under 5 s
-on two cores (bench/metrics_scale.py); the big passes run on as many threads as
-`torch.get_num_threads()`.
+At ImageNet scale (K = 1000, 15k channels in 16 blocks) channel_table + block_table took under 5 s
+on two cores before the logistic probe (bench/metrics_scale.py); the big passes run on as many
+threads as `torch.get_num_threads()`, the probe on the statistics' device.
 
-    tables, onset = run_tables(stats)       # {"blocks": ..., "channels": ..., "class_means": ...}
+    tables, onset = run_tables(stats, untrained=control.stats)   # {"blocks": ..., ...}, meta "onset"
 """
 
 from __future__ import annotations
@@ -24,14 +29,31 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.measures._arrays import as_numpy
-from analysis.measures.anova import CONSTANT_RTOL, anova, eta2_null, eta_squared, f_test
-from analysis.measures.information import histogram_pass
-from analysis.measures.onset import ONSET_MIN_EXCESS, ONSET_RULE, find_onset
-from analysis.measures.probe import PROBE_MAX_CLASSES, probe
-from analysis.measures.profiles import mean_pairwise_cosine, selectivity
-from analysis.measures.resampling import eta2_jackknife
-from analysis.measures.saturation import saturation
+from analysis.measures import _source
+from analysis.measures.anova import (
+    Anova,
+    anova,
+    class_modulation,
+    constant_floor,
+    epsilon_squared,
+    eta2_null,
+    eta_squared,
+    f_test,
+)
+from analysis.measures.information import mutual_information_bits
+from analysis.measures.onset import (
+    ONSET_MIN_EXCESS,
+    ONSET_MIN_FRAC_SIGNIFICANT,
+    ONSET_RULE,
+    SHAPE_ONSET_MARGIN,
+    SHAPE_ONSET_RULE,
+    OnsetRule,
+    ShapeOnsetRule,
+)
+from analysis.measures.permutation import permutation_null, permutation_p
+from analysis.measures.probe import PROBE_MAX_CLASSES, Probe, ncm_probe, probe
+from analysis.measures.profiles import mean_pairwise_cosine, profile_separation, selectivity
+from analysis.measures.resampling import eta2_jackknife, shape_sep_jackknife
 from analysis.measures.schema import validate
 from analysis.measures.testing import benjamini_hochberg
 
@@ -63,27 +85,31 @@ def _ordered_gates(stats: StatsLike) -> list[GateLike]:
     return sorted(stats.gates, key=lambda g: g.depth)
 
 
-def _totals(stats: StatsLike, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(count [K], sum [K, C], sumsq [K, C]) of one gate, summed over shards."""
-    count, total, total_sq = stats.moments(name)
-    return as_numpy(count).sum(0), as_numpy(total).sum(0), as_numpy(total_sq).sum(0)
+def _totals(stats: StatsLike, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(count [K], sum [K, C], sumsq [K, C] of x - shift, shift [C]) of one gate, summed over shards."""
+    count, total, total_sq, shift = _source.moments(stats, name)
+    return count.sum(0), total.sum(0), total_sq.sum(0), shift
+
+
+def _anova(stats: StatsLike, name: str) -> Anova:
+    """The one-way layout of one gate over all shards."""
+    return anova(*_totals(stats, name))
 
 
 def _gate_channels(stats: StatsLike, gate: GateLike, q: float) -> pd.DataFrame:
     """Channel table rows of one gate."""
-    n_k, t, tq = _totals(stats, gate.name)
-    a = anova(n_k, t, tq)
+    n_k, t, _, shift = _totals(stats, gate.name)
+    a = _anova(stats, gate.name)
     f, p = f_test(a)
     present = n_k > 0
     preferred = np.where(present[:, None], a.means, -np.inf).argmax(0)
     preferred[a.constant] = present.argmax()
     sel = selectivity(a.means[present])
     sel[a.constant] = 0.0
-    mi, bins = histogram_pass(stats.histogram(gate.name))
-    sat_high, sat_low = saturation(bins)
+    sat_high, sat_low = _source.saturation_shares(stats, gate.name)
     c = t.shape[1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean = t.sum(0) / a.n
+        mean = shift + t.sum(0) / a.n
         std = np.sqrt((a.ss_between + a.ss_within) / a.n)
     return pd.DataFrame(
         {
@@ -91,11 +117,13 @@ def _gate_channels(stats: StatsLike, gate: GateLike, q: float) -> pd.DataFrame:
             "depth": np.full(c, gate.depth, dtype=np.int64),
             "channel": np.arange(c, dtype=np.int64),
             "eta2": eta_squared(a),
+            "eps2": epsilon_squared(a),
+            "class_mod": class_modulation(a),
             "F": f,
             "p_value": p,
             "significant": benjamini_hochberg(p, q),
             "selectivity": sel,
-            "mi_bits": mi,
+            "mi_bits": mutual_information_bits(_source.histogram(stats, gate.name)),
             "preferred_class": preferred.astype(np.int64),
             "preferred_class_name": np.asarray(stats.class_names, dtype=object)[preferred],
             "mean": mean,
@@ -113,21 +141,76 @@ def channel_table(stats: StatsLike, *, q: float = 0.05) -> pd.DataFrame:
     return table
 
 
+def _specificity(stats: StatsLike | None, name: str, probe_args: dict[str, Any]) -> dict[str, float]:
+    """eta2 (block mean), shape_sep and probe accuracy of one gate of `stats` (a control); NaN
+    where `stats` is None or lacks the gate."""
+    if stats is None or name not in {g.name for g in stats.gates}:
+        return {"eta2": math.nan, "shape_sep": math.nan, "probe": math.nan}
+    a = _anova(stats, name)
+    values, labels, _ = stats.reservoir(name)
+    return {
+        "eta2": float(eta_squared(a).mean()),
+        "shape_sep": profile_separation(a.means[_totals(stats, name)[0] > 0])[1],
+        "probe": probe(values, labels, **probe_args).accuracy,
+    }
+
+
+def _probes(stats: StatsLike, name: str, probe_args: dict[str, Any]) -> dict[str, float]:
+    """The logistic probe, its control task on pseudo-labels and the nearest-class-mean probe."""
+    values, labels, ids = stats.reservoir(name)
+    pr: Probe = probe(values, labels, **probe_args)
+    fake = _source.pseudo_labels(ids, 0, len(stats.class_names), _source.seed(stats))
+    perm = probe(values, fake, **probe_args).accuracy
+    ncm_args = {k: v for k, v in probe_args.items() if k != "device"}
+    return {
+        "probe_acc": pr.accuracy,
+        "probe_chance": pr.chance,
+        "probe_p": pr.p_value,
+        "probe_perm": perm,
+        "probe_selectivity": pr.accuracy - perm,
+        "probe_per_class": pr.per_class,
+        "probe_ncm": ncm_probe(values, labels, **ncm_args).accuracy,
+    }
+
+
+def _shape(stats: StatsLike, name: str, a: Anova, present: np.ndarray) -> dict[str, float]:
+    """profile_sep, shape_sep with its jackknife interval, and the permutation null's eta2 and
+    shape_sep (NaN without perm_moments)."""
+    count, total, _, shift = _source.moments(stats, name)
+    profile_sep, shape_sep = profile_separation(a.means[present])
+    low, high = shape_sep_jackknife(count, total, shift, estimate=shape_sep)
+    perm = _source.perm_moments(stats, name)
+    null_eta2, null_shape = (np.empty(0), np.empty(0)) if perm is None else permutation_null(*perm, shift)
+    nan_mean = (lambda x: float(x.mean()) if x.size else math.nan)
+    return {
+        "profile_sep": profile_sep,
+        "shape_sep": shape_sep,
+        "shape_sep_ci_low": low,
+        "shape_sep_ci_high": high,
+        "shape_sep_perm": nan_mean(null_shape),
+        "shape_sep_perm_max": float(null_shape.max()) if null_shape.size else math.nan,
+        "_null_eta2": null_eta2,
+    }
+
+
+# long: one row of the block table, its columns listed once in the order of the schema
 def _block_row(
-    stats: StatsLike, gate: GateLike, ch: pd.DataFrame, *, q: float, probe_args: dict[str, Any]
+    stats: StatsLike, gate: GateLike, ch: pd.DataFrame, *, q: float, probe_args: dict[str, Any], untrained: Any
 ) -> dict[str, Any]:
-    """Block table row of one gate (without rel_depth) from its channel rows, moments and reservoir."""
-    count, total, total_sq = (as_numpy(m) for m in stats.moments(gate.name))
-    total = total.astype(np.float64, copy=False)
+    """Block table row of one gate (without rel_depth) from its channel rows, moments, reservoir
+    and controls."""
+    count, total, total_sq, shift = _source.moments(stats, gate.name)
     n_k, t = count.sum(0), total.sum(0)
     n, k_present, c = float(n_k.sum()), int((n_k > 0).sum()), t.shape[1]
+    a = _anova(stats, gate.name)
+    present = n_k > 0
     eta2_mean = float(ch["eta2"].mean())
     null = eta2_null(k_present, n)
-    ci_low, ci_high = eta2_jackknife(count, total, total_sq, estimate=eta2_mean, pooled_total=t)
-    present = n_k > 0
-    profiles = t[present] / n_k[present, None]
-    values, labels, _ = stats.reservoir(gate.name)
-    pr = probe(values, labels, **probe_args)
+    ci_low, ci_high = eta2_jackknife(count, total, total_sq, estimate=eta2_mean, shift=shift, pooled_total=t)
+    shape = _shape(stats, gate.name, a, present)
+    null_eta2 = shape.pop("_null_eta2")
+    control = _specificity(untrained, gate.name, probe_args)
+    squeeze = _specificity(_source.inputs(stats), gate.name, probe_args)
     means, stds = ch["mean"].to_numpy(), ch["std"].to_numpy()
     gate_mean = float(means.mean())
     return {
@@ -142,14 +225,22 @@ def _block_row(
         "eta2_excess": eta2_mean - null,
         "eta2_ci_low": ci_low,
         "eta2_ci_high": ci_high,
+        "eps2_mean": float(ch["eps2"].mean()),
+        "class_mod": float(ch["class_mod"].mean()),
+        "eta2_perm": float(null_eta2.mean()) if null_eta2.size else math.nan,
+        "perm_p": permutation_p(eta2_mean, null_eta2),
+        "eta2_untrained": control["eta2"],
+        "eta2_z": squeeze["eta2"],
+        **shape,
+        "shape_sep_untrained": control["shape_sep"],
         "frac_significant": float(benjamini_hochberg(ch["p_value"].to_numpy(), q).mean()),
         "selectivity_median": float(ch["selectivity"].median()),
         "mi_bits_mean": float(ch["mi_bits"].mean()),
-        "class_cosine_mean": mean_pairwise_cosine(profiles),
-        "class_corr_mean": mean_pairwise_cosine(profiles, centre=True),
-        "probe_acc": pr.accuracy,
-        "probe_chance": pr.chance,
-        "probe_p": pr.p_value,
+        "class_cosine_mean": mean_pairwise_cosine(a.means[present]),
+        "class_corr_mean": mean_pairwise_cosine(a.means[present], centre=True),
+        **_probes(stats, gate.name, probe_args),
+        "probe_untrained": control["probe"],
+        "probe_z": squeeze["probe"],
         "sat_high": float(ch["sat_high"].mean()),
         "sat_low": float(ch["sat_low"].mean()),
         "gate_mean": gate_mean,
@@ -160,6 +251,7 @@ def _block_row(
 def block_table(
     stats: StatsLike,
     *,
+    untrained: StatsLike | None = None,
     q: float = 0.05,
     probe_folds: int = 5,
     seed: int = 0,
@@ -168,16 +260,21 @@ def block_table(
 ) -> pd.DataFrame:
     """One row per gate in depth order; columns in `schema.TABLES["blocks"]`.
 
-    Pass `channels=channel_table(stats)` when it is at hand: the block table is built from it and
-    the moments and reservoirs only (the histograms are not read again); significance is redone at
+    `untrained`: the untrained network's statistics (the *_untrained columns; NaN without). Pass
+    `channels=channel_table(stats)` when it is at hand: the block table is built from it and the
+    moments and reservoirs only (the histograms are not read again); significance is redone at
     this `q` from its p-values.
     """
     gates = _ordered_gates(stats)
     if channels is None:
         channels = channel_table(stats, q=q)
     by_block = dict(tuple(channels.groupby("block", sort=False, observed=True)))
-    probe_args = {"folds": probe_folds, "seed": seed, "max_classes": probe_max_classes}
-    rows = [_block_row(stats, g, by_block[g.name].sort_values("channel"), q=q, probe_args=probe_args) for g in gates]
+    probe_args = {"folds": probe_folds, "seed": seed, "max_classes": probe_max_classes,
+                  "device": getattr(stats, "device", None)}
+    rows = [
+        _block_row(stats, g, by_block[g.name].sort_values("channel"), q=q, probe_args=probe_args, untrained=untrained)
+        for g in gates
+    ]
     table = pd.DataFrame(rows)
     table.insert(2, "rel_depth", table["depth"] / len(gates))
     validate("blocks", table)
@@ -194,19 +291,19 @@ def class_mean_table(stats: StatsLike) -> pd.DataFrame:
     names, name_code = np.unique(np.asarray(stats.class_names, dtype=str), return_inverse=True)
     layout = []  # per gate: (classes with samples, their counts, channels)
     for gate in gates:
-        count, total, _ = stats.moments(gate.name)
-        n_k = as_numpy(count).sum(0)
+        n_k, total, _, _ = _totals(stats, gate.name)
         present = np.flatnonzero(n_k > 0)
         layout.append((present, n_k[present], total.shape[-1]))
     edges = np.cumsum([0] + [p.size * c for p, _, c in layout])
     mean, std = np.empty(edges[-1]), np.empty(edges[-1])
     for i, gate in enumerate(gates):
         present, n, c = layout[i]
-        _, t, tq = _totals(stats, gate.name)
+        _, t, tq, shift = _totals(stats, gate.name)
         t, tq, n = t[present], tq[present], n[:, None].astype(np.float64)
         m = np.divide(t, n, out=mean[edges[i] : edges[i + 1]].reshape(-1, c))
         ss = np.maximum(tq - t * m, 0.0)
-        ss[ss <= CONSTANT_RTOL * tq] = 0.0
+        ss[ss <= constant_floor(n, m + shift, tq)] = 0.0
+        m += shift
         np.sqrt(ss / n, out=std[edges[i] : edges[i + 1]].reshape(-1, c))
     classes = np.concatenate([np.repeat(p.astype(np.int32), c) for p, _, c in layout])
     table = pd.DataFrame(
@@ -227,12 +324,28 @@ def class_mean_table(stats: StatsLike) -> pd.DataFrame:
     return table
 
 
-def run_tables(stats: StatsLike, min_excess: float | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """Every table a run folder stores, by name, and the meta.json "onset" entry (block, rule in
-    words, min_excess). `min_excess` sets the onset rule's effect size (default ONSET_MIN_EXCESS)."""
+def run_tables(
+    stats: StatsLike,
+    *,
+    untrained: StatsLike | None = None,
+    min_excess: float | None = None,
+    margin: float = SHAPE_ONSET_MARGIN,
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Every table a run folder stores, by name, and the meta.json "onset" entry: `block` (the
+    shape rule, `ShapeOnsetRule(margin)`), `detectable` (`OnsetRule(min_excess)`, default
+    ONSET_MIN_EXCESS), both rules in words and their thresholds. `untrained`: the untrained
+    network's statistics, a control of the shape rule and of the *_untrained columns."""
     min_excess = ONSET_MIN_EXCESS if min_excess is None else min_excess
     channels = channel_table(stats)
-    blocks = block_table(stats, channels=channels)
+    blocks = block_table(stats, untrained=untrained, channels=channels)
     tables = {"blocks": blocks, "channels": channels, "class_means": class_mean_table(stats)}
-    onset = {"block": find_onset(blocks, min_excess=min_excess), "rule": ONSET_RULE, "min_excess": min_excess}
+    onset = {
+        "block": ShapeOnsetRule(margin).onset(blocks),
+        "detectable": OnsetRule(min_excess).onset(blocks),
+        "rule": SHAPE_ONSET_RULE,
+        "rule_detectable": ONSET_RULE,
+        "margin": margin,
+        "min_excess": min_excess,
+        "min_frac_significant": ONSET_MIN_FRAC_SIGNIFICANT,
+    }
     return tables, onset

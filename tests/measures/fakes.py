@@ -9,6 +9,8 @@ from functools import cache
 import numpy as np
 import torch
 
+from analysis.measures import _source
+
 
 @dataclass(frozen=True)
 class FakeGate:
@@ -23,6 +25,9 @@ class FakeStats:
 
     blocks: name -> values [N, C] in [0, 1] (listed in forward order); labels [N]. Samples go to
     shards round-robin after a seeded shuffle; the reservoir keeps the first R samples of each class.
+    Offers the issue-14 interface: moments of x - shift (shift: the first 64 samples' mean), P
+    pseudo-labellings (sample id = row index), histograms over each channel's range in the first
+    256 samples with under/overflow bins, exact saturation counts.
     """
 
     def __init__(
@@ -35,6 +40,7 @@ class FakeStats:
         bins: int = 20,
         reservoir: int = 16,
         seed: int = 0,
+        permutations: int = 8,
     ) -> None:
         self.values = {k: np.asarray(v, dtype=np.float32) for k, v in blocks.items()}
         self.labels = np.asarray(labels, dtype=np.int64)
@@ -43,24 +49,52 @@ class FakeStats:
         self.gates = [FakeGate(n, i + 1, f"net.{n}", v.shape[1]) for i, (n, v) in enumerate(self.values.items())]
         n = self.labels.size
         self.shard = np.random.default_rng(seed).permutation(n) % shards
-        self.shards, self.bins, self.keep = shards, bins, reservoir
+        self.shards, self.bins, self.keep, self.permutations = shards, bins, reservoir, permutations
+        self.seed = seed
+
+    def shift(self, name: str) -> torch.Tensor:
+        first = self.values[name][:64].astype(np.float64)
+        return torch.from_numpy(first.mean(0) if len(first) else np.zeros(first.shape[1]))
+
+    def _moments(self, name: str, groups: np.ndarray, rows: int) -> tuple[torch.Tensor, ...]:
+        """Moments of x - shift per row of `groups` [N] in 0..rows*K-1."""
+        v = self.values[name].astype(np.float64) - self.shift(name).numpy()
+        k, c = self.num_classes, v.shape[1]
+        count = np.bincount(groups, minlength=rows * k).reshape(rows, k)
+        total, total_sq = np.zeros((rows * k, c)), np.zeros((rows * k, c))
+        np.add.at(total, groups, v)
+        np.add.at(total_sq, groups, v * v)
+        return tuple(torch.from_numpy(a) for a in (count, total.reshape(rows, k, c), total_sq.reshape(rows, k, c)))
+
+    def pseudo(self, p: int) -> np.ndarray:
+        return _source.pseudo_labels(np.arange(self.labels.size), p, self.num_classes, self.seed)
+
+    def perm_moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        parts = [self._moments(name, self.pseudo(p), 1) for p in range(self.permutations)]
+        return tuple(torch.cat([part[i] for part in parts]) for i in range(3))
+
+    def edges(self, name: str) -> np.ndarray:
+        first = self.values[name][:256].astype(np.float64)
+        if len(first) == 0:
+            first = np.array([[0.0], [1.0]]).repeat(self.values[name].shape[1], 1)
+        lo, hi = first.min(0), first.max(0)
+        return np.linspace(lo, hi + (hi == lo), self.bins + 1, axis=1)  # [C, B + 1]
+
+    def saturation(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        v, k = self.values[name], self.num_classes
+        per_class = [(v[self.labels == j] >= 0.9).sum(0) for j in range(k)], [(v[self.labels == j] <= 0.1).sum(0) for j in range(k)]
+        return tuple(torch.from_numpy(np.stack(x).astype(np.int64)) for x in per_class)
 
     def moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        v = self.values[name].astype(np.float64)
-        s, k, c = self.shards, self.num_classes, v.shape[1]
-        group = self.shard * k + self.labels
-        count = np.bincount(group, minlength=s * k).reshape(s, k)
-        total, total_sq = np.zeros((s * k, c)), np.zeros((s * k, c))
-        np.add.at(total, group, v)
-        np.add.at(total_sq, group, v * v)
-        return tuple(torch.from_numpy(a) for a in (count, total.reshape(s, k, c), total_sq.reshape(s, k, c)))
+        return self._moments(name, self.shard * self.num_classes + self.labels, self.shards)
 
-    def histogram(self, name: str) -> torch.Tensor:
-        v = self.values[name].astype(np.float64)
-        b = np.minimum(np.floor(v * self.bins).astype(np.int64), self.bins - 1)  # last bin holds 1.0
+    def histogram(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        v, e = self.values[name].astype(np.float64), self.edges(name)
         k, c = self.num_classes, v.shape[1]
-        flat = (self.labels[:, None] * c + np.arange(c)) * self.bins + b
-        return torch.from_numpy(np.bincount(flat.ravel(), minlength=k * c * self.bins).reshape(k, c, self.bins))
+        b = np.stack([np.searchsorted(e[j], v[:, j], side="right") for j in range(c)], 1)  # 0 under, B+1 over
+        flat = (self.labels[:, None] * c + np.arange(c)) * (self.bins + 2) + b
+        counts = np.bincount(flat.ravel(), minlength=k * c * (self.bins + 2)).reshape(k, c, self.bins + 2)
+        return torch.from_numpy(counts), torch.from_numpy(e)
 
     def reservoir(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ids = np.concatenate([np.flatnonzero(self.labels == k)[: self.keep] for k in range(self.num_classes)])

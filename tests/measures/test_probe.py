@@ -9,7 +9,7 @@ import pytest
 import torch
 from fakes import balanced_labels, planted
 
-from analysis.measures.probe import probe, stratified_folds
+from analysis.measures.probe import fit_logistic, ncm_probe, probe, stratified_folds
 
 
 def test_probe_separates_planted_classes_is_deterministic_and_subsamples_classes() -> None:
@@ -42,3 +42,39 @@ def test_probe_chance_is_the_majority_rate_even_when_folds_split_classes():
     values = np.random.default_rng(0).random((20, 3))
     assert probe(values, labels).chance == pytest.approx(0.2)
     assert probe(values[:-1], labels[:-1]).chance == pytest.approx(4 / 19)
+
+
+def test_logistic_probe_matches_scikit_learn_on_the_same_folds() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(14)
+    y = balanced_labels(600, 6, rng)
+    # correlated channels within a class: the case where logistic regression beats class means
+    x = (planted(y, 6, 12, 0.4, rng) + 0.3 * rng.normal(size=(600, 1))).astype(np.float32)
+    ours = probe(x, y, folds=5, seed=3)
+    fold = stratified_folds(y, 5, 3)
+    correct = 0
+    for f in range(5):
+        tr, te = fold != f, fold == f
+        scale = StandardScaler().fit(x[tr].astype(np.float64))
+        model = LogisticRegression(C=1.0, tol=1e-8, max_iter=10000).fit(scale.transform(x[tr]), y[tr])
+        correct += int((model.predict(scale.transform(x[te])) == y[te]).sum())
+    # tolerance: up to 3 of 600 test predictions may flip on near-ties of two optima agreeing to ~1e-4
+    assert ours.accuracy == pytest.approx(correct / 600, abs=3 / 600)
+    assert ours.per_class == 100.0 and ours.accuracy > ncm_probe(x, y, folds=5, seed=3).accuracy - 0.02
+
+
+def test_fit_logistic_coefficients_and_probabilities_match_scikit_learn() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, size=150)
+    z = rng.normal(size=(150, 4)) + 0.8 * np.eye(3, 4)[y]
+    w, b = fit_logistic(torch.from_numpy(z), torch.from_numpy(y), 3, c=0.5, tol=1e-10)
+    ref = LogisticRegression(C=0.5, tol=1e-10, max_iter=10000).fit(z, y)
+    # both are the unique optimum of the same strictly convex objective, each to its gradient tolerance
+    np.testing.assert_allclose(w.numpy().T, ref.coef_, atol=1e-6)
+    np.testing.assert_allclose(b.numpy(), ref.intercept_, atol=1e-6)
+    proba = torch.softmax(torch.from_numpy(z) @ w + b, 1).numpy()
+    np.testing.assert_allclose(proba, ref.predict_proba(z), atol=1e-6)

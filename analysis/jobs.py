@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
@@ -19,9 +19,11 @@ from analysis.capture.collect import collect
 from analysis.capture.distributed import join_ranks, merge_ranks, share_model
 from analysis.capture.stats import GateStats, StatsConfig
 from analysis.data.jpeg import make_image_loader
+from analysis.data.source import IMAGE_SIZE
 from analysis.devices import resolve_device
 from analysis.files import sha256
 from analysis.measures.tables import run_tables
+from analysis.options import Range, check_fields, check_values
 from analysis.models.checkpoint import checkpoint_paths
 from analysis.models.spec import open_model_and_data
 from analysis.runs.folder import Run, check_writable, write_run
@@ -37,11 +39,11 @@ class CollectJob:
     weights: Path | None = None  # state dict or safetensors file for a non-checkpoint model
     random_init: bool = False  # allow random weights
     gates: str | None = None  # regex naming the gate modules, instead of discovery by type
-    batch_size: int = 128
-    workers: int = 0
+    batch_size: Annotated[int, Range(1)] = 128
+    workers: Annotated[int, Range(0)] = 0
     decode: str = "auto"  # auto, cpu (PIL in the workers), gpu (nvjpeg, imagefolder only); see analysis.jpeg
-    limit: int | None = None  # first N samples only
-    image_size: int | None = None  # default: the model's preferred size, else the data's own
+    limit: Annotated[int | None, Range(1)] = None  # a seeded stratified subset of N samples, see make_loader
+    image_size: Annotated[int | None, IMAGE_SIZE] = None  # default: the model's preferred size, else the data's own
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     amp: str = "none"  # none, bf16, fp16
     channels_last: bool = False
@@ -55,6 +57,11 @@ class CollectJob:
     overwrite: bool = False
     progress: bool = True
     distributed: bool = False  # one shard per torchrun process, merged; see analysis.distributed
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_values(StatsConfig, {"bins": self.bins, "reservoir": self.reservoir, "topk": self.topk,
+                                   "shards": self.shards, "seed": self.seed})
 
 
 def run_collect(job: CollectJob) -> Run | None:

@@ -13,6 +13,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from analysis.errors import DataError
+from analysis.options import Range
+
+IMAGE_SIZE = Range(8, 4096)  # pixels per side: smaller breaks the networks' strides, larger cannot be allocated
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from analysis.data.source import DataSource
+from analysis.data.source import IMAGE_SIZE, DataSource
 from analysis.errors import DataError
 
 SYNTHETIC_DEFAULTS: dict[str, int | float] = {
@@ -83,6 +83,7 @@ def open_synthetic(spec: str, body: str, image_size: int | None, channels: int |
     for key in ("classes", "size", "channels"):
         if params[key] < 1:
             raise DataError(f"synthetic setting {key} must be at least 1, got {params[key]}.")
+    IMAGE_SIZE.check("size", params["size"], label=f"synthetic setting size in {spec!r}")
     if params["n"] < 0 or params["seed"] < 0:
         raise DataError(f"synthetic settings n and seed must not be negative in {spec!r}.")
     if not math.isfinite(params["signal"]):

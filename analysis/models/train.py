@@ -14,6 +14,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ from analysis.models.checkpoint import parameter_count, save_checkpoint
 from analysis.data import make_loader, open_data
 from analysis.models.architectures import build_model
 from analysis.models.precision import autocast
+from analysis.options import Range, check_fields
 from analysis.versions import software_versions
 
 
@@ -34,21 +36,24 @@ class TrainConfig:
 
     arch: str = "se_resnet20"
     se: str = "se"  # "se", "nosqueeze" or "none"
-    reduction: int = 4  # r; small stages (16..64 channels) need a smaller r than ResNet-50's 16
-    width: int | None = None  # first-stage width; None = the architecture's default
+    reduction: Annotated[int, Range(1)] = 4  # r; small stages (16..64 channels) need a smaller r than ResNet-50's 16
+    width: Annotated[int | None, Range(1)] = None  # first-stage width; None = the architecture's default
     data: str = "fashion-mnist"  # training spec; the test split is the same kind with :test
-    epochs: int = 15
-    batch_size: int = 128
-    lr: float = 0.1  # SGD, Nesterov momentum 0.9, scaled linearly with batch_size / 128
-    weight_decay: float = 5e-4
+    epochs: Annotated[int, Range(1)] = 15
+    batch_size: Annotated[int, Range(1)] = 128
+    lr: Annotated[float, Range(0)] = 0.1  # SGD, Nesterov momentum 0.9, scaled linearly with batch_size / 128
+    weight_decay: Annotated[float, Range(0)] = 5e-4
     schedule: str = "cosine"  # "cosine" or "step" (x0.1 at 50% and 75% of the epochs)
-    pad: int = 2  # random translation in pixels
+    pad: Annotated[int, Range(0)] = 2  # random translation in pixels
     flip: bool = True
-    seed: int = 0
+    seed: Annotated[int, Range(0)] = 0
     snapshots: tuple[int, ...] = (1, 2, 5, 10)  # epochs saved as epoch_NNN besides final
-    workers: int = 0
-    limit: int | None = None  # train on the first N samples only (tests)
-    test_limit: int | None = None
+    workers: Annotated[int, Range(0)] = 0
+    limit: Annotated[int | None, Range(1)] = None  # train on the first N samples only (tests)
+    test_limit: Annotated[int | None, Range(1)] = None
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass

@@ -9,6 +9,7 @@ The CLI's `collect` and `demo` are this function; its resolved job goes into met
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +26,8 @@ from analysis.files import sha256
 from analysis.measures.tables import run_tables
 from analysis.options import Range, check_fields, check_values
 from analysis.models.checkpoint import checkpoint_paths
-from analysis.models.spec import open_model_and_data
+from analysis.errors import DataError
+from analysis.models.spec import open_model_and_data, state_sha256
 from analysis.runs.folder import Run, check_writable, write_run
 
 
@@ -72,11 +74,16 @@ def run_collect(job: CollectJob) -> Run | None:
     """
     check_writable(job.out, job.overwrite)
     device = resolve_device(job.device)
-    with join_ranks(device) if job.distributed else contextlib.nullcontext() as rank:
+    # Started by torchrun with several processes: each must take its shard, never the whole job.
+    distributed = job.distributed or int(os.environ.get("WORLD_SIZE") or 1) > 1
+    with join_ranks(device) if distributed else contextlib.nullcontext() as rank:
         device = rank.device if rank else device
         model, checkpoint, source = open_model_and_data(
-            job.model, job.data, weights=job.weights, random_init=job.random_init, image_size=job.image_size
+            job.model, job.data, weights=job.weights, random_init=job.random_init, image_size=job.image_size,
+            seed=job.seed,
         )
+        if source.num_classes < 2:
+            raise DataError(f"{job.data} has {source.num_classes} class; class-specificity needs at least two.")
         model.to(device)
         if rank:
             share_model(model)
@@ -104,12 +111,36 @@ def run_collect(job: CollectJob) -> Run | None:
         "weights": str(weights_file) if weights_file else None,
         "weights_sha256": sha256(weights_file) if weights_file else None,
         "checkpoint": checkpoint,
+        "state_sha256": state_sha256(model),
         "data": source.describe(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "job": asdict(job),
         "processes": rank.world if rank else 1,
+        "warnings": data_warnings(stats),
     }
     return save_run(stats, job.out, meta, overwrite=job.overwrite, min_excess=job.onset_min_excess)
+
+
+def data_warnings(stats: GateStats) -> list[str]:
+    """What in the data leaves numbers of the run undefined or weak: classes without samples or with
+    one (no within-class variance), and jackknife shards without samples (no interval)."""
+    first = stats.gates[0].name
+    count = stats.moments(first)[0]  # [S, K]
+    per_class, per_shard = count.sum(0).tolist(), count.sum(1).tolist()
+    names = stats.class_names
+    found = []
+    empty = [names[k] for k, n in enumerate(per_class) if n == 0]
+    if empty:
+        found.append(f"{len(empty)} of {len(names)} classes have no sample ({', '.join(empty[:5])}"
+                     f"{', ...' if len(empty) > 5 else ''}): their means and the tables' class columns are undefined.")
+    single = [names[k] for k, n in enumerate(per_class) if n == 1]
+    if single:
+        found.append(f"{len(single)} classes have a single sample ({', '.join(single[:5])}"
+                     f"{', ...' if len(single) > 5 else ''}): their within-class variance is unknown.")
+    if 0 in per_shard:
+        found.append(f"{per_shard.count(0)} of {len(per_shard)} jackknife shards have no sample: "
+                     "the eta2 intervals are not reliable; collect more samples or pass fewer --shards.")
+    return found
 
 
 def save_run(

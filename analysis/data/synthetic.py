@@ -42,6 +42,11 @@ class SyntheticDataset(Dataset):
     def __len__(self) -> int:
         return self.n
 
+    @property
+    def labels(self) -> np.ndarray:
+        """[n] every sample's label (classes take turns), without generating an image."""
+        return np.arange(self.n) % self.classes
+
     def pattern(self, label: int) -> torch.Tensor:
         """The noise-free image [C, H, W] of class `label` (before scaling by the signal)."""
         waves = torch.sin(self.fx[label] * self.xs + self.fy[label] * self.ys + self.phase[label])

@@ -8,9 +8,11 @@ come from a local file (`weights=`).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from analysis.models.checkpoint import apply_weights, is_checkpoint, load_checkpoint, load_state_dict
@@ -37,11 +39,16 @@ def build_from_spec(
         if weights is not None:
             raise ModelSpecError(f"{spec} is a checkpoint and carries its weights; drop --weights.")
         return load_checkpoint(spec)
+    kind, _, name = spec.partition(":")
+    if not (kind in ("timm", "torchvision") or (not name and kind in ARCHITECTURES)):
+        raise ModelSpecError(
+            f"unknown model spec {spec!r}: no checkpoint is there; use a checkpoint file, timm:NAME, "
+            f"torchvision:NAME or one of {', '.join(ARCHITECTURES)}."
+        )
     if weights is None and not random_init:
         raise ModelSpecError(
             f"{spec} needs weights: pass --weights FILE, or --random-init to study an untrained model."
         )
-    kind, _, name = spec.partition(":")
     try:
         if not name and kind in ARCHITECTURES:
             kwargs = {"num_classes": num_classes or 10, "in_channels": in_channels or 3}
@@ -50,15 +57,10 @@ def build_from_spec(
             import timm
 
             model = timm.create_model(name, pretrained=False)
-        elif kind == "torchvision":
+        else:
             import torchvision
 
             model = torchvision.models.get_model(name, weights=None)
-        else:
-            raise ModelSpecError(
-                f"unknown model spec {spec!r}: use a checkpoint file, timm:NAME, torchvision:NAME "
-                f"or one of {', '.join(ARCHITECTURES)}."
-            )
     except (RuntimeError, ValueError, KeyError) as e:
         raise ModelSpecError(f"cannot build {spec}: {e}") from None
     if weights is not None:
@@ -74,14 +76,39 @@ def input_shape(model: nn.Module) -> tuple[int, int | None]:
     return channels, size
 
 
+def state_sha256(model: nn.Module) -> str:
+    """sha256 over the state dict the model holds: each tensor's name, dtype, shape and bytes, in order.
+
+    Unlike a weights file's hash it also identifies random weights, and the weights a model holds
+    after any conversion, so that a run says exactly which numbers made it.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def open_model_and_data(
-    model: str, data: str, *, weights: Path | None = None, random_init: bool = False, image_size: int | None = None
+    model: str, data: str, *, weights: Path | None = None, random_init: bool = False, image_size: int | None = None,
+    seed: int = 0,
 ) -> tuple[nn.Module, dict[str, Any] | None, DataSource]:
     """(model, checkpoint metadata or None, data source) with the data shaped for the model.
 
     A project architecture is sized to the data (classes, channels); other models keep their
-    shape and the data is converted to their channels and preferred image size.
+    shape and the data is converted to their channels and preferred image size. Random weights
+    are drawn from `seed` (the caller's global random state is left as it was), so that the same
+    command makes the same model.
     """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _open_model_and_data(model, data, weights, random_init, image_size)
+
+
+def _open_model_and_data(
+    model: str, data: str, weights: Path | None, random_init: bool, image_size: int | None
+) -> tuple[nn.Module, dict[str, Any] | None, DataSource]:
     if model in ARCHITECTURES:
         source = open_data(data, image_size=image_size)
         channels = source.dataset[0][0].shape[0]

@@ -85,7 +85,7 @@ def open_synthetic(spec: str, body: str, image_size: int | None, channels: int |
     given = _parse_synthetic(spec, body)
     adapted = {k: v for k, v in (("size", image_size), ("channels", channels)) if v is not None}
     params = {**SYNTHETIC_DEFAULTS, **adapted, **given}
-    for key in ("classes", "size", "channels"):
+    for key in ("classes", "channels"):
         if params[key] < 1:
             raise DataError(f"synthetic setting {key} must be at least 1, got {params[key]}.")
     IMAGE_SIZE.check("size", params["size"], label=f"synthetic setting size in {spec!r}")

@@ -1,26 +1,30 @@
 """The `se-analysis` command: thin subcommands over the library.
 
-Every subcommand returns an exit code; any AnalysisError becomes one sentence on stderr and exit 2.
+Every subcommand returns an exit code; any AnalysisError becomes one sentence on stderr and exit 2,
+any other error one line naming it and exit 1 (SE_ANALYSIS_TRACEBACK=1 shows its traceback); output
+piped into a command that stops reading (`| head`) ends the command quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
-from analysis.errors import AnalysisError, first_line
+from analysis.errors import AnalysisError, OptionError, first_line
 from analysis.models.controls import CONTROLS
-from analysis.options import add_options, option_values
+from analysis.options import Range, add_options, check_values, option_values
 from analysis.resources import dashboard_app, shipped_checkpoint
 
 if TYPE_CHECKING:
     from analysis.runs.folder import Run
 
 RUN_TIME = ("progress", "total")  # keyword parameters the command sets itself, not options
+PORT = Range(1, 65535)
 SHOW_COLUMNS = {
     "block": "block",
     "channels": "C",
@@ -54,7 +58,8 @@ def format_blocks(run: Run) -> str:
     onset_line = (
         f"onset block: {onset['block']}" if onset["block"] else "onset block: none (no block passes the rule)"
     )
-    return f"{head}\n{table}\n{onset_line}  [rule: {onset['rule']}]"
+    warnings = "".join(f"\nwarning: {w}" for w in meta.get("warnings", []))
+    return f"{head}\n{table}\n{onset_line}  [rule: {onset['rule']}]{warnings}"
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -101,6 +106,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     from analysis.errors import RunFolderError
 
+    PORT.check("port", args.port)
     if not args.runs.is_dir():
         raise RunFolderError(f"{args.runs} is not a folder of runs; make one with `se-analysis demo`.")
     app = dashboard_app()
@@ -113,16 +119,15 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from analysis.runs.folder import load_run
 
-    print(format_blocks(load_run(args.run)))
+    print(format_blocks(load_run(args.run, verify=True)))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from analysis.runs.folder import check_writable
     from analysis.models.train import TrainConfig, train
 
-    check_writable(args.out, args.overwrite)
-    result = train(TrainConfig(**option_values(args, TrainConfig)), args.out, device=args.device, progress=not args.quiet)
+    result = train(TrainConfig(**option_values(args, TrainConfig)), args.out, device=args.device,
+                   progress=not args.quiet, overwrite=args.overwrite)
     print(f"test accuracy {result.test_accuracy:.4f} after {result.epochs} epochs in {result.seconds:.0f} s; "
           f"checkpoint {result.checkpoint}")
     return 0
@@ -131,9 +136,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from analysis.data import make_loader
     from analysis.devices import resolve_device
+    from analysis.jobs import CollectJob
     from analysis.models.spec import open_model_and_data
     from analysis.models.train import evaluate
 
+    check_values(CollectJob, vars(args))
     device = resolve_device(args.device)
     model, _, source = open_model_and_data(
         args.model, args.data, weights=args.weights, random_init=args.random_init, image_size=args.image_size
@@ -143,16 +150,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _against_run(args: argparse.Namespace) -> tuple:
-    """(run, model, loader, images): the run folder --out with the model and a loader of the data,
-    checked to belong to it."""
+def _against_run(args: argparse.Namespace, function: Callable) -> tuple:
+    """(run, model, loader, images): the run folder (RUN or --out) with the model and a loader of the
+    data, read from the run's meta.json where not given, checked to belong to it; `function`'s
+    options are checked first."""
     from analysis.devices import resolve_device
     from analysis.data.jpeg import make_image_loader
+    from analysis.jobs import CollectJob
     from analysis.runs.matching import open_for_run
 
+    check_values(function, vars(args))
+    check_values(CollectJob, vars(args))
+    path = args.run or args.out
+    if path is None:
+        raise OptionError("name the run folder: se-analysis COMMAND RUN (or --out RUN).")
     device = resolve_device(args.device)
     run, model, source = open_for_run(
-        args.out, args.model, args.data, weights=args.weights, random_init=args.random_init, image_size=args.image_size
+        path, args.model, args.data, weights=args.weights, random_init=args.random_init, image_size=args.image_size
     )
     loader = make_image_loader(source, args.batch_size, device, workers=args.workers, limit=args.limit)
     return run, model.to(device), loader, min(len(source.dataset), args.limit or len(source.dataset))
@@ -161,7 +175,7 @@ def _against_run(args: argparse.Namespace) -> tuple:
 def cmd_ablate(args: argparse.Namespace) -> int:
     from analysis.experiments.interventions import ablate, format_interventions
 
-    run, model, loader, images = _against_run(args)
+    run, model, loader, images = _against_run(args, ablate)
     options = option_values(args, ablate, skip=RUN_TIME)
     options["amp"] = None if options["amp"] == "none" else options["amp"]
     table = ablate(model, loader, run, **options, progress=not args.quiet, total=images)
@@ -174,7 +188,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def cmd_attribute(args: argparse.Namespace) -> int:
     from analysis.experiments.attributions import attribute
 
-    run, model, loader, images = _against_run(args)
+    run, model, loader, images = _against_run(args, attribute)
     options = option_values(args, attribute, skip=RUN_TIME)
     table, blocks = attribute(model, loader, run, **options, progress=not args.quiet, total=images)
     run.add_table("attributions", table)
@@ -196,7 +210,7 @@ HELP = {
     "workers": "DataLoader worker processes",
     "decode": "decode images with PIL in the workers (cpu) or JPEGs with nvjpeg (gpu); "
               "auto: gpu for an imagefolder on a CUDA device",
-    "limit": "use only the first N samples",
+    "limit": "use a seeded stratified subset of N samples (every class represented)",
     "image_size": "resize/crop images to this size (default: the model's)",
     "device": "auto | cpu | cuda | cuda:N",
     "compile": "torch.compile the hooked model",
@@ -245,7 +259,12 @@ def _against_run_parser() -> argparse.ArgumentParser:
     from analysis.jobs import CollectJob
 
     p = argparse.ArgumentParser(add_help=False)
-    _options(p, CollectJob, only=(*MODEL_AND_DATA, "out"))
+    p.add_argument("run", nargs="?", type=Path, help="run folder; model, weights and data default to its own")
+    p.add_argument("--out", type=Path, help="the run folder, as an option")
+    # Model and data are given only to override the run's own, and then checked against it.
+    p.add_argument("--model", help=f"{HELP['model']} (default: the run's)")
+    p.add_argument("--data", help=f"{HELP['data']} (default: the run's)")
+    _options(p, CollectJob, only=[name for name in MODEL_AND_DATA if name not in ("model", "data")])
     _quiet(p)
     return p
 
@@ -316,17 +335,34 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     return parser
 
 
+def _error(text: str) -> None:
+    sys.stderr.write(f"se-analysis: error: {text}\n")  # one write: ranks' lines never interleave
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        code = func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
     except AnalysisError as e:
-        sys.stderr.write(f"se-analysis: error: {first_line(e)}\n")  # one write: ranks' lines never interleave
+        _error(first_line(e))
         return 2
     except KeyboardInterrupt:
         print("se-analysis: interrupted; nothing was written.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader (`| head`) stopped: drop what is left, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as e:
+        _error(f"{e.strerror or type(e).__name__}: {e.filename or first_line(e)}.")
+        return 2
+    except Exception as e:
+        if os.environ.get("SE_ANALYSIS_TRACEBACK"):
+            raise
+        _error(f"unexpected {type(e).__name__}: {first_line(e)} (SE_ANALYSIS_TRACEBACK=1 shows where).")
+        return 1
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ class AnalysisError(Exception):
     """Base class of every error the toolkit raises on purpose."""
 
 
+class OptionError(AnalysisError):
+    """An option or setting is out of its range, names no known device, or names an output that cannot be written."""
+
+
 class NoGatesError(AnalysisError):
     """The model holds no SE gate that the toolkit recognises."""
 

@@ -6,17 +6,23 @@
     # runs/x now holds the new folder; an older runs/x was replaced only once the new one was complete
 
 Every writer of the toolkit (run folders, their extra tables, checkpoints, reports) goes through
-`replacing`, so the rule lives here once.
+`replacing`, so the rule lives here once. A write is staged in `.NAME.tmp-PID`; an older folder
+waits in `.NAME.old-PID` for the instant between two renames. What a killed process left there is
+recognised by its PID no longer running: the next write to the same place (or `recover`) removes its
+temporary folder and puts a previous folder left aside back under its own name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from analysis.errors import OptionError
 
 
 def _remove(path: Path) -> None:
@@ -26,13 +32,58 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process `pid` runs on this machine (one of another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(final: str | Path) -> None:
+    """Clean up after writers of `final` that died: remove their `.tmp-PID` siblings, and rename
+    a `.old-PID` sibling back to `final` where `final` is missing (else remove it)."""
+    final = Path(final)
+    if not final.parent.is_dir():
+        return
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.(tmp|old)-(\d+)")
+    for sibling in sorted(final.parent.iterdir()):
+        match = pattern.fullmatch(sibling.name)
+        if match is None or int(match.group(2)) == os.getpid() or _alive(int(match.group(2))):
+            continue
+        if match.group(1) == "old" and not final.exists():
+            sibling.rename(final)
+        else:
+            _remove(sibling)
+
+
+def check_creatable(path: str | Path, what: str = "--out") -> Path:
+    """OptionError, before any work, if `path` cannot be created as a folder: a file stands in
+    its way, or its nearest existing parent cannot be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OptionError(f"{what} {path} is a file, not a folder.")
+    parent = path.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OptionError(f"{what} {path} cannot be created: {parent} is a file.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OptionError(f"{what} {path} cannot be created: {parent} is not writable.")
+    return path
+
+
 @contextmanager
 def replacing(final: Path) -> Iterator[Path]:
     """A temporary sibling of `final` to write a file or a folder into. When the block ends without
     an error it takes `final`'s place (an older folder is moved aside, then removed); otherwise it is
-    removed and `final` is left as it was."""
+    removed and `final` is left as it was. Callers check that an existing `final` is theirs to replace."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    recover(final)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     _remove(tmp)
     try:
@@ -56,3 +107,11 @@ def sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def manifest(folder: Path) -> dict[str, dict[str, int | str]]:
+    """{relative path: {"size", "sha256"}} of every file under `folder`, in sorted order."""
+    return {
+        str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": sha256(p)}
+        for p in sorted(folder.rglob("*")) if p.is_file()
+    }

@@ -11,9 +11,10 @@ is collected over the same data with the same settings and stored as the run fol
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
@@ -22,14 +23,15 @@ from analysis.capture.collect import collect
 from analysis.capture.distributed import Rank, join_ranks, merge_ranks, share_model
 from analysis.capture.stats import GateStats, StatsConfig
 from analysis.data.jpeg import make_image_loader
-from analysis.data.source import DataSource
+from analysis.data.source import IMAGE_SIZE, DataSource
 from analysis.devices import resolve_device
-from analysis.errors import ModelSpecError
+from analysis.errors import DataError, ModelSpecError
 from analysis.files import sha256
 from analysis.measures.tables import run_tables
+from analysis.options import Range, check_fields, check_values
 from analysis.models.checkpoint import checkpoint_paths
 from analysis.models.controls import untrained, untrained_record
-from analysis.models.spec import open_model_and_data
+from analysis.models.spec import open_model_and_data, state_sha256
 from analysis.runs.folder import Run, check_writable, write_run
 
 
@@ -43,11 +45,11 @@ class CollectJob:
     weights: Path | None = None  # state dict or safetensors file for a non-checkpoint model
     random_init: bool = False  # allow random weights
     gates: str | None = None  # regex naming the gate modules, instead of discovery by type
-    batch_size: int = 128
-    workers: int = 0
+    batch_size: Annotated[int, Range(1)] = 128
+    workers: Annotated[int, Range(0)] = 0
     decode: str = "auto"  # auto, cpu (PIL in the workers), gpu (nvjpeg, imagefolder only); see analysis.jpeg
-    limit: int | None = None  # first N samples only
-    image_size: int | None = None  # default: the model's preferred size, else the data's own
+    limit: Annotated[int | None, Range(1)] = None  # a seeded stratified subset of N samples, see make_loader
+    image_size: Annotated[int | None, IMAGE_SIZE] = None  # default: the model's preferred size, else the data's own
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     amp: str = "none"  # none, bf16, fp16
     channels_last: bool = False
@@ -63,6 +65,11 @@ class CollectJob:
     distributed: bool = False  # one shard per torchrun process, merged; see analysis.distributed
     control: str | None = None  # untrained: also collect the architecture untrained, into out/untrained/
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_values(StatsConfig, {"bins": self.bins, "reservoir": self.reservoir, "topk": self.topk,
+                                   "shards": self.shards, "seed": self.seed})
+
 
 def run_collect(job: CollectJob) -> Run | None:
     """Collect gate statistics for `job` and write its run folder (refusing early to overwrite).
@@ -73,12 +80,16 @@ def run_collect(job: CollectJob) -> Run | None:
     """
     check_writable(job.out, job.overwrite)
     device = resolve_device(job.device)
-    with join_ranks(device) if job.distributed else contextlib.nullcontext() as rank:
+    # Started by torchrun with several processes: each must take its shard, never the whole job.
+    distributed = job.distributed or int(os.environ.get("WORLD_SIZE") or 1) > 1
+    with join_ranks(device) if distributed else contextlib.nullcontext() as rank:
         device = rank.device if rank else device
         model, checkpoint, source = open_model_and_data(
             job.model, job.data, weights=job.weights, random_init=job.random_init, image_size=job.image_size,
             seed=job.seed,
         )
+        if source.num_classes < 2:
+            raise DataError(f"{job.data} has {source.num_classes} class; class-specificity needs at least two.")
         if job.control and checkpoint is None and job.weights is None:
             raise ModelSpecError(
                 f"{job.model} with random weights is already the untrained network of seed {job.seed}; "
@@ -95,17 +106,21 @@ def run_collect(job: CollectJob) -> Run | None:
         "weights": str(weights_file) if weights_file else None,
         "weights_sha256": sha256(weights_file) if weights_file else None,
         "checkpoint": checkpoint,
+        "state_sha256": state_sha256(model),
         "random_init": untrained_record(model, job.seed, source) if weights_file is None else None,
         "data": source.describe(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "job": asdict(job),
         "processes": rank.world if rank else 1,
+        "warnings": data_warnings(stats),
     }
     controls = {}
     if control_stats is not None:
         record = {"kind": job.control, **untrained_record(model, job.seed, source)}
         controls[job.control] = (control_stats, {**meta, "weights": None, "weights_sha256": None,
-                                                 "checkpoint": None, "random_init": None, "control": record})
+                                                 "checkpoint": None, "random_init": None, "control": record,
+                                                 "state_sha256": state_sha256(control),
+                                                 "warnings": data_warnings(control_stats)})
     return save_run(stats, job.out, meta, overwrite=job.overwrite, min_excess=job.onset_min_excess, controls=controls)
 
 
@@ -131,6 +146,28 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
     if rank:
         merge_ranks(stats)
     return stats
+
+
+def data_warnings(stats: GateStats) -> list[str]:
+    """What in the data leaves numbers of the run undefined or weak: classes without samples or with
+    one (no within-class variance), and jackknife shards without samples (no interval)."""
+    first = stats.gates[0].name
+    count = stats.moments(first)[0]  # [S, K]
+    per_class, per_shard = count.sum(0).tolist(), count.sum(1).tolist()
+    names = stats.class_names
+    found = []
+    empty = [names[k] for k, n in enumerate(per_class) if n == 0]
+    if empty:
+        found.append(f"{len(empty)} of {len(names)} classes have no sample ({', '.join(empty[:5])}"
+                     f"{', ...' if len(empty) > 5 else ''}): their means and the tables' class columns are undefined.")
+    single = [names[k] for k, n in enumerate(per_class) if n == 1]
+    if single:
+        found.append(f"{len(single)} classes have a single sample ({', '.join(single[:5])}"
+                     f"{', ...' if len(single) > 5 else ''}): their within-class variance is unknown.")
+    if 0 in per_shard:
+        found.append(f"{per_shard.count(0)} of {len(per_shard)} jackknife shards have no sample: "
+                     "the eta2 intervals are not reliable; collect more samples or pass fewer --shards.")
+    return found
 
 
 def save_run(

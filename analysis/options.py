@@ -4,6 +4,9 @@
     job = CollectJob(**option_values(args, CollectJob))
 
 Each default is written once, where the library keeps it; the CLI adds only help texts and choices.
+A range is written beside its default as `Annotated[int, Range(1)]`: dataclasses check their fields
+with `check_fields(self)` in `__post_init__`, and the CLI checks a function's options with
+`check_values(function, values)` before any work starts.
 """
 
 from __future__ import annotations
@@ -15,14 +18,61 @@ import types
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from analysis.errors import OptionError
 
 Source = type | Callable[..., Any]  # a dataclass type, or a function with keyword parameters
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The closed range [low, high] an option's value must lie in (None: unbounded); None values pass."""
+
+    low: float | None = None
+    high: float | None = None
+
+    def check(self, name: str, value: Any, label: str | None = None) -> None:
+        """OptionError naming the option as a user types it (or as `label` says), if `value` lies
+        outside the range."""
+        if value is None or isinstance(value, bool):
+            return
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            flag = label or f"--{name.replace('_', '-')}"
+            if self.high is None:
+                wanted = f"at least {self.low}"
+            elif self.low is None:
+                wanted = f"at most {self.high}"
+            else:
+                wanted = f"between {self.low} and {self.high}"
+            raise OptionError(f"{flag} must be {wanted}, not {value}.")
+
+
+def ranges(source: Source) -> dict[str, Range]:
+    """The Range declared beside each field or keyword parameter of `source` that has one."""
+    found = {}
+    for name, annotation, _ in _parameters(source):
+        for extra in getattr(annotation, "__metadata__", ()):
+            if isinstance(extra, Range):
+                found[name] = extra
+    return found
+
+
+def check_values(source: Source, values: dict[str, Any]) -> None:
+    """OptionError for the first of `values` outside the Range that `source` declares for it."""
+    for name, bounds in ranges(source).items():
+        if name in values:
+            bounds.check(name, values[name])
+
+
+def check_fields(instance: Any) -> None:
+    """check_values for a dataclass instance's own fields; call it from `__post_init__`."""
+    check_values(type(instance), {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance)})
+
+
 def _parameters(source: Source) -> Iterator[tuple[str, Any, Any]]:
     """(name, annotation, default or inspect.Parameter.empty) of each field or keyword parameter."""
-    hints = typing.get_type_hints(source)
+    hints = typing.get_type_hints(source, include_extras=True)
     if dataclasses.is_dataclass(source):
         for f in dataclasses.fields(source):
             if f.default is not dataclasses.MISSING:
@@ -40,6 +90,8 @@ def _parameters(source: Source) -> Iterator[tuple[str, Any, Any]]:
 
 def _parser_of(annotation: Any) -> Callable[[str], Any]:
     """The argparse `type` for an annotation: X | None is X; tuples and sequences are comma-separated."""
+    if typing.get_origin(annotation) is Annotated:
+        return _parser_of(annotation.__origin__)
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         return _parser_of(args[0])

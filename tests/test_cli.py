@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import shutil
 import subprocess
 import sys
 
@@ -161,3 +163,105 @@ def test_corrupt_image_in_a_worker_process_is_one_sentence(tmp_path, capsys):
     (tmp_path / "imgs" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     args = collect_args(tmp_path / "run", "--random-init", "--workers", "1", "--image-size", "32", data=f"imagefolder:{tmp_path / 'imgs'}")
     assert "broken.jpg" in cli_error(capsys, args)
+
+
+RUN_OPTIONS = ["--model", "se_resnet20", "--random-init", "--data", SYNTH, "--quiet"]
+BAD_INPUTS = [  # (arguments with OUT for the output path, what the sentence says)
+    (["collect", *RUN_OPTIONS, "--out", "OUT", "--bins", "0"], "--bins must be at least 2, not 0"),
+    (["collect", *RUN_OPTIONS, "--out", "OUT", "--bins", "1"], "--bins must be at least 2, not 1"),
+    (["collect", *RUN_OPTIONS, "--out", "OUT", "--shards", "0"], "--shards must be at least 1"),
+    (["collect", *RUN_OPTIONS, "--out", "OUT", "--topk", "0"], "--topk must be at least 1"),
+    (["collect", *RUN_OPTIONS, "--out", "OUT", "--reservoir", "-1"], "--reservoir must be at least 0"),
+    (["collect", *RUN_OPTIONS, "--out", "OUT", "--workers", "-1"], "--workers must be at least 0"),
+    (["collect", *RUN_OPTIONS, "--out", "OUT", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["collect", *RUN_OPTIONS, "--out", "OUT", "--limit", "0"], "--limit must be at least 1"),
+    (["collect", *RUN_OPTIONS, "--out", "OUT", "--image-size", "100000"], "--image-size must be between 8 and 4096"),
+    (["collect", *RUN_OPTIONS, "--out", "OUT", "--device", "tpu"], "unknown device 'tpu'"),
+    (["collect", "--model", "se_resnet20", "--random-init", "--data", "synthetic:size=100000", "--quiet",
+      "--out", "OUT"], "synthetic setting size in 'synthetic:size=100000' must be between 8 and 4096"),
+    (["collect", "--model", "se_resnet20", "--random-init", "--data", "synthetic:classes=1,n=8,size=16", "--quiet",
+      "--out", "OUT"], "class-specificity needs at least two"),
+    (["collect", *RUN_OPTIONS, "--out", "FILE/run"], "cannot be created: "),
+    (["collect", "--model", "checkpoints/fmnist_se2O", "--data", SYNTH, "--out", "OUT"], "no checkpoint is there"),
+    (["train", "--epochs", "0", "--out", "OUT"], "--epochs must be at least 1, not 0"),
+    (["train", "--out", "FILE"], "is a file, not a folder"),
+    (["eval", *RUN_OPTIONS[:-1], "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["report", "RUN", "--out", "FILE"], "is a file, not a folder"),
+    (["ablate", "RUN", "--resamples", "0", "--quiet"], "--resamples must be at least 1, not 0"),
+    (["attribute", "RUN", "--steps", "0", "--quiet"], "--steps must be at least 1, not 0"),
+    (["dashboard", "--port", "99999", "--runs", "OUT"], "--port must be between 1 and 65535, not 99999"),
+]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("small") / "run"
+    assert main(["collect", *RUN_OPTIONS, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize(("argv", "says"), BAD_INPUTS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD_INPUTS])
+def test_each_bad_input_is_one_sentence_exit_2_and_creates_nothing(argv, says, small_run, tmp_path, capsys):
+    (tmp_path / "FILE").write_text("mine")
+    values = {"OUT": str(tmp_path / "out"), "RUN": str(small_run), "FILE": str(tmp_path / "FILE")}
+    argv = [values.get(a, a.replace("FILE", values["FILE"])) for a in argv]
+    before = sorted(p.name for p in small_run.iterdir())
+    assert says in cli_error(capsys, argv)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"] and (tmp_path / "FILE").read_text() == "mine"
+    assert sorted(p.name for p in small_run.iterdir()) == before
+
+
+def test_output_piped_into_a_closed_pipe_ends_quietly(small_run):
+    # The reader is gone before the command prints (its imports take seconds): as `| head` that stopped.
+    show = subprocess.Popen([sys.executable, "-m", "analysis", "show", str(small_run)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    show.stdout.close()
+    err = show.stderr.read()
+    assert show.wait(timeout=120) == 141
+    assert err == "", err
+
+
+def test_random_init_is_seeded_by_seed(tmp_path):
+    for name in ("a", "b", "c"):
+        seed = "4" if name == "c" else "3"
+        assert main(["collect", *RUN_OPTIONS, "--seed", seed, "--out", str(tmp_path / name)]) == 0
+    a, b, c = (load_run(tmp_path / name) for name in "abc")
+    assert a.meta["state_sha256"] == b.meta["state_sha256"] != c.meta["state_sha256"]
+    for table in ("blocks", "channels", "class_means"):
+        pd.testing.assert_frame_equal(a.table(table), b.table(table), check_exact=True)
+    assert not a.channels["eta2"].equals(c.channels["eta2"])
+
+
+def test_ablate_run_reads_the_run_and_refuses_other_weights(small_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    assert main(["ablate", str(run), "--groups", "all", "--resamples", "20", "--quiet"]) == 0
+    assert load_run(run, verify=True).has_table("interventions")
+    other = build_model("se_resnet20", in_channels=1, num_classes=4)
+    torch.save(other.state_dict(), tmp_path / "other.pth")
+    err = cli_error(capsys, ["ablate", str(run), "--weights", str(tmp_path / "other.pth"), "--groups", "all", "--quiet"])
+    assert "was collected with other weights" in err
+    err = cli_error(capsys, ["attribute", str(run), "--weights", str(tmp_path / "other.pth"), "--quiet"])
+    assert "was collected with other weights" in err
+
+
+def test_degenerate_classes_are_warned_in_the_run_and_by_show(tmp_path, capsys):
+    # 2 samples of 4 classes: two classes without a sample, and every shard but two empty.
+    assert main(["collect", *RUN_OPTIONS, "--limit", "2", "--out", str(tmp_path / "r")]) == 0
+    warnings = load_run(tmp_path / "r").meta["warnings"]
+    assert any("2 of 4 classes have no sample (class_2, class_3)" in w for w in warnings), warnings
+    assert any("jackknife shards have no sample" in w for w in warnings), warnings
+    capsys.readouterr()
+    assert main(["show", str(tmp_path / "r")]) == 0
+    assert "warning: 2 of 4 classes have no sample" in capsys.readouterr().out
+
+
+def test_torchrun_without_distributed_runs_distributed(tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "analysis",
+               "collect", *RUN_OPTIONS, "--batch-size", "8", "--device", "cpu", "--out", str(tmp_path / "run")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("onset block:") == 1  # one writer, not one per process
+    run = load_run(tmp_path / "run", verify=True)
+    assert run.meta["processes"] == 2 and run.meta["stats"]["samples"] == 96

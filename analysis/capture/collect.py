@@ -112,10 +112,26 @@ def collect(
 ) -> GateStats:
     """Stream every gate of `model` over `loader` into GateStats on the model's device.
 
-    The loader yields (x, y) or (x, y, sample_ids); the model should be in eval mode. `amp` is
+    The loader yields (x, y) or (x, y, sample_ids). The pass runs in eval mode, so that BatchNorm
+    uses (and never updates) its running statistics; the model's mode is restored after. `amp` is
     None, "bf16" or "fp16"; `compile` wraps the hooked model in torch.compile. Raises DataError
     for an empty loader, LabelError and GateValueError as described in GateStats.
     """
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        return _collect(model, loader, num_classes, gates, gate_pattern, class_names, config, amp, channels_last,
+                        compile, progress, total)
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _collect(
+    model: nn.Module, loader: Iterable, num_classes: int, gates: list[Gate] | None, gate_pattern: str | None,
+    class_names: list[str] | None, config: StatsConfig | None, amp: str | None, channels_last: bool,
+    compile: bool, progress: bool, total: int | None,
+) -> GateStats:
     device = model_device(model)
     precision = autocast(device, amp)
     config = config or StatsConfig(num_classes)

@@ -30,6 +30,7 @@ number of images.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Annotated
 
 import torch
 
@@ -38,6 +39,7 @@ from analysis.capture.keys import check_ids, sample_hash, top_k
 from analysis.capture.reservoir import Reservoir
 from analysis.data.labels import check_labels
 from analysis.errors import GateValueError, LabelError, StatsMismatchError
+from analysis.options import Range, check_fields
 
 _DTYPES = {"count": torch.int64, "sum": torch.float64, "sumsq": torch.float64, "hist": torch.int32,
            "reservoir": torch.float32, "top_values": torch.float32, "top_ids": torch.int64, "nonfinite": torch.int64,
@@ -49,17 +51,17 @@ class StatsConfig:
     """What GateStats keeps. Stored in the run's meta.json; two stats merge only if configs match."""
 
     num_classes: int
-    bins: int = 20  # equal-width histogram bins on [0, 1]; 20 makes 0.1 and 0.9 bin edges
-    reservoir: int = 0  # gate vectors kept per class; 0 picks min(256, max(16, 4096 // K))
-    topk: int = 16  # samples kept per channel for image galleries
-    shards: int = 8  # disjoint data shards for jackknife intervals
-    seed: int = 0  # seeds the sample keys of the reservoir and the shard assignment
+    # equal-width histogram bins on [0, 1]; 20 makes 0.1 and 0.9 bin edges; one bin would say nothing
+    bins: Annotated[int, Range(2)] = 20
+    reservoir: Annotated[int, Range(0)] = 0  # gate vectors kept per class; 0 picks min(256, max(16, 4096 // K))
+    topk: Annotated[int, Range(1)] = 16  # samples kept per channel for image galleries
+    shards: Annotated[int, Range(1)] = 8  # disjoint data shards for jackknife intervals
+    seed: Annotated[int, Range(0)] = 0  # seeds the sample keys of the reservoir and the shard assignment
 
     def __post_init__(self) -> None:
         if self.num_classes < 1:
             raise LabelError(f"num_classes must be at least 1, not {self.num_classes}.")
-        if self.bins < 1 or self.topk < 1 or self.shards < 1 or self.reservoir < 0:
-            raise ValueError(f"bins, topk and shards must be >= 1 and reservoir >= 0: {self}")
+        check_fields(self)
         if self.reservoir == 0:
             object.__setattr__(self, "reservoir", min(256, max(16, 4096 // self.num_classes)))
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from analysis.errors import DataError
+from analysis.options import Range
+
+IMAGE_SIZE = Range(8, 4096)  # pixels per side: smaller breaks the networks' strides, larger cannot be allocated
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,34 @@ class DataSource:
         }
 
 
+def dataset_labels(dataset: Dataset) -> np.ndarray:
+    """[N] the label of every sample, from the dataset's label list where it keeps one (Fashion-MNIST's
+    `labels`, an image folder's `samples` or `targets`), else by reading every item."""
+    for holder in (dataset, getattr(dataset, "folder", None)):
+        for name in ("labels", "targets"):
+            if hasattr(holder, name):
+                return np.asarray(getattr(holder, name))
+        if hasattr(holder, "samples"):
+            return np.asarray([label for _, label in holder.samples])
+    return np.asarray([dataset[i][1] for i in range(len(dataset))])
+
+
+LIMIT_SEED = 0  # the subset of `--limit N` is the same in every run and every process
+
+
+def limited_indices(dataset: Dataset, limit: int) -> list[int]:
+    """`limit` sample indices, in increasing order, drawn class by class in turn (each class's samples
+    in a random order seeded by LIMIT_SEED) until the limit is reached: as balanced as the classes'
+    sizes allow, every class represented once `limit` reaches the number of classes."""
+    labels = dataset_labels(dataset)
+    rng = np.random.default_rng(LIMIT_SEED)
+    queues = [rng.permutation(np.flatnonzero(labels == k)) for k in np.unique(labels)]
+    # Round r takes the r-th sample of every class that has one; order by (round, class).
+    rounds = np.concatenate([np.arange(len(q)) for q in queues])
+    order = np.argsort(rounds, kind="stable")
+    return sorted(np.concatenate(queues)[order][:limit].tolist())
+
+
 def make_loader(
     source: DataSource, batch_size: int, *, workers: int = 0, limit: int | None = None,
     shuffle: bool = False, seed: int = 0, collate_fn: Callable | None = None,
@@ -45,7 +77,9 @@ def make_loader(
 ) -> DataLoader:
     """Batches (x [N,C,H,W] float32, y [N] int64, ids [N] int64) over the first `limit` samples.
 
-    Ids stay the indices into the full data set, so a limited or shuffled pass merges with others.
+    `limit` keeps a seeded stratified subset (`limited_indices`), so that every class is
+    represented even in a data set sorted by class; ids stay the indices into the full data set, so
+    a limited or shuffled pass merges with others.
     `collate_fn` replaces the default stacking, for datasets whose items differ in shape.
     `indices` keeps only those of the samples (one process's shard in a distributed run).
     """
@@ -56,7 +90,7 @@ def make_loader(
         if limit < 1:
             raise DataError(f"data source {source.spec!r} with limit={limit} has no samples.")
         if limit < len(dataset):
-            dataset = Subset(dataset, range(limit))
+            dataset = Subset(dataset, limited_indices(dataset, limit))
     if indices is not None:
         dataset = Subset(dataset, indices)
     return DataLoader(

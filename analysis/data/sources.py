@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from analysis.data.fashion_mnist import open_fashion_mnist
 from analysis.data.image_folder import open_image_folder
-from analysis.data.source import DataSource
+from analysis.data.source import IMAGE_SIZE, DataSource
 from analysis.data.synthetic import open_synthetic
 from analysis.errors import DataError
 
@@ -31,8 +31,7 @@ def open_data(
     (where the spec names none) or a sub-folder of an image folder.
     """
     kind, _, rest = spec.strip().partition(":")
-    if image_size is not None and image_size < 1:
-        raise DataError(f"image size must be a positive integer, got {image_size}.")
+    IMAGE_SIZE.check("image_size", image_size)
     if kind in ("fashion-mnist", "imagefolder") and channels not in (None, 1, 3):
         raise DataError(f"{kind} images can be read with 1 or 3 channels, not {channels}.")
     if kind == "fashion-mnist":

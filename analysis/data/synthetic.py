@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from analysis.data.source import DataSource
+from analysis.data.source import IMAGE_SIZE, DataSource
 from analysis.errors import DataError
 
 SYNTHETIC_DEFAULTS: dict[str, int | float] = {
@@ -41,6 +41,11 @@ class SyntheticDataset(Dataset):
 
     def __len__(self) -> int:
         return self.n
+
+    @property
+    def labels(self) -> np.ndarray:
+        """[n] every sample's label (classes take turns), without generating an image."""
+        return np.arange(self.n) % self.classes
 
     def pattern(self, label: int) -> torch.Tensor:
         """The noise-free image [C, H, W] of class `label` (before scaling by the signal)."""
@@ -80,9 +85,10 @@ def open_synthetic(spec: str, body: str, image_size: int | None, channels: int |
     given = _parse_synthetic(spec, body)
     adapted = {k: v for k, v in (("size", image_size), ("channels", channels)) if v is not None}
     params = {**SYNTHETIC_DEFAULTS, **adapted, **given}
-    for key in ("classes", "size", "channels"):
+    for key in ("classes", "channels"):
         if params[key] < 1:
             raise DataError(f"synthetic setting {key} must be at least 1, got {params[key]}.")
+    IMAGE_SIZE.check("size", params["size"], label=f"synthetic setting size in {spec!r}")
     if params["n"] < 0 or params["seed"] < 0:
         raise DataError(f"synthetic settings n and seed must not be negative in {spec!r}.")
     if not math.isfinite(params["signal"]):

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,7 @@ from torch import nn
 from tqdm import tqdm
 
 from analysis.capture.collect import model_device
+from analysis.options import Range
 from analysis.errors import DataError
 from analysis.capture.gates import Gate, unwrap
 from analysis.data.labels import check_labels
@@ -159,7 +161,7 @@ def attribute(
     *,
     method: str = "grad-x-act",
     target: str = "pred",
-    steps: int = 32,
+    steps: Annotated[int, Range(1)] = 32,
     progress: bool = True,
     total: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -52,6 +52,7 @@ from analysis.errors import DataError, InterventionError
 from analysis.measures.saturation import saturated
 from analysis.capture.gates import Gate
 from analysis.models.precision import autocast
+from analysis.options import Range
 from analysis.runs.matching import run_gates
 from analysis.runs.folder import Run
 
@@ -199,7 +200,7 @@ def ablate(
     groups: str = DEFAULT_GROUPS,
     interventions: Sequence[str] = INTERVENTIONS,
     amp: str | None = None,
-    resamples: int = 1000,
+    resamples: Annotated[int, Range(1)] = 1000,
     seed: int = 0,
     progress: bool = True,
     total: int | None = None,

@@ -10,9 +10,11 @@ known (`open_model_and_data`), BatchNorm statistics recomputed on it.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from analysis.models.checkpoint import apply_weights, is_checkpoint, load_checkpoint, load_state_dict
@@ -42,11 +44,16 @@ def build_from_spec(
         if weights is not None:
             raise ModelSpecError(f"{spec} is a checkpoint and carries its weights; drop --weights.")
         return load_checkpoint(spec)
+    kind, _, name = spec.partition(":")
+    if not (kind in ("timm", "torchvision") or (not name and kind in ARCHITECTURES)):
+        raise ModelSpecError(
+            f"unknown model spec {spec!r}: no checkpoint is there; use a checkpoint file, timm:NAME, "
+            f"torchvision:NAME or one of {', '.join(ARCHITECTURES)}."
+        )
     if weights is None and not random_init:
         raise ModelSpecError(
             f"{spec} needs weights: pass --weights FILE, or --random-init to study an untrained model."
         )
-    kind, _, name = spec.partition(":")
     try:
         with seeded(seed):  # parameters that no reset_parameters() covers are drawn from the seed too
             model = _construct(spec, kind, name, num_classes, in_channels)
@@ -67,14 +74,9 @@ def _construct(spec: str, kind: str, name: str, num_classes: int | None, in_chan
         import timm
 
         return timm.create_model(name, pretrained=False)
-    if kind == "torchvision":
-        import torchvision
+    import torchvision  # build_from_spec checked that the spec names one of these three kinds
 
-        return torchvision.models.get_model(name, weights=None)
-    raise ModelSpecError(
-        f"unknown model spec {spec!r}: use a checkpoint file, timm:NAME, torchvision:NAME "
-        f"or one of {', '.join(ARCHITECTURES)}."
-    )
+    return torchvision.models.get_model(name, weights=None)
 
 
 def input_shape(model: nn.Module) -> tuple[int, int | None]:
@@ -83,6 +85,20 @@ def input_shape(model: nn.Module) -> tuple[int, int | None]:
     cfg = getattr(model, "pretrained_cfg", None) or {}
     size = cfg.get("input_size", (None, None, None))[-1]
     return channels, size
+
+
+def state_sha256(model: nn.Module) -> str:
+    """sha256 over the state dict the model holds: each tensor's name, dtype, shape and bytes, in order.
+
+    Unlike a weights file's hash it also identifies random weights, and the weights a model holds
+    after any conversion, so that a run says exactly which numbers made it.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def open_model_and_data(

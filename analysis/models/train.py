@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 import platform
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +23,13 @@ from torch import nn
 from tqdm import tqdm
 
 from analysis.devices import resolve_device
-from analysis.models.checkpoint import parameter_count, save_checkpoint
+from analysis.errors import OptionError
+from analysis.files import check_creatable, replacing
+from analysis.models.checkpoint import FORMAT, parameter_count, save_checkpoint
 from analysis.data import make_loader, open_data
 from analysis.models.architectures import build_model
 from analysis.models.precision import autocast
+from analysis.options import Range, check_fields
 from analysis.versions import software_versions
 
 
@@ -34,21 +39,24 @@ class TrainConfig:
 
     arch: str = "se_resnet20"
     se: str = "se"  # "se", "nosqueeze" or "none"
-    reduction: int = 4  # r; small stages (16..64 channels) need a smaller r than ResNet-50's 16
-    width: int | None = None  # first-stage width; None = the architecture's default
+    reduction: Annotated[int, Range(1)] = 4  # r; small stages (16..64 channels) need a smaller r than ResNet-50's 16
+    width: Annotated[int | None, Range(1)] = None  # first-stage width; None = the architecture's default
     data: str = "fashion-mnist"  # training spec; the test split is the same kind with :test
-    epochs: int = 15
-    batch_size: int = 128
-    lr: float = 0.1  # SGD, Nesterov momentum 0.9, scaled linearly with batch_size / 128
-    weight_decay: float = 5e-4
+    epochs: Annotated[int, Range(1)] = 15
+    batch_size: Annotated[int, Range(1)] = 128
+    lr: Annotated[float, Range(0)] = 0.1  # SGD, Nesterov momentum 0.9, scaled linearly with batch_size / 128
+    weight_decay: Annotated[float, Range(0)] = 5e-4
     schedule: str = "cosine"  # "cosine" or "step" (x0.1 at 50% and 75% of the epochs)
-    pad: int = 2  # random translation in pixels
+    pad: Annotated[int, Range(0)] = 2  # random translation in pixels
     flip: bool = True
-    seed: int = 0
+    seed: Annotated[int, Range(0)] = 0
     snapshots: tuple[int, ...] = (1, 2, 5, 10)  # epochs saved as epoch_NNN besides final
-    workers: int = 0
-    limit: int | None = None  # train on the first N samples only (tests)
-    test_limit: int | None = None
+    workers: Annotated[int, Range(0)] = 0
+    limit: Annotated[int | None, Range(1)] = None  # train on the first N samples only (tests)
+    test_limit: Annotated[int | None, Range(1)] = None
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass
@@ -113,8 +121,50 @@ def _optimizer(
     return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(steps * 0.5), int(steps * 0.75)], 0.1)
 
 
-def train(config: TrainConfig, out: str | Path | None, *, device: str = "auto", progress: bool = True) -> TrainResult:
-    """Train per `config`; with `out`, write `out/final.*` and the snapshots `out/epoch_NNN.*`."""
+CHECKPOINT_FILE = re.compile(r"(final|epoch_\d{3})\.(safetensors|json)")
+
+
+def is_checkpoint_folder(path: Path) -> bool:
+    """Whether `path` holds only what `train` writes, with its final.json in the checkpoint format."""
+    try:
+        names = [p.name for p in path.iterdir()]
+        final = (path / "final.json").read_text()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return all(CHECKPOINT_FILE.fullmatch(n) for n in names) and f'"format": "{FORMAT}"' in final
+
+
+def check_checkpoint_folder(out: str | Path, overwrite: bool = False) -> Path:
+    """Refuse, before training, an `out` that cannot be made, or that exists (without `overwrite`,
+    or that is not a checkpoint folder `train` wrote: nothing else is ever replaced)."""
+    out = check_creatable(out)
+    if out.exists() and not overwrite:
+        raise OptionError(f"{out} already exists; choose another --out or pass --overwrite.")
+    if out.exists() and not is_checkpoint_folder(out):
+        raise OptionError(f"{out} is not a checkpoint folder that se-analysis wrote, so it is never replaced; "
+                          "choose another --out.")
+    return out
+
+
+def train(
+    config: TrainConfig, out: str | Path | None, *, device: str = "auto", progress: bool = True, overwrite: bool = False
+) -> TrainResult:
+    """Train per `config`; with `out`, write `out/final.*` and the snapshots `out/epoch_NNN.*`.
+
+    The folder is written whole under a temporary name and then takes `out`'s place, so an
+    `overwrite` leaves no snapshot of an older training beside the new checkpoint.
+    """
+    if out is None:
+        return _train(config, None, device, progress)
+    out = check_checkpoint_folder(out, overwrite)
+    with replacing(out) as tmp:
+        tmp.mkdir()
+        result = _train(config, tmp, device, progress)
+    result.checkpoint = out / result.checkpoint.name
+    return result
+
+
+def _train(config: TrainConfig, out: Path | None, device: str, progress: bool) -> TrainResult:
     torch.manual_seed(config.seed)
     dev = resolve_device(device)
     source = open_data(config.data)

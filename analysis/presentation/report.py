@@ -8,7 +8,8 @@
     reports/a/report.pdf             with --pdf
 
 Each run's folder is written under a temporary name and renamed, so a failed report never leaves
-a half-written one in place of an older one.
+a half-written one in place of an older one. A report replaces only a report folder (one holding
+nothing but what `write_run_report` writes) and never writes into or over a run folder.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +28,10 @@ from tqdm import tqdm
 
 from analysis.presentation import figures
 
+from analysis.errors import OptionError
+from analysis.files import check_creatable, replacing
 from analysis.presentation import views
-from analysis.runs.folder import Run, load_run
+from analysis.runs.folder import Run, is_run_folder, load_run
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }
@@ -40,6 +41,24 @@ img { max-width: 100%; } .summary li { margin: 0.2em 0; }
 BLOCK_COLUMNS = ["block", "channels", "eta2_mean", "eta2_null", "eta2_ci_low", "eta2_ci_high", "frac_significant",
                  "selectivity_median", "mi_bits_mean", "class_corr_mean", "probe_acc", "probe_chance",
                  "sat_high", "sat_low", "gate_mean", "gate_std"]
+
+
+REPORT_FILES = ("report.html", "report.pdf", "figures")  # all that a run's report folder holds
+
+
+def is_report_folder(path: Path) -> bool:
+    """Whether `path` holds only a report: report.html, report.pdf and figures/ of PNG and SVG files."""
+    names = {p.name for p in path.iterdir()}
+    figures = list((path / "figures").iterdir()) if (path / "figures").is_dir() else []
+    return ("report.html" in names and names <= set(REPORT_FILES)
+            and all(p.is_file() and p.suffix in (".png", ".svg") for p in figures))
+
+
+def check_report_folder(folder: Path) -> None:
+    """OptionError unless `folder` may be written: absent, or an earlier report."""
+    if folder.is_symlink() or (folder.exists() and not (folder.is_dir() and is_report_folder(folder))):
+        kind = "a run folder" if is_run_folder(folder) else "not a report folder that se-analysis wrote"
+        raise OptionError(f"{folder} is {kind}, so a report never replaces it; choose another --out.")
 
 
 @dataclass
@@ -118,13 +137,12 @@ def _text_page(pdf: PdfPages, title: str, lines: list[str]) -> None:
 
 
 def write_run_report(run: Run, folder: Path, pdf: bool = False) -> Report:
-    """Write one run's report folder (atomically replacing an older one)."""
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "figures").mkdir(parents=True)
+    """Write one run's report folder (atomically replacing an older report, never anything else)."""
+    check_report_folder(folder)
     summary = views.summary(run)
     lines = summary_lines(summary)
-    try:
+    with replacing(folder) as tmp:
+        (tmp / "figures").mkdir(parents=True)
         figs = run_figures(run)
         sections = []
         for name, fig in figs.items():
@@ -149,12 +167,6 @@ def write_run_report(run: Run, folder: Path, pdf: bool = False) -> Report:
                 _text_page(document, f"SE gate report: {run.path.name}", lines)
                 for fig in figs.values():
                     document.savefig(fig)
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return Report(run, folder, summary)
 
 
@@ -171,9 +183,8 @@ def write_index(reports: list[Report], out: Path) -> Path:
         curves[metric] = f"<img alt='{metric}' src='{_data_uri(fig)}'>"
     body = f"<h1>SE gate reports</h1><ul>{links}</ul><h2>Comparison</h2>{_table(rows)}{''.join(curves.values())}"
     index = out / "index.html"
-    tmp = out / f".index.html.tmp-{os.getpid()}"
-    tmp.write_text(_page("SE gate reports", body))
-    os.replace(tmp, index)
+    with replacing(index) as tmp:
+        tmp.write_text(_page("SE gate reports", body))
     return index
 
 
@@ -184,11 +195,19 @@ def unique_names(paths: list[Path]) -> list[str]:
 
 
 def write_reports(runs: Iterable[str | Path], out: str | Path, pdf: bool = False, progress: bool = True) -> list[Report]:
-    """Reports for every run (all runs are opened first, so a bad one fails before anything is written)."""
-    opened = [load_run(path) for path in runs]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Reports for every run (all runs are opened and verified, and every place a report goes is
+    checked, first: a bad one fails before anything is written). `out` is never a run folder or
+    inside one."""
+    opened = [load_run(path, verify=True) for path in runs]
+    out = check_creatable(out)
+    inside = next((p for p in (out.absolute(), *out.absolute().parents) if is_run_folder(p)), None)
+    if inside is not None:
+        raise OptionError(f"--out {out} is {'a' if inside == out.absolute() else 'inside a'} run folder ({inside}); "
+                          "reports go to a folder of their own.")
     names = unique_names([r.path.resolve() for r in opened])
+    for name in names:
+        check_report_folder(out / name)
+    out.mkdir(parents=True, exist_ok=True)
     reports = [write_run_report(run, out / name, pdf)
                for run, name in tqdm(list(zip(opened, names)), desc="reports", unit="run", disable=not progress)]
     if len(reports) > 1:

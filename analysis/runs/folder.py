@@ -9,7 +9,10 @@
     runs/x/untrained/           a control (CONTROLS): a run folder of its own, `Run.control("untrained")`
 
 The folder is written under a temporary name and renamed into place, so an interrupted run never
-leaves a folder that looks complete, and an existing run is replaced only when asked.
+leaves a folder that looks complete, and an existing run is replaced only when asked, and only if it
+is a run folder (meta.json's "format" key says so): nothing the toolkit did not write is replaced.
+meta.json's "files" records every other file's size and sha256; `load_run` checks the sizes always
+and the checksums with `verify=True` (what `show`, `report` and the dashboard use).
 """
 
 from __future__ import annotations
@@ -27,24 +30,37 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from analysis.errors import RunFolderError
-from analysis.files import replacing
+from analysis.errors import OptionError, RunFolderError, first_line
+from analysis.files import check_creatable, manifest, recover, replacing, sha256
 from analysis.capture.stats import GateStats
 from analysis.models.controls import CONTROLS
 from analysis.versions import software_versions
 
 RUN_VERSION = 1
+RUN_FORMAT = "se-analysis run"  # meta.json's mark of a folder the toolkit wrote
+# Keys of meta.json that show, report and the dashboard read, as (key, sub-keys).
+META_KEYS = (("onset", ("block", "rule")), ("stats", ("samples", "config", "gates", "class_names")))
 TABLES = ("blocks", "channels", "class_means")
 EXTRA_TABLES = ("interventions", "attributions", "attribution_blocks")
 
 
+def is_run_folder(path: str | Path) -> bool:
+    """Whether `path` is a folder whose meta.json marks it as written by the toolkit."""
+    try:
+        meta = json.loads((Path(path) / "meta.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == RUN_FORMAT
+
+
 def check_writable(out: str | Path, overwrite: bool = False) -> Path:
-    """Refuse early (before a long collection) to replace an existing run unless asked."""
-    out = Path(out)
+    """Refuse early (before a long collection) to write where a run folder cannot be made, or to
+    replace anything but a run folder, and that only with `overwrite`."""
+    out = check_creatable(out)
     if out.exists() and not overwrite:
         raise RunFolderError(f"{out} already exists; choose another --out or pass --overwrite.")
-    if out.exists() and not out.is_dir():
-        raise RunFolderError(f"{out} exists and is not a folder.")
+    if out.exists() and not is_run_folder(out):
+        raise OptionError(f"{out} is not a run folder that se-analysis wrote, so it is never replaced; choose another --out.")
     return out
 
 
@@ -82,6 +98,7 @@ def _write_folder(folder: Path, stats: GateStats, meta: dict[str, Any], tables: 
     """One run folder's files; meta.json last, since its presence marks a complete folder."""
     folder.mkdir(parents=True, exist_ok=True)
     full_meta = {
+        "format": RUN_FORMAT,
         "version": RUN_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": " ".join(sys.argv),
@@ -92,6 +109,9 @@ def _write_folder(folder: Path, stats: GateStats, meta: dict[str, Any], tables: 
     save_file(stats.state_dict(), str(folder / "stats.safetensors"))
     for name in TABLES:
         tables[name].to_parquet(folder / f"{name}.parquet", index=False)
+    # meta.json last: its presence marks a complete folder, its "files" what the folder holds
+    # (a control's folder inside it included).
+    full_meta["files"] = manifest(folder)
     (folder / "meta.json").write_text(json.dumps(full_meta, indent=2, default=str))
 
 
@@ -113,7 +133,7 @@ class Run:
             try:
                 self._cache[name] = pd.read_parquet(self.path / f"{name}.parquet")
             except (OSError, ValueError) as e:
-                raise RunFolderError(f"{self.path / name}.parquet cannot be read: {e}.") from None
+                raise RunFolderError(f"{self.path / name}.parquet is damaged or unreadable ({first_line(e)}).") from None
         return self._cache[name]
 
     @property
@@ -145,9 +165,19 @@ class Run:
         """Store an extra table in the run (replacing an older one), atomically."""
         if name not in EXTRA_TABLES:
             raise RunFolderError(f"{name!r} is not an extra run table; extra tables: {', '.join(EXTRA_TABLES)}.")
-        with replacing(self.path / f"{name}.parquet") as tmp:
+        file = f"{name}.parquet"
+        files = self.meta.setdefault("files", {})
+        if files.pop(file, None) is not None:  # never a recorded checksum beside another file's content
+            self._write_meta()
+        with replacing(self.path / file) as tmp:
             table.to_parquet(tmp, index=False)
+            files[file] = {"size": tmp.stat().st_size, "sha256": sha256(tmp)}
+        self._write_meta()
         self._cache[name] = table
+
+    def _write_meta(self) -> None:
+        with replacing(self.path / "meta.json") as tmp:
+            tmp.write_text(json.dumps(self.meta, indent=2, default=str))
 
     def gate_tensor(self, gate: str, field: str) -> torch.Tensor:
         """One stored tensor of one gate (e.g. "hist", "top_ids"), read alone from the file.
@@ -173,9 +203,35 @@ class Run:
             raise RunFolderError(f"{self.path}/stats.safetensors does not match meta.json or is damaged: {e}.") from None
 
 
-def load_run(path: str | Path) -> Run:
-    """Open a run folder; RunFolderError if it is missing, incomplete or of another version."""
+def _check_meta(path: Path, meta: dict[str, Any]) -> None:
+    """RunFolderError naming the first key of META_KEYS that meta.json lacks."""
+    for key, subkeys in META_KEYS:
+        if not isinstance(meta.get(key), dict):
+            raise RunFolderError(f"{path}/meta.json has no {key!r} entry; the run is damaged, collect it again.")
+        for sub in subkeys:
+            if sub not in meta[key]:
+                raise RunFolderError(f"{path}/meta.json has no {key}.{sub} entry; the run is damaged, collect it again.")
+
+
+def _check_files(path: Path, meta: dict[str, Any], verify: bool) -> None:
+    """RunFolderError naming the first file recorded in meta.json that is missing, of another size,
+    or (with `verify`) of another sha256."""
+    for name, record in (meta.get("files") or {}).items():
+        file = path / name
+        if not file.is_file():
+            raise RunFolderError(f"{file} is missing; the run is incomplete.")
+        if file.stat().st_size != record.get("size"):
+            raise RunFolderError(f"{file} is damaged: {file.stat().st_size} bytes, meta.json recorded {record.get('size')}.")
+        if verify and sha256(file) != record.get("sha256"):
+            raise RunFolderError(f"{file} is damaged: its sha256 differs from the one meta.json recorded.")
+
+
+def load_run(path: str | Path, verify: bool = False) -> Run:
+    """Open a run folder; RunFolderError if it is missing, incomplete, of another version, lacks an
+    entry of meta.json, or a file differs in size from meta.json's record (with `verify`, in sha256:
+    reading every byte, which `show`, `report` and the dashboard do once per run they open)."""
     path = Path(path)
+    recover(path)  # a previous run left aside by a writer that was killed comes back under its name
     if not path.is_dir():
         raise RunFolderError(f"{path} is not a run folder (it does not exist).")
     meta_file = path / "meta.json"
@@ -191,4 +247,6 @@ def load_run(path: str | Path) -> Run:
     missing = [f for f in ("stats.safetensors", *(f"{t}.parquet" for t in TABLES)) if not (path / f).is_file()]
     if missing:
         raise RunFolderError(f"{path} is incomplete: {', '.join(missing)} missing.")
+    _check_meta(path, meta)
+    _check_files(path, meta, verify)
     return Run(path, meta)

@@ -2,8 +2,9 @@
 
 `ablate` and `attribute` read a run's statistics (mean gates, channel specificity) and apply them
 to a model. Numbers from another model, other weights or other classes would be silently wrong,
-so everything is checked here first: the gates (names, module paths, channels), the weights
-(sha256, where the run recorded one) and the class names.
+so everything is checked here first: the gates (names, module paths, channels), the weights (the
+sha256 of the state dict the run used, `state_sha256`) and the class names. Model, weights and data
+default to the run's own, read from its meta.json.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from analysis.data import DataSource
 from analysis.errors import RunFolderError, RunMismatchError
 from analysis.capture.gates import Gate, find_gates
 from analysis.files import sha256
-from analysis.models.spec import open_model_and_data
+from analysis.models.spec import open_model_and_data, state_sha256
 from analysis.runs.folder import Run, load_run
 
 
@@ -46,8 +47,8 @@ def run_gates(run: Run, model: nn.Module) -> list[Gate]:
 
 def open_for_run(
     run_path: str | Path,
-    model: str,
-    data: str,
+    model: str | None = None,
+    data: str | None = None,
     *,
     weights: Path | None = None,
     random_init: bool = False,
@@ -55,26 +56,30 @@ def open_for_run(
 ) -> tuple[Run, nn.Module, DataSource]:
     """(run, model in eval mode on the CPU, data source), checked to belong together.
 
-    A missing run folder is an error that names the `collect` command that makes it.
+    `model` (with `weights` or `random_init`), `data` and `image_size` default to those the run
+    recorded; random weights are drawn from the run's seed. A missing run folder is an error that
+    names the `collect` command that makes it; weights other than the run's are refused.
     """
     path = Path(run_path)
     if not path.exists():
         raise RunFolderError(
             f"run folder {path} does not exist; make it first with "
-            f"`se-analysis collect --model {model} --data {data} --out {path}`."
+            f"`se-analysis collect --model {model or 'MODEL'} --data {data or 'DATA'} --out {path}`."
         )
     run = load_run(path)
-    seed = (run.meta.get("job") or {}).get("seed", 0)  # random weights are the run's only when drawn alike
+    job = run.meta.get("job") or {}
+    if model is None:
+        model = _recorded(run, "model")
+        if job.get("weights"):
+            weights = weights or Path(job["weights"])
+        random_init = random_init or bool(job.get("random_init"))
+    data = data or _recorded(run, "data", "spec")
     net, checkpoint, source = open_model_and_data(
-        model, data, weights=weights, random_init=random_init, image_size=image_size, seed=seed
+        model, data, weights=weights, random_init=random_init, image_size=image_size or job.get("image_size"),
+        seed=job.get("seed", 0),
     )
     run_gates(run, net)
-    weights_file = weights or (checkpoint_paths(model)[0] if checkpoint else None)
-    recorded = run.meta.get("weights_sha256")
-    if recorded and (weights_file is None or sha256(weights_file) != recorded):
-        raise RunMismatchError(
-            f"{path} was collected with the weights {run.meta.get('weights')}, not {weights_file or 'random ones'}."
-        )
+    _check_weights(run, net, weights or (checkpoint_paths(model)[0] if checkpoint else None))
     names = run.meta["stats"]["class_names"]
     if list(source.class_names) != names:
         raise RunMismatchError(
@@ -82,3 +87,29 @@ def open_for_run(
             f"not {source.num_classes} from {source.class_names[0]!r}."
         )
     return run, net, source
+
+
+def _recorded(run: Run, *keys: str) -> str:
+    """meta.json's entry at `keys`; RunMismatchError naming the option to pass where it has none."""
+    value: object = run.meta
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    if not isinstance(value, str):
+        raise RunMismatchError(f"{run.path}/meta.json records no {'.'.join(keys)}; pass --{keys[0]}.")
+    return value
+
+
+def _check_weights(run: Run, net: nn.Module, weights_file: Path | None) -> None:
+    """RunMismatchError unless `net` holds the run's weights: the state dict's hash where the run
+    recorded it, else the weights file's sha256 (runs of older versions)."""
+    recorded, held = run.meta.get("state_sha256"), None
+    if recorded:
+        held = state_sha256(net)
+    elif run.meta.get("weights_sha256"):
+        recorded = run.meta["weights_sha256"]
+        held = sha256(weights_file) if weights_file else None
+    if recorded and held != recorded:
+        raise RunMismatchError(
+            f"{run.path} was collected with other weights ({run.meta.get('weights') or 'random ones'}) "
+            f"than {weights_file or 'random ones'}."
+        )

@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 
 from analysis.models.checkpoint import load_checkpoint
+import pytest
+
+from analysis.errors import OptionError
 from analysis.models.train import TrainConfig, augment, train
 
 
@@ -43,3 +46,18 @@ def test_augment_translates_and_flips_within_bounds():
     padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
     for i in range(2):
         assert any(torch.equal(shifted[i, 0], padded[i, 0, r : r + 4, c : c + 4]) for r in range(3) for c in range(3))
+
+
+def test_overwrite_replaces_a_checkpoint_whole_and_nothing_else(tmp_path):
+    data = "synthetic:classes=2,n=32,size=8,channels=1"
+    first = TrainConfig(data=data, epochs=3, batch_size=16, snapshots=(1, 2), width=8)
+    train(first, tmp_path / "ck", device="cpu", progress=False)
+    with pytest.raises(OptionError, match="already exists"):
+        train(first, tmp_path / "ck", device="cpu", progress=False)
+    train(TrainConfig(data=data, epochs=1, batch_size=16, width=8), tmp_path / "ck", device="cpu", progress=False,
+          overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["final.json", "final.safetensors"]
+    (tmp_path / "ck" / "notes.txt").write_text("mine")
+    with pytest.raises(OptionError, match="not a checkpoint folder that se-analysis wrote"):
+        train(first, tmp_path / "ck", device="cpu", progress=False, overwrite=True)
+    assert (tmp_path / "ck" / "notes.txt").read_text() == "mine"

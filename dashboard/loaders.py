@@ -33,12 +33,11 @@ def run_folders(root: Path) -> list[str]:
     """Run folders under root (up to two levels deep), as paths relative to root.
 
     Folders without meta.json are listed too (unless they group runs), so a broken run says why.
-    A folder that is (or whose meta.json is) a link out of root is not listed.
+    A folder that is a link out of root is not listed (one holding such links is: `stamp` says why).
     """
     if not root.is_dir():
         return []
-    found = {p.parent for pattern in ("*/meta.json", "*/*/meta.json") for p in root.glob(pattern)
-             if p.resolve().is_relative_to(root)}
+    found = {p.parent for pattern in ("*/meta.json", "*/*/meta.json") for p in root.glob(pattern)}
     found |= {p for p in root.iterdir() if p.is_dir() and not any(f.parent == p for f in found)}
     return sorted(str(p.relative_to(root)) for p in found
                   if not p.name.startswith(".") and p.resolve().is_relative_to(root))

@@ -133,15 +133,14 @@ def pooled_histogram(counts: np.ndarray, edges: np.ndarray, points: int = 100) -
                 np.pad(over[..., None], ((0, 0), (0, 0), (inner - 1, 0)))).sum(1).astype(float), edges[0]
     grid = np.linspace(edges[:, 0].min(), edges[:, -1].max(), points + 1)
     cdf = np.concatenate([under[..., None], under[..., None] + np.cumsum(body, -1)], -1).astype(float)  # at edges
-    at_grid = np.zeros((counts.shape[0], points + 1))
-    for c in range(edges.shape[0]):
-        # position of each grid point in channel c's edges: bin index and fraction inside the bin
-        i = np.clip(np.searchsorted(edges[c], grid, side="right") - 1, 0, inner - 1)
-        width = edges[c, i + 1] - edges[c, i]
-        frac = np.clip(np.divide(grid - edges[c, i], width, out=np.ones_like(grid), where=width > 0), 0, 1)
-        f = cdf[:, c, i] + frac * (cdf[:, c, i + 1] - cdf[:, c, i])
-        f = np.where(grid < edges[c, 0], 0.0, f)
-        at_grid += np.where(grid >= edges[c, -1], (cdf[:, c, -1] + over[:, c])[:, None], f)
+    # per channel and grid point [C, G]: the bin holding the point and the fraction of the bin below it
+    i = np.clip((edges[:, :, None] <= grid[None, None, :]).sum(1) - 1, 0, inner - 1)
+    low, high = np.take_along_axis(edges, i, 1), np.take_along_axis(edges, i + 1, 1)
+    frac = np.clip(np.divide(grid - low, high - low, out=np.ones_like(low), where=high > low), 0, 1)
+    below = np.take_along_axis(cdf, np.broadcast_to(i, cdf.shape[:1] + i.shape), 2)  # [K, C, G]
+    above = np.take_along_axis(cdf, np.broadcast_to(i + 1, cdf.shape[:1] + i.shape), 2)
+    f = np.where(grid < edges[:, :1], 0.0, below + frac * (above - below))
+    at_grid = np.where(grid >= edges[:, -1:], (cdf[..., -1] + over)[..., None], f).sum(1)
     pooled = np.diff(at_grid, axis=1)
     pooled[:, 0] += at_grid[:, 0]  # mass at the grid's first point belongs to its first bin
     return pooled, grid

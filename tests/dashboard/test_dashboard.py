@@ -246,9 +246,9 @@ def test_overview_and_each_pages_link_in_a_real_browser(runs_dir, tmp_path):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.goto(f"http://localhost:{port}/", timeout=60_000)
+            page.goto(f"http://localhost:{port}/?run=damaged", timeout=60_000)
             page.get_by_text("Overview", exact=True).first.wait_for(timeout=60_000)
-            # The first run in the list is the damaged one: its message shows, then pick the good run.
+            # The damaged run's message shows, then pick the good run.
             page.get_by_text("This run cannot be shown").wait_for(timeout=60_000)
             page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").click()
             page.get_by_role("option", name="good").click()

@@ -25,41 +25,47 @@ if TYPE_CHECKING:
 
 RUN_TIME = ("progress", "total")  # keyword parameters the command sets itself, not options
 PORT = Range(1, 65535)
-SHOW_COLUMNS = {
+SHOW_COLUMNS = {  # block-table column: its short heading in `show`; controls beside their measure
     "block": "block",
     "channels": "C",
     "eta2_mean": "eta2",
     "eta2_null": "null",
+    "eta2_perm": "perm",
+    "eta2_untrained": "untr",
+    "eta2_z": "z",
     "eta2_ci_low": "ci_low",
     "eta2_ci_high": "ci_high",
+    "shape_sep": "shape",
+    "shape_sep_untrained": "shape_untr",
+    "class_mod": "mod",
     "frac_significant": "sig",
     "mi_bits_mean": "MI_bits",
-    "class_corr_mean": "class_r",
     "probe_acc": "probe",
+    "probe_perm": "probe_perm",
+    "probe_untrained": "probe_untr",
+    "probe_z": "probe_z",
     "probe_chance": "chance",
     "sat_high": ">=0.9",
     "sat_low": "<=0.1",
-    "gate_mean": "mean",
 }
 
 
 def format_blocks(run: Run) -> str:
-    """The per-block table and the onset line, as printed by `show`, `collect` and `demo`."""
-    blocks = run.blocks[[c for c in SHOW_COLUMNS if c in run.blocks]].rename(columns=SHOW_COLUMNS)
-    meta = run.meta
+    """The per-block table (the columns of SHOW_COLUMNS this run has) and both onsets, each with its
+    rule and what it means, as printed by `show`, `collect` and `demo`."""
+    from analysis.presentation import views
+
+    blocks = run.blocks[views.present(run, tuple(SHOW_COLUMNS))].rename(columns=SHOW_COLUMNS)
+    s = views.summary(run)
     head = (
-        f"run {run.path}: model {meta.get('model', '?')}, data {meta.get('data', {}).get('spec', '?')}, "
-        f"{meta['stats']['samples']} samples, {meta['stats']['config']['num_classes']} classes, "
+        f"run {run.path}: model {s['model']}, data {s['data']}, {s['samples']} samples, {s['classes']} classes, "
         f"{len(blocks)} SE blocks"
     )
-    with pd.option_context("display.width", 200, "display.max_rows", 500):
+    with pd.option_context("display.width", 250, "display.max_rows", 500, "display.max_columns", 50):
         table = blocks.to_string(index=False, float_format=lambda v: f"{v:.3f}")
-    onset = meta["onset"]
-    onset_line = (
-        f"onset block: {onset['block']}" if onset["block"] else "onset block: none (no block passes the rule)"
-    )
-    warnings = "".join(f"\nwarning: {w}" for w in meta.get("warnings", []))
-    return f"{head}\n{table}\n{onset_line}  [rule: {onset['rule']}]{warnings}"
+    onsets = [f"{o['label']}: {o['block'] or 'none'}, {o['meaning']}  [rule: {o['rule']}]" for o in views.onsets(run)]
+    warnings = [f"warning: {w}" for w in run.meta.get("warnings", [])]
+    return "\n".join([head, table, *onsets, *warnings])
 
 
 def cmd_collect(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import streamlit as st
 
 from analysis.errors import AnalysisError
 from dashboard import loaders
+from dashboard.widgets import md
 
 SCREENS = Path(__file__).resolve().parent / "screens"
 PAGES = {  # url_path: (file, title); the first is the default page, at /
@@ -42,16 +43,16 @@ def main() -> None:
     root = loaders.runs_root()
     names = loaders.run_folders(root)
     st.sidebar.title("SE gate atlas")
-    st.sidebar.caption(f"runs folder: {root}")
+    st.sidebar.caption(f"runs folder: {md(root)}")
     if not names:
-        st.warning(f"No run folders in {root}. Make one with `se-analysis demo` or `se-analysis collect`.")
+        st.warning(f"No run folders in {md(root)}. Make one with `se-analysis demo` or `se-analysis collect`.")
         return
     name = pick_run(names)
     try:
         loaders.first_load(loaders.inside(root, name))
         page.run()
     except AnalysisError as e:
-        st.error(f"This run cannot be shown: {e}")
+        st.error(f"This run cannot be shown: {md(e)}")
 
 
 main()

@@ -1,9 +1,10 @@
 """The dashboard's cached loaders: the run folders it may read, opened runs, class means, figures.
 
-Loaded runs and rendered figures are cached, keyed by the run folder and its meta.json time, so
-after the first load of a run each interaction only slices arrays and reuses images. The app reads
-run folders inside the runs folder it was given (from $SE_ANALYSIS_RUNS) and nothing else, except
-the data set a run names, and only when the user asks to see its top images.
+Loaded runs and rendered figures are cached, keyed by the run folder and the time and size of each
+of its files (`stamp`), so after the first load of a run each interaction only slices arrays and
+reuses images, and a rewritten run is read afresh. The app reads run folders inside the runs folder
+it was given (from $SE_ANALYSIS_RUNS), never through a link leaving a run folder, and nothing else,
+except the data set a run names, and only when the user asks to see its top images.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def run_folders(root: Path) -> list[str]:
     """Run folders under root (up to two levels deep), as paths relative to root.
 
     Folders without meta.json are listed too (unless they group runs), so a broken run says why.
+    A folder that is a link out of root is not listed (one holding such links is: `stamp` says why).
     """
     if not root.is_dir():
         return []
@@ -49,20 +51,34 @@ def inside(root: Path, name: str) -> Path:
     return path
 
 
-def token(path: Path) -> float:
-    """Changes when the run is rewritten, so caches never serve an old run."""
-    meta = path / "meta.json"
-    return meta.stat().st_mtime if meta.exists() else 0.0
+def stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """(name, mtime_ns, size) of every file of the run folder, sub-folders (controls) included.
+
+    The caches are keyed on it, so a rewritten run, or one that gained a table, is read afresh. It
+    also refuses a run that holds a link leaving the run folder (a meta.json or a table linked to a
+    file elsewhere), before anything of it is read: every file the dashboard opens is one listed here.
+    """
+    files = []
+    for file in sorted(path.rglob("*")):
+        if not file.resolve().is_relative_to(path):
+            raise RunFolderError(f"{file.relative_to(path)} in this run is a link out of its run folder; "
+                                 "the dashboard reads nothing through it.")
+        if file.is_file():
+            info = file.stat()
+            files.append((str(file.relative_to(path)), info.st_mtime_ns, info.st_size))
+    return tuple(files)
 
 
 @st.cache_resource(max_entries=8)
-def open_run(path: str, _token: float) -> Run:
-    return load_run(path)
+def open_run(path: str, files: tuple) -> Run:
+    """The opened run, its files checked against the sizes and sha256 sums in its meta.json (once per
+    change: `files`, its stamp, is a hashed argument, so a change of any file reopens it)."""
+    return load_run(path, verify=True)
 
 
 @st.cache_resource(max_entries=4)
-def class_means(path: str, _token: float) -> dict:
-    return views.class_mean_arrays(open_run(path, _token))
+def class_means(path: str, files: tuple) -> dict:
+    return views.class_mean_arrays(open_run(path, files))
 
 
 def png(fig: Figure) -> bytes:
@@ -72,15 +88,18 @@ def png(fig: Figure) -> bytes:
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def figure(kind: str, path: str, _token: float, key: tuple) -> bytes:
+def figure(kind: str, path: str, files: tuple, key: tuple) -> bytes:
     """One figure of one run as PNG bytes; `key` holds the view's choices (blocks, classes, ...)."""
-    run = open_run(path, _token)
+    run = open_run(path, files)
     names = views.class_names(run)
+    onsets = {o["label"]: o["block"] for o in views.onsets(run)}
     if kind == "depth":
-        return png(figures.depth_curve(run.blocks, run.onset))
+        return png(figures.depth_curve(run.blocks, onsets))
+    if kind == "shape":
+        return png(figures.shape_curve(run.blocks, onsets))
     if kind == "saturation":
         return png(figures.saturation(run.blocks))
-    means = class_means(path, _token)
+    means = class_means(path, files)
     if kind == "profiles":
         blocks, classes, spread = key
         return png(figures.class_profiles({b: means[b] for b in blocks}, list(classes), names, spread,
@@ -110,16 +129,18 @@ def block_explorer_defaults(run: Run) -> list[tuple[str, tuple]]:
 def first_load(path: Path) -> Run:
     """Open the run and read what every page needs, so that a damaged run says so on every page and
     the Block explorer, drawn here with its default choices, then opens at once."""
-    run = open_run(str(path), token(path))
+    files = stamp(path)
+    run = open_run(str(path), files)
     if run.blocks.empty:
         raise RunFolderError(f"{path} has no SE blocks.")
-    class_means(str(path), token(path))  # the one slow read
+    views.onsets(run)  # a run without its onset entry says so on every page
+    class_means(str(path), files)  # the one slow read
     for kind, key in block_explorer_defaults(run):
-        figure(kind, str(path), token(path), key)
+        figure(kind, str(path), files, key)
     return run
 
 
 def selected_run() -> Run:
     """The run picked in the sidebar (already opened by the app's first_load)."""
     path = inside(runs_root(), st.session_state[RUN_KEY])
-    return open_run(str(path), token(path))
+    return open_run(str(path), stamp(path))

@@ -38,7 +38,7 @@ def test_collect_writes_a_run_that_show_prints(tmp_path, capsys):
     capsys.readouterr()
     assert main(["show", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "SE_4_3" in printed and "onset block:" in printed and "96 samples" in printed
+    assert "SE_4_3" in printed and "onset (shape):" in printed and "onset (detectable):" in printed and "96 samples" in printed
 
 
 def test_weights_file_is_used_and_hashed(tmp_path):

@@ -299,6 +299,14 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
 }
 
 
+ONSETS: dict[str, str] = {  # what each entry of meta.json's "onset" names, in one line each
+    "block": "where gating becomes class-specific in shape: the first block from which shape_sep is above its "
+             "controls (untrained network, permutation null) in every later block",
+    "detectable": "where class information is first detectable: the first block whose eta2 is clearly above chance "
+                  "(an effect size on eta2, not a shape)",
+}
+
+
 def columns(table: str) -> tuple[Column, ...]:
     """The columns of `table` in their stored order; raises TableSchemaError for an unknown table."""
     if table not in TABLES:

@@ -65,29 +65,73 @@ def _block_axis(ax, blocks: list[str]) -> None:
     ax.set_xticks(range(0, len(blocks), step), blocks[::step], rotation=60, ha="right", fontsize=8)
 
 
+def _has(blocks: pd.DataFrame, column: str) -> bool:
+    """Whether the table has the column with any number in it (controls are NaN when not collected)."""
+    return column in blocks and bool(blocks[column].notna().any())
+
+
+def _onset_lines(ax, names: list[str], onsets: dict[str, str | None] | None) -> None:
+    for i, (label, block) in enumerate((onsets or {}).items()):
+        if block in names:
+            ax.axvline(names.index(block), color=("C3", "C5")[i % 2], ls=("--", "-.")[i % 2], label=f"{label} {block}")
+
+
 @styled
-def depth_curve(blocks: pd.DataFrame, onset: str | None = None) -> Figure:
-    """Class-specificity per block with its CI and null band (left), probe accuracy vs chance (right)."""
+def depth_curve(blocks: pd.DataFrame, onsets: dict[str, str | None] | None = None) -> Figure:
+    """Class-specificity per block with its CI, beside its controls (null band, permutation null,
+    untrained network, squeeze input z) (left); probe accuracy beside its controls (right).
+    `onsets`: label -> block, each drawn as a vertical line. Controls a run lacks are left out."""
     fig = StyledFigure(figsize=(12, 4), layout="constrained")
     ax, ax2 = fig.subplots(1, 2)
     x = np.arange(len(blocks))
     names = blocks["block"].tolist()
     ax.fill_between(x, 0, null_band(blocks), color="0.85", label="null: 95% of one channel's eta2 without class effect")
     ax.plot(x, blocks["eta2_null"], ":", color="0.4", label="null mean (K-1)/(N-1)")
+    if _has(blocks, "eta2_perm"):
+        ax.plot(x, blocks["eta2_perm"], "x--", color="0.2", label="permutation null (shuffled labels)")
     ax.fill_between(x, blocks["eta2_ci_low"], blocks["eta2_ci_high"], color="C0", alpha=0.3, label="95% jackknife CI")
-    ax.plot(x, blocks["eta2_mean"], "o-", color="C0", label="mean eta2 over channels")
+    ax.plot(x, blocks["eta2_mean"], "o-", color="C0", label="trained: mean eta2 over channels")
+    if _has(blocks, "eta2_untrained"):
+        ax.plot(x, blocks["eta2_untrained"], "s--", color="C1", label="untrained network")
+    if _has(blocks, "eta2_z"):
+        ax.plot(x, blocks["eta2_z"], "^:", color="C4", label="squeeze input z")
     ax2.plot(x, blocks["probe_acc"], "o-", color="C2", label="probe accuracy on gate vectors")
+    for column, style, color, label in (("probe_perm", "x--", "0.2", "probe on permuted labels"),
+                                        ("probe_untrained", "s--", "C1", "untrained network"),
+                                        ("probe_z", "^:", "C4", "squeeze input z")):
+        if _has(blocks, column):
+            ax2.plot(x, blocks[column], style, color=color, label=label)
     ax2.plot(x, blocks["probe_chance"], ":", color="0.4", label="chance")
     for a in (ax, ax2):
-        if onset in names:
-            a.axvline(names.index(onset), color="C3", ls="--", label=f"onset {onset}")
+        _onset_lines(a, names, onsets)
         _block_axis(a, names)
         a.set_ylim(0, 1.02)
-        a.legend(fontsize=8, loc="upper left")
+        a.legend(fontsize=7, loc="upper left")
     ax.set_ylabel("eta2 (class share of gate variance)")
     ax2.set_ylabel("top-1 accuracy")
     ax.set_title("Class-specificity by depth")
     ax2.set_title("Class read out from the gates")
+    return fig
+
+
+@styled
+def shape_curve(blocks: pd.DataFrame, onsets: dict[str, str | None] | None = None) -> Figure:
+    """Shape against level by depth: shape_sep (class curves that differ beyond a per-class shift and
+    scale of the common curve) and profile_sep, beside shape_sep of the untrained network."""
+    fig = StyledFigure(figsize=(12, 3.8), layout="constrained")
+    ax = fig.subplots()
+    x, names = np.arange(len(blocks)), blocks["block"].tolist()
+    for column, style, color, label in (("shape_sep", "o-", "C0", "trained: shape_sep"),
+                                        ("profile_sep", "d:", "C2", "trained: profile_sep (shape and level)"),
+                                        ("shape_sep_untrained", "s--", "C1", "untrained network: shape_sep")):
+        if _has(blocks, column):
+            ax.plot(x, blocks[column], style, color=color, label=label)
+    _onset_lines(ax, names, onsets)
+    _block_axis(ax, names)
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("separation / spread of the common profile")
+    ax.set_title("Class-specific shape by depth")
+    ax.legend(fontsize=8, loc="upper left")
     return fig
 
 
@@ -206,15 +250,15 @@ def class_channel_heatmap(
 
 @styled
 def gate_distributions(dist: pd.DataFrame, title: str) -> Figure:
-    """Per class, the histogram of gate values (views.gate_distribution). Plain lines: seaborn's
-    lineplot regroups the frame and took half of this figure's time."""
+    """Per class, the histogram of gate values (views.gate_distribution), over the gate's own range
+    (trained gates often vary by 1e-4..1e-2). Plain lines: seaborn's lineplot regroups the frame and
+    took half of this figure's time."""
     fig = StyledFigure(figsize=(8, 3.6), layout="constrained")
     ax = fig.subplots()
     for i, (_, rows) in enumerate(dist.groupby("class", sort=False)):
         ax.plot(rows["bin_center"], rows["share"], lw=1, color=f"C{i % 10}", label=rows["class_name"].iloc[0])
     if dist["class"].nunique() <= 12:
         ax.legend(title="class", fontsize=8)
-    ax.set_xlim(0, 1)
     ax.set_xlabel("gate value")
     ax.set_ylabel("share of samples")
     ax.set_title(title)

@@ -26,11 +26,10 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from analysis.presentation import figures
-
 from analysis.errors import OptionError
 from analysis.files import check_creatable, replacing
-from analysis.presentation import views
+from analysis.measures.schema import ONSETS
+from analysis.presentation import figures, views
 from analysis.runs.folder import Run, is_run_folder, load_run
 
 STYLE = """
@@ -38,9 +37,6 @@ body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; 
 table { border-collapse: collapse; font-size: 0.8em; } td, th { padding: 2px 6px; border-bottom: 1px solid #ddd; }
 img { max-width: 100%; } .summary li { margin: 0.2em 0; }
 """
-BLOCK_COLUMNS = ["block", "channels", "eta2_mean", "eta2_null", "eta2_ci_low", "eta2_ci_high", "frac_significant",
-                 "selectivity_median", "mi_bits_mean", "class_corr_mean", "probe_acc", "probe_chance",
-                 "sat_high", "sat_low", "gate_mean", "gate_std"]
 
 
 REPORT_FILES = ("report.html", "report.pdf", "figures")  # all that a run's report folder holds
@@ -79,12 +75,17 @@ def summary_lines(s: dict) -> list[str]:
     return [
         f"Model {s['model']} on {s['data']}: {s['samples']:,} samples, {s['classes']} classes, "
         f"{s['blocks']} SE blocks with {s['channels']:,} gate channels; test accuracy {accuracy}.",
-        f"Onset block: {s['onset'] or 'none'} (rule: {s['onset_rule']}).",
+        f"Onset block (shape): {s['onset'] or 'none'}, {ONSETS['block']} (rule: {s['onset_rule']}).",
+        f"Onset block (detectable): {s['onset_detectable'] or 'none'}, {ONSETS['detectable']} "
+        f"(rule: {s['onset_rule_detectable']}).",
         f"Most class-specific block: {s['most_specific']} (mean eta2 {s['most_specific_eta2']:.3f}); "
         f"least: {s['least_specific']} (mean eta2 {s['least_specific_eta2']:.3f}).",
         f"Chance levels: eta2 {s['eta2_null']:.4f} expected without class effect; "
-        f"probe chance {s['probe_chance']:.3f}, best probe accuracy {s['probe_best']:.3f}.",
+        f"probe chance {s['probe_chance']:.3f}, best probe accuracy {s['probe_best']:.3f}"
+        + (f" ({s['probe_best_block']}; on permuted labels {s['probe_best_perm']:.3f})."
+           if s["probe_best_perm"] is not None else "."),
         f"Saturated blocks ({s['saturation_rule']}): {saturated}.",
+        *(f"Warning from the run: {w}" for w in s["warnings"]),
     ]
 
 
@@ -96,8 +97,10 @@ def run_figures(run: Run) -> dict[str, Figure]:
     blocks = views.default_blocks(run)
     classes = views.spread_out(list(range(len(names))), 4)
     focus = views.summary(run)["most_specific"]
+    onsets = {o["label"]: o["block"] for o in views.onsets(run)}
     found = {
-        "depth": figures.depth_curve(run.blocks, run.onset),
+        "depth": figures.depth_curve(run.blocks, onsets),
+        **({"shape": figures.shape_curve(run.blocks, onsets)} if views.present(run, ("shape_sep",)) else {}),
         "saturation": figures.saturation(run.blocks),
         "profiles": figures.class_profiles({b: means[b] for b in blocks}, classes, names),
         "profiles_spread": figures.class_profiles({b: means[b] for b in blocks}, classes, names, spread=True),
@@ -157,7 +160,7 @@ def write_run_report(run: Run, folder: Path, pdf: bool = False) -> Report:
         body = (
             f"<h1>SE gate report: {html.escape(run.path.name)}</h1>"
             f"<ul class='summary'>{''.join(f'<li>{html.escape(line)}</li>' for line in lines)}</ul>"
-            f"{''.join(sections)}<h2>Blocks</h2>{_table(run.blocks[[c for c in BLOCK_COLUMNS if c in run.blocks]])}{extra}"
+            f"{''.join(sections)}<h2>Blocks</h2>{_table(run.blocks[views.present(run, views.BLOCK_COLUMNS)])}{extra}"
             f"<p><small>run folder {html.escape(str(run.path))}; created {html.escape(run.meta.get('created', '?'))}; "
             f"software {html.escape(str(run.meta.get('software', {})))}</small></p>"
         )
@@ -172,9 +175,11 @@ def write_run_report(run: Run, folder: Path, pdf: bool = False) -> Report:
 
 def write_index(reports: list[Report], out: Path) -> Path:
     """index.html: a comparison table and overlaid depth curves, linking each run's report."""
-    rows = pd.DataFrame([{"report": r.folder.name, **{k: v for k, v in r.summary.items() if k != "onset_rule"}}
+    rules = ("onset_rule", "onset_rule_detectable")
+    rows = pd.DataFrame([{"report": r.folder.name, **{k: v for k, v in r.summary.items() if k not in rules}}
                          for r in reports])
     rows["saturated"] = rows["saturated"].map(lambda b: ", ".join(b) or "none")
+    rows["warnings"] = rows["warnings"].map(len)
     links = "".join(f"<li><a href='{html.escape(r.folder.name)}/report.html'>{html.escape(r.folder.name)}</a></li>"
                     for r in reports)
     curves = {}

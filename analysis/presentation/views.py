@@ -12,9 +12,17 @@ import pandas as pd
 
 from analysis.errors import RunFolderError
 from analysis.measures.saturation import SATURATION_RULE, saturated
+from analysis.measures.schema import ONSETS
 from analysis.runs.folder import Run
 
 PAPER_BLOCKS = ("SE_2_3", "SE_3_4", "SE_4_6", "SE_5_1", "SE_5_2", "SE_5_3")  # the SE paper's Fig. 6
+# The block-table columns the reports and the dashboard's tables lead with, controls beside each
+# measure; `present` keeps those a run has (older runs lack the controls).
+BLOCK_COLUMNS = ("block", "channels", "eta2_mean", "eta2_null", "eta2_perm", "perm_p", "eta2_untrained", "eta2_z",
+                 "eta2_ci_low", "eta2_ci_high", "eps2_mean", "class_mod", "profile_sep", "shape_sep",
+                 "shape_sep_untrained", "frac_significant", "selectivity_median", "mi_bits_mean", "class_corr_mean",
+                 "probe_acc", "probe_perm", "probe_selectivity", "probe_untrained", "probe_z", "probe_ncm",
+                 "probe_chance", "probe_per_class", "sat_high", "sat_low", "gate_mean", "gate_std")
 
 
 def class_names(run: Run) -> list[str]:
@@ -88,21 +96,77 @@ def preferred_order(run: Run, block: str) -> np.ndarray:
     return ch.sort_values(["preferred_class", "eta2"], ascending=[True, False])["channel"].to_numpy()
 
 
-def gate_distribution(run: Run, block: str, channel: int | None = None, classes: list[int] | None = None) -> pd.DataFrame:
-    """Per class, the share of gate values in each histogram bin (one channel, or the whole block)."""
+HIST_EDGES = "edges"  # the stats file's per-channel histogram edges [C, B+1] (adaptive histograms)
+
+
+def gate_histogram(run: Run, block: str) -> tuple[np.ndarray, np.ndarray]:
+    """(counts [K, C, B'] int64, edges [C, B'+1] float64) of one gate's stored histogram.
+
+    Adaptive histograms (each channel binned over its own range) are stored as counts [K, C, B+2]
+    with an under- and an overflow bin and per-channel edges; older runs have B fixed bins on
+    [0, 1], returned here with the same edges for every channel.
+    """
     check_block(run, block)
-    bins = run.meta["stats"]["config"]["bins"]
+    bins, k = run.meta["stats"]["config"]["bins"], len(class_names(run))
+    channels = int(run.blocks.set_index("block").at[block, "channels"])
+    counts = run.gate_tensor(block, "hist").long().numpy()
+    if counts.size == k * channels * (bins + 2):
+        edges = run.gate_tensor(block, HIST_EDGES).double().numpy()
+        return counts.reshape(k, channels, bins + 2), edges.reshape(channels, bins + 1)
+    return counts.reshape(k, channels, bins), np.tile(np.linspace(0.0, 1.0, bins + 1), (channels, 1))
+
+
+def pooled_histogram(counts: np.ndarray, edges: np.ndarray, points: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Histograms of many channels, each over its own edges, added on one common grid.
+
+    counts [K, C, B] (B = len(edges) - 1 interior bins) or [K, C, B+2] with under- and overflow bins,
+    edges [C, B+1] -> (counts [K, points] float64, grid [points + 1]). Each channel's mass is spread
+    uniformly inside its bins (its CDF interpolated linearly at the grid); under- and overflow count
+    at the channel's first and last edge. The total mass is kept exactly.
+    """
+    inner = edges.shape[1] - 1
+    under = counts[..., 0] if counts.shape[-1] == inner + 2 else np.zeros(counts.shape[:2])
+    body = counts[..., 1:-1] if counts.shape[-1] == inner + 2 else counts
+    over = counts[..., -1] if counts.shape[-1] == inner + 2 else np.zeros(counts.shape[:2])
+    if (edges == edges[:1]).all():  # one set of bins for all (older runs): add them as they are
+        return (body + np.pad(under[..., None], ((0, 0), (0, 0), (0, inner - 1))) +
+                np.pad(over[..., None], ((0, 0), (0, 0), (inner - 1, 0)))).sum(1).astype(float), edges[0]
+    grid = np.linspace(edges[:, 0].min(), edges[:, -1].max(), points + 1)
+    cdf = np.concatenate([under[..., None], under[..., None] + np.cumsum(body, -1)], -1).astype(float)  # at edges
+    # per channel and grid point [C, G]: the bin holding the point and the fraction of the bin below it
+    i = np.clip((edges[:, :, None] <= grid[None, None, :]).sum(1) - 1, 0, inner - 1)
+    low, high = np.take_along_axis(edges, i, 1), np.take_along_axis(edges, i + 1, 1)
+    frac = np.clip(np.divide(grid - low, high - low, out=np.ones_like(low), where=high > low), 0, 1)
+    below = np.take_along_axis(cdf, np.broadcast_to(i, cdf.shape[:1] + i.shape), 2)  # [K, C, G]
+    above = np.take_along_axis(cdf, np.broadcast_to(i + 1, cdf.shape[:1] + i.shape), 2)
+    f = np.where(grid < edges[:, :1], 0.0, below + frac * (above - below))
+    at_grid = np.where(grid >= edges[:, -1:], (cdf[..., -1] + over)[..., None], f).sum(1)
+    pooled = np.diff(at_grid, axis=1)
+    pooled[:, 0] += at_grid[:, 0]  # mass at the grid's first point belongs to its first bin
+    return pooled, grid
+
+
+def gate_distribution(run: Run, block: str, channel: int | None = None, classes: list[int] | None = None) -> pd.DataFrame:
+    """Per class, the share of gate values in each bin: one channel over its own bins (under- and
+    overflow beside its range), or the whole block with every channel's bins added on one grid."""
+    counts, edges = gate_histogram(run, block)
     k = len(class_names(run))
-    hist = run.gate_tensor(block, "hist").view(k, -1, bins)
-    hist = hist[:, channel] if channel is not None else hist.sum(1, dtype=hist.dtype)
     classes = list(range(k)) if classes is None else classes
-    counts = hist[classes].double().numpy()
-    share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    names = class_names(run)
+    if channel is not None:
+        hist, e = counts[classes, channel].astype(float), edges[channel]
+        centers = (e[:-1] + e[1:]) / 2
+        if hist.shape[1] == len(e) + 1:  # under- and overflow drawn half a bin beyond the range
+            step = (e[-1] - e[0]) / (len(e) - 1) or 1.0
+            centers = np.r_[e[0] - step / 2, centers, e[-1] + step / 2]
+    else:
+        hist, grid = pooled_histogram(counts[classes], edges)
+        centers = (grid[:-1] + grid[1:]) / 2
+    share = hist / np.maximum(hist.sum(1, keepdims=True), 1)
+    names, bins = class_names(run), len(centers)
     return pd.DataFrame({
         "class": np.repeat(classes, bins),
         "class_name": np.repeat([names[c] for c in classes], bins),
-        "bin_center": np.tile((np.arange(bins) + 0.5) / bins, len(classes)),
+        "bin_center": np.tile(centers, len(classes)),
         "share": share.flatten(),
     })
 
@@ -149,22 +213,59 @@ def compare(runs: dict[str, Run]) -> pd.DataFrame:
     return pd.concat([run.blocks.assign(run=label) for label, run in runs.items()], ignore_index=True)
 
 
+def onsets(run: Run) -> list[dict]:
+    """Both onsets of the run with their rules and one line on what each means (schema.ONSETS).
+
+    Runs made before the shape rule hold only today's rule under "block": that is the detectable
+    onset, and the shape onset is reported as not measured (None with rule "not measured").
+    """
+    onset = run.meta.get("onset")
+    if not isinstance(onset, dict) or "block" not in onset:
+        raise RunFolderError(f"{run.path}/meta.json has no 'onset' entry with a 'block'; the run cannot be summarised.")
+    if "detectable" in onset:
+        found = {"block": (onset["block"], onset.get("rule", "?")),
+                 "detectable": (onset["detectable"], onset.get("rule_detectable", "?"))}
+    else:
+        found = {"block": (None, "not measured (run made before the shape rule)"),
+                 "detectable": (onset["block"], onset.get("rule", "?"))}
+    labels = {"block": "onset (shape)", "detectable": "onset (detectable)"}
+    return [{"key": key, "label": labels[key], "block": block, "rule": str(rule), "meaning": ONSETS[key]}
+            for key, (block, rule) in found.items()]
+
+
+def run_warnings(run: Run) -> list[str]:
+    """What the run itself warns of (meta.json "warnings": degenerate data and the like), as text."""
+    found = run.meta.get("warnings") or []
+    return [str(w) for w in (found if isinstance(found, list) else [found])]
+
+
+def present(run: Run, columns: tuple[str, ...]) -> list[str]:
+    """The columns of the block table that this run has (older runs lack the newer ones) and that
+    are not all NaN (a control that was not collected)."""
+    b = run.blocks
+    return [c for c in columns if c in b and not (pd.api.types.is_float_dtype(b[c]) and b[c].isna().all())]
+
+
 def summary(run: Run) -> dict:
     """The numbers a report's text states, all read from the run's block table and meta."""
     b = run.blocks
     by_excess = b.sort_values("eta2_excess")
     saturated_blocks = b.loc[saturated(b), "block"].tolist()
     meta = run.meta
+    found = {o["key"]: o for o in onsets(run)}
+    best = b["probe_acc"].idxmax() if b["probe_acc"].notna().any() else None
     return {
         "model": str(meta.get("model", "?")),
-        "data": meta.get("data", {}).get("spec", "?"),
+        "data": str(meta.get("data", {}).get("spec", "?")),
         "samples": int(meta["stats"]["samples"]),
         "classes": len(class_names(run)),
         "blocks": len(b),
         "channels": int(b["channels"].sum()),
         "accuracy": (meta.get("checkpoint") or {}).get("test_accuracy"),
-        "onset": run.onset,
-        "onset_rule": meta["onset"]["rule"],
+        "onset": found["block"]["block"],
+        "onset_rule": found["block"]["rule"],
+        "onset_detectable": found["detectable"]["block"],
+        "onset_rule_detectable": found["detectable"]["rule"],
         "most_specific": by_excess["block"].iloc[-1],
         "most_specific_eta2": float(by_excess["eta2_mean"].iloc[-1]),
         "least_specific": by_excess["block"].iloc[0],
@@ -172,8 +273,11 @@ def summary(run: Run) -> dict:
         "eta2_null": float(b["eta2_null"].iloc[0]),
         "probe_chance": float(b["probe_chance"].iloc[0]),
         "probe_best": float(b["probe_acc"].max()),
+        "probe_best_block": None if best is None else str(b.at[best, "block"]),
+        "probe_best_perm": float(b.at[best, "probe_perm"]) if best is not None and "probe_perm" in b else None,
         "saturated": saturated_blocks,
         "saturation_rule": SATURATION_RULE,
+        "warnings": run_warnings(run),
     }
 
 

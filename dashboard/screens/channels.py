@@ -6,7 +6,7 @@ import streamlit as st
 from analysis.errors import AnalysisError
 from analysis.presentation import views
 from dashboard.loaders import selected_run
-from dashboard.widgets import pick_classes, show
+from dashboard.widgets import md, pick_classes, show
 
 
 def show_images(spec: str, ids: list[int]) -> None:
@@ -16,7 +16,7 @@ def show_images(spec: str, ids: list[int]) -> None:
         dataset = open_data(spec).dataset
         images = [dataset[i][0] for i in ids]
     except (AnalysisError, OSError, IndexError) as e:
-        st.warning(f"The images cannot be shown: {e}")
+        st.warning(f"The images cannot be shown: {md(e)}")
         return
     cols = st.columns(8)
     for i, (sample, image) in enumerate(zip(ids, images)):
@@ -39,5 +39,5 @@ st.subheader("Samples that open this channel most")
 top = views.top_samples(run, block, channel)
 st.dataframe(top, hide_index=True)
 spec = run.meta.get("data", {}).get("spec")
-if spec and len(top) and st.checkbox(f"show these images (reads the data set {spec})"):
+if spec and len(top) and st.checkbox(f"show these images (reads the data set {md(spec)})"):
     show_images(spec, top["sample_id"].tolist())

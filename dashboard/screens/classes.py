@@ -3,8 +3,8 @@
 import streamlit as st
 
 from analysis.presentation import views
-from dashboard.loaders import class_means, selected_run, token
-from dashboard.widgets import show
+from dashboard.loaders import class_means, selected_run, stamp
+from dashboard.widgets import md, show
 
 run = selected_run()
 st.header("Classes")
@@ -12,8 +12,8 @@ names = views.class_names(run)
 block = st.selectbox("block", views.block_names(run), index=len(views.block_names(run)) - 1)
 show("similarity", run, block)
 klass = st.selectbox("class", range(len(names)), format_func=lambda c: f"{c}: {names[c]}")
-per_block, top = views.class_drivers(run, class_means(str(run.path), token(run.path)), klass)
-st.markdown(f"Share of each block's channels that prefer **{names[klass]}** (chance {1 / len(names):.3f}):")
+per_block, top = views.class_drivers(run, class_means(str(run.path), stamp(run.path)), klass)
+st.markdown(f"Share of each block's channels that prefer **{md(names[klass])}** (chance {1 / len(names):.3f}):")
 st.bar_chart(per_block.set_index("block")["share"])
 st.markdown("Channels this class opens most above the other classes:")
 st.dataframe(top, hide_index=True)

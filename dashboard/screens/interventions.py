@@ -9,7 +9,8 @@ from dashboard.loaders import selected_run
 run = selected_run()
 st.header("Interventions")
 if not run.has_table("interventions"):
-    st.info(f"No interventions measured for this run yet: `se-analysis ablate --out {run.path} ...` adds them.")
+    st.info("No interventions measured for this run yet; this command adds them:")
+    st.code(f"se-analysis ablate --out {run.path} ...", language=None)
 else:
     rows = views.block_interventions(run)
     if not rows.empty:
@@ -19,7 +20,8 @@ else:
     st.dataframe(run.table("interventions"), hide_index=True)
 st.subheader("Attributions")
 if not run.has_table("attribution_blocks"):
-    st.info(f"No attributions for this run yet: `se-analysis attribute --out {run.path} ...` adds them.")
+    st.info("No attributions for this run yet; this command adds them:")
+    st.code(f"se-analysis attribute --out {run.path} ...", language=None)
 else:
     blocks = run.table("attribution_blocks")
     st.pyplot(figures.attribution_depth(blocks), clear_figure=True)

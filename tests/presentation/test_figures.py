@@ -22,6 +22,7 @@ from analysis.capture.planted import planted_stats, resnet_gates
 from analysis.capture.stats import StatsConfig
 from analysis.presentation import figures, views
 from analysis.jobs import save_run
+from conftest import NEW_COLUMNS
 
 
 def test_envelope_keeps_every_runs_extremes():
@@ -75,8 +76,11 @@ def figure_inputs(tmp_path_factory) -> dict[str, tuple]:
                             "sat_high": [0.2, 0.2, 0.0, 0.0], "sat_low": [0.0, 0.0, 0.1, 0.1]})
     attributions = pd.DataFrame({"block": ["SE_2_1", "SE_2_2"], "eta2_mean": [0.1, 0.5],
                                  "eta2_weighted": [0.2, 0.4], "share_abs_attr": [0.3, 0.7]})
+    controls = run.blocks.assign(**{c: run.blocks["depth"] / 10 + i / 100 for i, c in enumerate(NEW_COLUMNS)})
+    onsets = {"onset (shape)": block, "onset (detectable)": views.block_names(run)[0]}
     return {
-        "depth_curve": (run.blocks, run.onset),
+        "depth_curve": (controls, onsets),
+        "shape_curve": (controls, onsets),
         "saturation": (run.blocks,),
         "class_profiles": ({b: means[b] for b in views.default_blocks(run)}, [0, 2], names, True, 4),
         "class_channel_heatmap": (means[block][0], views.preferred_order(run, block), names, block),
@@ -145,3 +149,18 @@ def test_figures_drawn_from_two_threads_come_out_as_drawn_alone(figure_inputs):
         sys.setswitchinterval(interval)
     assert not failures, failures
     assert dict(matplotlib.rcParams) == before
+
+
+def test_depth_and_shape_curves_draw_each_control_a_run_has(figure_inputs):
+    blocks, onsets = figure_inputs["depth_curve"]
+    drawn = {line.get_label(): line.get_ydata() for ax in figures.depth_curve(blocks, onsets).axes for line in ax.lines}
+    for label, column in (("permutation null (shuffled labels)", "eta2_perm"), ("probe on permuted labels", "probe_perm")):
+        np.testing.assert_array_equal(drawn[label], blocks[column])
+    assert list(drawn["untrained network"]) in (list(blocks["eta2_untrained"]), list(blocks["probe_untrained"]))
+    assert {f"{label} {block}" for label, block in onsets.items()} <= set(drawn)
+    older = blocks.drop(columns=list(NEW_COLUMNS))  # a run without controls: only what it has
+    labels = {line.get_label() for ax in figures.depth_curve(older, onsets).axes for line in ax.lines}
+    assert not labels & {"permutation null (shuffled labels)", "untrained network", "squeeze input z"}
+    shape = {line.get_label(): line.get_ydata() for line in figures.shape_curve(blocks, onsets).axes[0].lines}
+    np.testing.assert_array_equal(shape["trained: shape_sep"], blocks["shape_sep"])
+    np.testing.assert_array_equal(shape["untrained network: shape_sep"], blocks["shape_sep_untrained"])

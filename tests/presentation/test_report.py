@@ -10,12 +10,13 @@ import pytest
 
 from analysis.presentation import views
 from analysis.cli import main
+from analysis.measures import schema
 from analysis.presentation.report import summary_lines, write_reports
 from analysis.jobs import save_run
 from analysis.runs.folder import load_run
 from analysis.capture.stats import StatsConfig
 from analysis.capture.planted import planted_stats, resnet_gates
-from conftest import measure_run
+from conftest import NEW_COLUMNS, measure_run, with_new_columns
 
 FIGURES = ("depth", "saturation", "profiles", "profiles_spread", "heatmap", "distributions", "similarity")
 
@@ -74,7 +75,7 @@ def test_summary_numbers_match_the_run_tables(runs, tmp_path):
     top, low = b["eta2_excess"].idxmax(), b["eta2_excess"].idxmin()
     assert f"Most class-specific block: {top} (mean eta2 {b.loc[top, 'eta2_mean']:.3f})" in page
     assert f"least: {low} (mean eta2 {b.loc[low, 'eta2_mean']:.3f})" in page
-    assert f"Onset block: {runs[1].onset}" in page
+    assert f"Onset block (detectable): {runs[1].onset}" in page and "Onset block (shape): none" in page
     assert f"eta2 {b['eta2_null'].iloc[0]:.4f} expected without class effect" in page
     assert f"best probe accuracy {b['probe_acc'].max():.3f}" in page
     assert "5 classes, 16 SE blocks" in page and f"{b['channels'].sum():,} gate channels" in page
@@ -110,3 +111,20 @@ def test_same_named_runs_get_distinct_report_folders(runs, tmp_path):
     shutil.copytree(runs[0].path, other)
     reports = write_reports([runs[0].path, other], tmp_path / "out", progress=False)
     assert len({r.folder for r in reports}) == 2 and all(r.html.exists() for r in reports)
+
+
+def test_a_run_with_controls_reports_both_onsets_the_controls_and_its_warnings(runs, tmp_path):
+    with_new_columns(runs[1].path, tmp_path / "new")
+    (report,) = write_reports([tmp_path / "new"], tmp_path / "out", progress=False)
+    page = report.html.read_text()
+    for key, label in (("block", "shape"), ("detectable", "detectable")):  # the block, the rule and its meaning
+        onset = load_run(tmp_path / "new").meta["onset"]
+        rule = onset["rule" if key == "block" else "rule_detectable"]
+        assert html.escape(f"Onset block ({label}): {onset[key]}, {schema.ONSETS[key]} (rule: {rule}).") in page
+    assert "Warning from the run: class 4 has only 3 samples" in page
+    header = re.search(r"<h2>Blocks</h2>(.*?)</thead>", page, re.S).group(1)
+    assert all(f"<th>{c}</th>" in header for c in NEW_COLUMNS)
+    assert (report.folder / "figures" / "shape.png").stat().st_size > 1000 and "alt='shape'" in page
+    old = report.html.parent.parent  # the older run of the fixture has none of them
+    (older,) = write_reports([runs[1].path], old / "older", progress=False)
+    assert not any(f"<th>{c}</th>" in older.html.read_text() for c in NEW_COLUMNS)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 from analysis.presentation import views
 from analysis.errors import RunFolderError
@@ -85,7 +89,8 @@ def test_summary_reads_the_block_table(run):
     b = run.blocks.set_index("block")
     assert s["most_specific"] == b["eta2_excess"].idxmax() and s["least_specific"] == b["eta2_excess"].idxmin()
     assert s["most_specific_eta2"] == b.loc[s["most_specific"], "eta2_mean"]
-    assert s["onset"] == run.onset and s["samples"] == 240 and s["classes"] == 6 and s["channels"] == sum(g.channels for g in GATES)
+    assert s["onset"] is None and s["onset_detectable"] == run.onset  # a run from before the shape rule
+    assert s["samples"] == 240 and s["classes"] == 6 and s["channels"] == sum(g.channels for g in GATES)
     assert s["saturated"] == [] and s["probe_best"] == b["probe_acc"].max()
 
 
@@ -104,3 +109,64 @@ def test_top_samples_are_the_stored_top_k(run):
     values, ids = run.stats.top("SE_3_2")
     assert top["sample_id"].tolist() == ids[4].tolist() and np.allclose(top["gate"], values[4].numpy())
     assert top["rank"].tolist() == list(range(1, len(top) + 1)) and top["gate"].is_monotonic_decreasing
+
+
+def adaptive_run(values: np.ndarray, labels: np.ndarray, edges: np.ndarray) -> SimpleNamespace:
+    """What views reads of a run with adaptive histograms (counts [K, C, B+2], per-channel edges
+    [C, B+1]), the counts made by brute force with numpy from every gate value [N, C]."""
+    k, (c, b1) = labels.max() + 1, edges.shape
+    counts = np.zeros((k, c, b1 + 1), dtype=np.int64)
+    for ch in range(c):
+        cell = np.searchsorted(edges[ch], values[:, ch], side="right")  # 0 under, B+1 at or above the last edge
+        np.add.at(counts, (labels, ch, cell), 1)
+    tensors = {"hist": torch.from_numpy(counts.ravel()), views.HIST_EDGES: torch.from_numpy(edges.ravel())}
+    return SimpleNamespace(
+        path="adaptive", meta={"stats": {"class_names": [f"c{i}" for i in range(k)], "config": {"bins": b1 - 1}}},
+        blocks=pd.DataFrame({"block": ["SE_2_1"], "channels": [c]}), gate_tensor=lambda gate, field: tensors[field])
+
+
+@pytest.fixture(scope="module")
+def narrow():
+    """Narrow gates (std 1e-3) around a different level per channel, edges from the first 200 values
+    (so that later ones under- and overflow), 3 classes shifting the gate by 1e-3 each."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 3000)
+    values = 0.5 + np.linspace(-0.05, 0.05, 6) + 1e-3 * rng.standard_normal((3000, 6)) + 1e-3 * labels[:, None]
+    edges = np.linspace(values[:200].min(0), values[:200].max(0), 21).T
+    return values, labels, edges
+
+
+def test_one_channel_of_an_adaptive_histogram_is_its_own_range(narrow):
+    values, labels, edges = narrow
+    dist = views.gate_distribution(adaptive_run(values, labels, edges), "SE_2_1", channel=4, classes=[0, 2])
+    for klass, rows in dist.groupby("class"):
+        v = values[labels == klass, 4]
+        inner = np.histogram(v, edges[4])[0]
+        inner[-1] -= (v == edges[4, -1]).sum()  # numpy's last bin is closed; ours leaves its edge to the overflow
+        expected = np.r_[(v < edges[4, 0]).sum(), inner, (v >= edges[4, -1]).sum()] / len(v)
+        np.testing.assert_allclose(rows["share"], expected, rtol=0, atol=1e-15)
+        width = edges[4, 1] - edges[4, 0]
+        np.testing.assert_allclose(rows["bin_center"].iloc[[0, 1, -1]],
+                                   [edges[4, 0] - width / 2, edges[4, 0] + width / 2, edges[4, -1] + width / 2])
+    assert 0 < dist["share"].iloc[[0, 21]].sum()  # some values fell outside the first batch's range
+
+
+def test_a_blocks_channels_pooled_on_one_grid_keep_every_value_and_their_order(narrow):
+    """Each channel's bins spread uniformly over the grid: exact total mass, and at every grid point
+    the pooled CDF is off the true one by at most the mass of the channel cells that hold it."""
+    values, labels, edges = narrow
+    counts = adaptive_run(values, labels, edges).gate_tensor("SE_2_1", "hist").numpy().reshape(3, 6, 22)
+    pooled, grid = views.pooled_histogram(counts, edges, points=50)
+    for klass in range(3):
+        v = values[labels == klass]
+        assert pooled[klass].sum() == pytest.approx(v.size, abs=1e-9)
+        cdf = np.cumsum(pooled[klass])
+        true = np.array([(v <= g).sum() for g in grid[1:]])
+        # the cell of each channel that holds g (under- and overflow: their values lie anywhere beyond the edge)
+        straddle = sum(counts[klass, c, np.searchsorted(edges[c], grid[1:], side="right")] for c in range(6))
+        assert (np.abs(cdf - true) <= straddle + 1e-9).all()
+    shares = views.gate_distribution(adaptive_run(values, labels, edges), "SE_2_1", classes=[0, 1, 2])
+    means = shares.assign(w=shares["bin_center"] * shares["share"]).groupby("class")["w"].sum()
+    grid_step, bin_step = grid[1] - grid[0], (edges[:, 1] - edges[:, 0]).max()
+    for klass in range(3):  # each value moves by at most one grid bin and one channel bin
+        assert abs(means[klass] - values[labels == klass].mean()) <= grid_step + bin_step

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from analysis.capture.collect import collect
-from analysis.capture.distributed import join_ranks, merge_ranks, share_model
+from analysis.capture.collect import collect, gate_precision
+from analysis.capture.distributed import agree_ranks, join_ranks, merge_ranks, share_model
 from analysis.capture.stats import GateStats, StatsConfig
 from analysis.data.jpeg import make_image_loader
 from analysis.devices import resolve_device
@@ -86,6 +86,7 @@ def run_collect(job: CollectJob) -> Run | None:
             gate_pattern=job.gates, class_names=source.class_names, config=config,
             amp=None if job.amp == "none" else job.amp, channels_last=job.channels_last, compile=job.compile,
             progress=job.progress and (not rank or rank.rank == 0), total=len(shard) if rank else total,
+            agree=agree_ranks if rank else None,
         )
         if rank:
             merge_ranks(stats)
@@ -101,6 +102,7 @@ def run_collect(job: CollectJob) -> Run | None:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "job": asdict(job),
         "processes": rank.world if rank else 1,
+        "gate_precision": gate_precision(model, stats.gates),
     }
     return save_run(stats, job.out, meta, overwrite=job.overwrite, min_excess=job.onset_min_excess)
 

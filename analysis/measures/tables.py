@@ -31,7 +31,6 @@ from analysis.measures.onset import ONSET_MIN_EXCESS, ONSET_RULE, find_onset
 from analysis.measures.probe import PROBE_MAX_CLASSES, probe
 from analysis.measures.profiles import mean_pairwise_cosine, selectivity
 from analysis.measures.resampling import eta2_jackknife
-from analysis.measures.saturation import saturation
 from analysis.measures.schema import validate
 from analysis.measures.testing import benjamini_hochberg
 
@@ -53,7 +52,11 @@ class StatsLike(Protocol):
 
     def moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
-    def histogram(self, name: str) -> torch.Tensor: ...
+    def shift(self, name: str) -> torch.Tensor: ...
+
+    def histogram(self, name: str) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def saturation(self, name: str) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def reservoir(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
@@ -63,10 +66,18 @@ def _ordered_gates(stats: StatsLike) -> list[GateLike]:
     return sorted(stats.gates, key=lambda g: g.depth)
 
 
+def _raw_moments(stats: StatsLike, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(count [S, K], sum [S, K, C], sumsq [S, K, C]) of the gate values themselves, from the
+    moments of s - shift that GateStats keeps."""
+    count, total, total_sq = (as_numpy(m) for m in stats.moments(name))
+    d, n = as_numpy(stats.shift(name)), count[..., None].astype(np.float64)
+    return count, total + n * d, total_sq + 2 * d * total + n * d * d
+
+
 def _totals(stats: StatsLike, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(count [K], sum [K, C], sumsq [K, C]) of one gate, summed over shards."""
-    count, total, total_sq = stats.moments(name)
-    return as_numpy(count).sum(0), as_numpy(total).sum(0), as_numpy(total_sq).sum(0)
+    count, total, total_sq = _raw_moments(stats, name)
+    return count.sum(0), total.sum(0), total_sq.sum(0)
 
 
 def _gate_channels(stats: StatsLike, gate: GateLike, q: float) -> pd.DataFrame:
@@ -79,8 +90,9 @@ def _gate_channels(stats: StatsLike, gate: GateLike, q: float) -> pd.DataFrame:
     preferred[a.constant] = present.argmax()
     sel = selectivity(a.means[present])
     sel[a.constant] = 0.0
-    mi, bins = histogram_pass(stats.histogram(gate.name))
-    sat_high, sat_low = saturation(bins)
+    mi, _ = histogram_pass(stats.histogram(gate.name)[0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sat_high, sat_low = (as_numpy(x).sum(0) / n_k.sum() for x in stats.saturation(gate.name))
     c = t.shape[1]
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = t.sum(0) / a.n
@@ -117,7 +129,7 @@ def _block_row(
     stats: StatsLike, gate: GateLike, ch: pd.DataFrame, *, q: float, probe_args: dict[str, Any]
 ) -> dict[str, Any]:
     """Block table row of one gate (without rel_depth) from its channel rows, moments and reservoir."""
-    count, total, total_sq = (as_numpy(m) for m in stats.moments(gate.name))
+    count, total, total_sq = _raw_moments(stats, gate.name)
     total = total.astype(np.float64, copy=False)
     n_k, t = count.sum(0), total.sum(0)
     n, k_present, c = float(n_k.sum()), int((n_k > 0).sum()), t.shape[1]

@@ -93,8 +93,10 @@ def gate_distribution(run: Run, block: str, channel: int | None = None, classes:
     check_block(run, block)
     bins = run.meta["stats"]["config"]["bins"]
     k = len(class_names(run))
-    hist = run.gate_tensor(block, "hist").view(k, -1, bins)
+    hist = run.gate_tensor(block, "hist").view(k, -1, bins + 2)[..., 1:-1]  # without the under/overflow cells
     hist = hist[:, channel] if channel is not None else hist.sum(1, dtype=hist.dtype)
+    # bins span each channel's own range: real gate values for one channel, the position in the range for a block
+    lo, hi = (float(run.gate_tensor(block, f)[channel]) for f in ("edge_lo", "edge_hi")) if channel is not None else (0.0, 1.0)
     classes = list(range(k)) if classes is None else classes
     counts = hist[classes].double().numpy()
     share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
@@ -102,7 +104,7 @@ def gate_distribution(run: Run, block: str, channel: int | None = None, classes:
     return pd.DataFrame({
         "class": np.repeat(classes, bins),
         "class_name": np.repeat([names[c] for c in classes], bins),
-        "bin_center": np.tile((np.arange(bins) + 0.5) / bins, len(classes)),
+        "bin_center": np.tile(lo + (hi - lo) * (np.arange(bins) + 0.5) / bins, len(classes)),
         "share": share.flatten(),
     })
 

@@ -55,12 +55,22 @@ class FakeStats:
         np.add.at(total_sq, group, v * v)
         return tuple(torch.from_numpy(a) for a in (count, total.reshape(s, k, c), total_sq.reshape(s, k, c)))
 
-    def histogram(self, name: str) -> torch.Tensor:
+    def shift(self, name: str) -> torch.Tensor:
+        return torch.zeros(self.values[name].shape[1], dtype=torch.float64)  # moments of the values themselves
+
+    def histogram(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bins on [0, 1] (the last holds 1.0), with GateStats' empty underflow and overflow cells."""
         v = self.values[name].astype(np.float64)
-        b = np.minimum(np.floor(v * self.bins).astype(np.int64), self.bins - 1)  # last bin holds 1.0
-        k, c = self.num_classes, v.shape[1]
-        flat = (self.labels[:, None] * c + np.arange(c)) * self.bins + b
-        return torch.from_numpy(np.bincount(flat.ravel(), minlength=k * c * self.bins).reshape(k, c, self.bins))
+        b = np.minimum(np.floor(v * self.bins).astype(np.int64), self.bins - 1) + 1
+        k, c, cells = self.num_classes, v.shape[1], self.bins + 2
+        flat = (self.labels[:, None] * c + np.arange(c)) * cells + b
+        counts = np.bincount(flat.ravel(), minlength=k * c * cells).reshape(k, c, cells)
+        return torch.from_numpy(counts), torch.linspace(0, 1, self.bins + 1, dtype=torch.float64).expand(c, -1)
+
+    def saturation(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        v, k = self.values[name], self.num_classes
+        return tuple(torch.from_numpy(np.stack([(v[self.labels == c] >= t if hi else v[self.labels == c] <= t).sum(0)
+                                                for c in range(k)])) for t, hi in ((0.9, True), (0.1, False)))
 
     def reservoir(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ids = np.concatenate([np.flatnonzero(self.labels == k)[: self.keep] for k in range(self.num_classes)])

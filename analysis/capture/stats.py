@@ -128,11 +128,11 @@ class GateStats:
                 self.set_gate_tensor(g.name, field, state[f"{g.name}/{field}"])
         return self.fused
 
-    # The reservoir's keys and ids, as stored in a run's file. Setting one replaces the sampler
-    # rather than writing into it: a copy.copy of these statistics (distributed merging) shares it.
+    # The reservoir's keys ([K*R+1] float64, inf: empty) and ids ([K*R+1] int64, -1: empty), as stored
+    # in a run's file. Setting one replaces the sampler rather than writing into it: a copy.copy of
+    # these statistics (distributed merging) shares it.
     @property
     def reservoir_keys(self) -> torch.Tensor:
-        """[K*R+1] float64: each slot's sample key, inf for an empty slot."""
         return self.sampler.keys
 
     @reservoir_keys.setter
@@ -141,7 +141,6 @@ class GateStats:
 
     @property
     def reservoir_ids(self) -> torch.Tensor:
-        """[K*R+1] int64: each slot's sample id, -1 for an empty slot."""
         return self.sampler.ids
 
     @reservoir_ids.setter
@@ -297,16 +296,12 @@ class GateStats:
             t = self.gate_tensors(g.name)
             seen = int(t["count"].sum())
             if seen != self.samples:
-                raise GateValueError(
-                    f"gate {g.name} ({g.path}) saw {seen} of {self.samples} samples; "
-                    "its module did not run on every forward pass."
-                )
+                raise GateValueError(f"gate {g.name} ({g.path}) saw {seen} of {self.samples} samples; "
+                                     "its module did not run on every forward pass.")
             bad = int(t["nonfinite"])
             if bad:
-                raise GateValueError(
-                    f"gate {g.name} produced {bad} NaN or infinite values; "
-                    "the input data contains NaN or the model overflowed (try --amp bf16 or none)."
-                )
+                raise GateValueError(f"gate {g.name} produced {bad} NaN or infinite values; "
+                                     "the input data contains NaN or the model overflowed (try --amp bf16 or none).")
             out = int(t["below"]) + int(t["above"])
             if out:
                 raise GateValueError(
@@ -378,12 +373,8 @@ class GateStats:
 
     def describe(self) -> dict:
         """JSON-able description that, with state_dict, rebuilds these statistics."""
-        return {
-            "config": asdict(self.config),
-            "gates": [asdict(g) for g in self.gates],
-            "class_names": self.class_names,
-            "samples": self.samples,
-        }
+        return {"config": asdict(self.config), "gates": [asdict(g) for g in self.gates],
+                "class_names": self.class_names, "samples": self.samples}
 
     @classmethod
     def from_state(cls, description: dict, tensors: dict[str, torch.Tensor]) -> GateStats:

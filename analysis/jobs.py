@@ -19,8 +19,8 @@ from typing import Annotated, Any
 import torch
 from torch import nn
 
-from analysis.capture.collect import collect
-from analysis.capture.distributed import Rank, join_ranks, merge_ranks, share_model
+from analysis.capture.collect import collect, gate_precision
+from analysis.capture.distributed import Rank, agree_ranks, join_ranks, merge_ranks, share_model
 from analysis.capture.stats import GateStats, StatsConfig
 from analysis.data.jpeg import make_image_loader
 from analysis.data.source import IMAGE_SIZE, DataSource
@@ -113,6 +113,7 @@ def run_collect(job: CollectJob) -> Run | None:
         "job": asdict(job),
         "processes": rank.world if rank else 1,
         "warnings": data_warnings(stats),
+        "gate_precision": gate_precision(model, stats.gates),
     }
     controls = {}
     if control_stats is not None:
@@ -142,6 +143,7 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
         gate_pattern=job.gates, class_names=source.class_names, config=config,
         amp=None if job.amp == "none" else job.amp, channels_last=job.channels_last, compile=job.compile,
         progress=job.progress and (not rank or rank.rank == 0), total=len(shard) if rank else total,
+        agree=agree_ranks if rank else None,
     )
     if rank:
         merge_ranks(stats)

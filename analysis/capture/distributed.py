@@ -6,7 +6,9 @@ Rank r of W reads samples r, r + W, r + 2W, ... of the (limited) data set. Distr
 would pad the last round with repeated samples, which GateStats would count twice; strided shards
 never repeat one, and the sample ids stay indices into the whole data set. Each rank keeps its own
 GateStats on its device, then `merge_ranks` combines them (NCCL on GPUs, gloo on CPUs) into what
-one process would have collected over all the data, and rank 0 alone writes the run folder.
+one process would have collected over all the data, and rank 0 alone writes the run folder. For
+that, the ranks first agree on each channel's shift and histogram range (`agree_ranks`, called by
+GateStats on its first batch), so that their sums and histograms add exactly.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ import torch.distributed as dist
 from torch import nn
 
 from analysis.errors import DistributedError, first_line
+from analysis.capture.config import CALIBRATION
 from analysis.capture.stats import GateStats
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 # The longest a rank waits for the others in one collective: long enough for ranks that finish
 # their shards at different times, short enough that one crashed rank does not hang the rest forever.
 TIMEOUT = timedelta(minutes=30)
-ADDED = ("count", "sum", "sumsq", "hist", "nonfinite", "below", "above")  # add up over disjoint samples
+ADDED = ("count", "perm_count", "sum", "sumsq", "perm_sum", "perm_sumsq", "hist", "sat_high", "sat_low",
+         "nonfinite", "below", "above")  # add up over disjoint samples
 SAMPLED = ("reservoir", "top_values", "top_ids")  # chosen by sample key or value: combined by GateStats.merge
 
 
@@ -92,6 +96,19 @@ def share_model(model: nn.Module) -> None:
         raise _peer_failed("share the model", e) from None
 
 
+def agree_ranks(shift: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> None:
+    """Make a first batch's calibration equal on every rank, in place: the mean of the ranks' shifts,
+    the least low and the largest high (GateStats.agree under torchrun; every rank calls it once
+    per calibration, at the same point of its collection)."""
+    try:
+        dist.all_reduce(shift)
+        shift /= dist.get_world_size()
+        dist.all_reduce(low, dist.ReduceOp.MIN)
+        dist.all_reduce(high, dist.ReduceOp.MAX)
+    except RuntimeError as e:
+        raise _peer_failed("agree on the gates' ranges", e) from None
+
+
 def merge_ranks(stats: GateStats) -> GateStats:
     """Turn `stats` (this rank's shard) into the statistics of every rank's samples, on every rank.
 
@@ -101,6 +118,8 @@ def merge_ranks(stats: GateStats) -> GateStats:
     """
     rank, world = dist.get_rank(), dist.get_world_size()
     stats.flush()
+    if stats.inputs is not None:
+        merge_ranks(stats.inputs)
     try:
         own = {key: t.clone() for key, t in _sampled(stats).items()}
         for field in ADDED:
@@ -115,7 +134,7 @@ def merge_ranks(stats: GateStats) -> GateStats:
             part = own if src == rank else {key: torch.empty_like(t) for key, t in own.items()}
             for t in part.values():
                 dist.broadcast(t, src)
-            stats.merge(_holding(stats, part))
+            stats.merge(_holding(stats, part), inputs=False)
     except RuntimeError as e:
         raise _peer_failed("merge statistics", e) from None
     stats.samples = int(samples)
@@ -130,14 +149,15 @@ def _sampled(stats: GateStats) -> dict[str, torch.Tensor]:
 
 def _holding(stats: GateStats, part: dict[str, torch.Tensor]) -> GateStats:
     """A GateStats for GateStats.merge that holds another rank's reservoir and top-k and adds
-    nothing else: zeros that take no memory for the sums, `stats`' own (already reduced) min/max."""
+    nothing else: zeros that take no memory for the sums, `stats`' own (already reduced) min/max and
+    calibration."""
     peer = copy.copy(stats)
     peer.samples = 0
     peer.reservoir_keys, peer.reservoir_ids = part["_reservoir/keys"], part["_reservoir/ids"]
     peer.fused = {
         **{field: torch.zeros((), dtype=value.dtype, device=stats.device).expand_as(value)
            for field, value in stats.fused.items() if field in ADDED},
-        "min": stats.fused["min"], "max": stats.fused["max"],
+        **{field: stats.fused[field] for field in ("min", "max", *CALIBRATION)},
         **{field: part[field] for field in SAMPLED},
     }
     peer._pending = set()

@@ -17,6 +17,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from analysis.errors import NoGatesError
@@ -64,6 +68,46 @@ def _adapter_table() -> list[tuple[type, str]]:
     except ImportError:
         pass
     return table
+
+
+def _fp32_table() -> list[tuple[type, Callable[[torch.Tensor], torch.Tensor], str]]:
+    """(gate activation class, the same nonlinearity as a function, its name) for every gate type we
+    know: the one place that says how a gate is recomputed in float32 from its pre-activation."""
+    table: list[tuple[type, Callable[[torch.Tensor], torch.Tensor], str]] = [
+        (nn.Sigmoid, torch.sigmoid, "sigmoid"), (nn.Hardsigmoid, F.hardsigmoid, "hard sigmoid")]
+    try:
+        from timm.layers import activations as tact
+        from timm.layers import activations_me as tme
+
+        table += [(tact.Sigmoid, torch.sigmoid, "sigmoid"), (tact.HardSigmoid, F.hardsigmoid, "hard sigmoid"),
+                  (tme.HardSigmoidMe, F.hardsigmoid, "hard sigmoid")]
+    except ImportError:
+        pass
+    return table
+
+
+def fp32_gate(module: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor], str] | None:
+    """(the gate module's nonlinearity as a function, its name), or None for a module of unknown type."""
+    for cls, function, name in _fp32_table():
+        if type(module) is cls:
+            return function, name
+    return None
+
+
+def squeeze_block(model: nn.Module, gate: Gate) -> tuple[str, tuple[int, int]] | None:
+    """(path of the SE block that owns `gate`, the spatial dims of its input to average), or None
+    when the gate's parent module is no SE block we know (gates named by --gates REGEX)."""
+    block_path, _, attr = gate.path.rpartition(".")
+    block = unwrap(model).get_submodule(block_path)
+    declared = getattr(type(block), GATE_DECLARATION, None)
+    adapters = [(type(block), declared)] if isinstance(declared, str) else _adapter_table()
+    if not any(isinstance(block, cls) and a == attr for cls, a in adapters):
+        return None
+    try:
+        from timm.layers.squeeze_excite import SqueezeExciteCl  # timm's SE on [N, H, W, C]
+    except ImportError:
+        return block_path, (2, 3)
+    return block_path, (1, 2) if isinstance(block, SqueezeExciteCl) else (2, 3)
 
 
 # (path pattern of the SE block, stage number of index 0, block number of index 0)

@@ -5,8 +5,10 @@
     # every hook is removed here, also after an exception
 
 The function gets (gate, module output); returning None keeps the output, anything else
-replaces it. Subclasses supply the function (GateHooks feeds statistics, GateReplacement swaps
-gates). Each context registers its hooks on entry and removes exactly those, in reverse order,
+replaces it. `before` adds forward-pre hooks, (module path, gate, function(gate, inputs)), that see
+a module's positional inputs before it runs (GateHooks reads a gate's pre-activation and its SE
+block's input there; they never change them). Subclasses supply the functions (GateHooks feeds
+statistics, GateReplacement swaps gates). Each context registers its hooks on entry and removes exactly those, in reverse order,
 on every exit path, so contexts nest and an error never leaves a hook behind.
 """
 
@@ -22,18 +24,29 @@ from analysis.capture.gates import Gate, unwrap
 from analysis.errors import GateValueError
 
 GateFunction = Callable[[Gate, Any], Any]  # (gate, module output) -> None or the replacement output
+InputFunction = Callable[[Gate, tuple], None]  # (gate, the module's positional inputs), before it runs
 
 
 class ForwardHooks:
     """Forward hooks that call `function(gate, output)` for each gate; see the module docstring."""
 
-    def __init__(self, model: nn.Module, gates: list[Gate], function: GateFunction) -> None:
-        self.model, self.gates, self.function = unwrap(model), gates, function
+    def __init__(
+        self, model: nn.Module, gates: list[Gate], function: GateFunction,
+        before: tuple[tuple[str, Gate, InputFunction], ...] = (),
+    ) -> None:
+        self.model, self.gates, self.function, self.before = unwrap(model), gates, function, before
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _hook(self, gate: Gate) -> Callable[[nn.Module, Any, Any], Any]:
         def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
             return self.function(gate, output)
+
+        return hook
+
+    @staticmethod
+    def _pre_hook(gate: Gate, function: InputFunction) -> Callable[[nn.Module, tuple], None]:
+        def hook(module: nn.Module, inputs: tuple) -> None:
+            function(gate, inputs)  # a pre-hook returning a value would replace the inputs: never
 
         return hook
 
@@ -44,6 +57,10 @@ class ForwardHooks:
                 if gate.path not in modules:
                     raise GateValueError(f"gate {gate.name}: the model has no module {gate.path!r}.")
                 self.handles.append(modules[gate.path].register_forward_hook(self._hook(gate)))
+            for path, gate, function in self.before:
+                if path not in modules:
+                    raise GateValueError(f"gate {gate.name}: the model has no module {path!r}.")
+                self.handles.append(modules[path].register_forward_pre_hook(self._pre_hook(gate, function)))
         except BaseException:
             self.remove()
             raise

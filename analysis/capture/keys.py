@@ -1,6 +1,7 @@
 """Per-sample keys from sample ids, and the top-k with ties broken by id: what makes GateStats' samples mergeable.
 
     key, shard_hash = sample_hash(ids, seed)     # the reservoir's key, the shard's hash
+    y_p = pseudo_labels(ids, p, num_classes, seed)  # relabelling p: the permutation null's labels
     values, ids = top_k(values, ids, k)          # per row, the k largest with their ids
 
 Both are functions of the sample id alone, never of the order samples arrive in, so that two
@@ -15,7 +16,7 @@ _PRIME = 2147483647  # 2**31 - 1: keeps every product of the hash below 2**62
 MAX_ID = 2**32 - 2  # sample ids share an int64 key with a 31- or 32-bit value (top_k, the reservoir's order)
 
 
-def _mix(x: torch.Tensor, a: int, b: int) -> torch.Tensor:
+def _mix(x: torch.Tensor, a: int, b: int | torch.Tensor) -> torch.Tensor:
     """One round of an integer hash on values in [0, 2**31 - 1)."""
     x = x ^ (x >> 13)
     x = (x * a + b) % _PRIME
@@ -29,6 +30,24 @@ def sample_hash(ids: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tenso
     x = _mix(x, 16807, 12345)
     key = (_mix(x, 69621, 777) + 0.5) / _PRIME
     return key.to(torch.float64), _mix(x, 39373, 4242)
+
+
+def permuted_labels(ids: torch.Tensor, perms: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
+    """Pseudo-labels of every relabelling in `perms` at once: ids [N] int64, perms [P] int64 -> [P, N] int64.
+
+    A hash of (sample id, p, seed) with its own constants, so it is independent of the data, of the
+    true labels and of the reservoir keys and shards; the same on every device and in every pass."""
+    x = ((ids % _PRIME) ^ ((ids // _PRIME) % _PRIME))[None, :]
+    x = _mix(x, 69621, ((seed * 104729 + perms * 7919 + 3) % _PRIME)[:, None])
+    x = _mix(x, 48271, 991)
+    x = _mix(x, 16807, 54321)
+    return x % num_classes
+
+
+def pseudo_labels(ids: torch.Tensor, p: int, num_classes: int, seed: int) -> torch.Tensor:
+    """Relabelling p of the samples `ids` [N] int64 -> [N] int64 in [0, num_classes): GateStats'
+    permutation tables use these labels, so a reservoir's ids can be relabelled alike."""
+    return permuted_labels(ids, torch.tensor([p], device=ids.device), num_classes, seed)[0]
 
 
 def check_ids(ids: torch.Tensor) -> None:

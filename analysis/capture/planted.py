@@ -4,7 +4,8 @@ The dashboard, the reports and their benchmarks need runs of every size, up to I
 (1000 classes, ~15k gate channels), without hours of collection. These statistics are what a
 collection over `samples_per_class` images per class would give if each gate were Gaussian around
 a class-mean profile whose class dependence grows with depth: block i of n has class effect
-`specificity * (i / n) ** 2`, so the early blocks are near chance and the late ones class-specific.
+`specificity * (i / n) ** 2`, so the early blocks are near chance and the late ones class-specific;
+the permutation tables are those of labels independent of the class.
 """
 
 from __future__ import annotations
@@ -41,23 +42,35 @@ def planted_stats(
     config = config or StatsConfig(num_classes=num_classes, reservoir=min(16, samples_per_class))
     stats = GateStats(gates, config, [f"class {k}" for k in range(num_classes)])
     g = torch.Generator().manual_seed(seed)
-    k, s, n, bins = num_classes, config.shards, samples_per_class, config.bins
+    k, s, n, p, bins = num_classes, config.shards, samples_per_class, config.permutations, config.bins
     shard_of = torch.randint(0, s, (k, n), generator=g)
     count = torch.stack([(shard_of == j).sum(1) for j in range(s)])  # [S, K]
-    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    # Pseudo-labels are independent of the class: each relabelled class holds about N / K samples of all classes.
+    pseudo = torch.randint(0, k, (p, k * n), generator=g)
+    perm_count = torch.stack([torch.bincount(row, minlength=k) for row in pseudo]).reshape(p, k)  # [P, K]
     for i, gate in enumerate(gates):
         c, t = gate.channels, {}
         effect = specificity * ((i + 1) / len(gates)) ** 2
         base = 0.5 + 0.15 * torch.randn(c, generator=g, dtype=torch.float64)
         mu = (base + effect * torch.randn(k, c, generator=g, dtype=torch.float64)).clamp(0.02, 0.98)  # [K, C]
         shard_mu = mu + noise / math.sqrt(max(n / s, 1)) * torch.randn(s, k, c, generator=g, dtype=torch.float64)
-        t["count"] = count.flatten().clone()
-        t["sum"] = (count[..., None] * shard_mu).view(s * k, c)
-        t["sumsq"] = (count[..., None] * (shard_mu**2 + noise**2)).view(s * k, c)
-        # Histogram: expected counts of N(mu, noise) clipped to [0, 1], rounded per class and channel.
-        cdf = 0.5 * (1 + torch.erf((edges - mu[..., None]) / (noise * math.sqrt(2)))).float()  # [K, C, B+1]
-        cdf[..., 0], cdf[..., -1] = 0.0, 1.0
+        t["shift"] = base
+        t["count"], t["perm_count"] = count.flatten().clone(), perm_count.flatten().clone()
+        t["sum"] = (count[..., None] * (shard_mu - base)).view(s * k, c)
+        t["sumsq"] = (count[..., None] * ((shard_mu - base) ** 2 + noise**2)).view(s * k, c)
+        pooled, spread = mu.mean(0), mu.var(0, unbiased=False) + noise**2  # [C]
+        perm_mu = pooled + (spread / (n + 1)).sqrt() * torch.randn(p, k, c, generator=g, dtype=torch.float64)
+        t["perm_sum"] = (perm_count[..., None] * (perm_mu - base)).view(p * k, c)
+        t["perm_sumsq"] = (perm_count[..., None] * ((perm_mu - base) ** 2 + spread)).view(p * k, c)
+        # Histogram: expected counts of N(mu, noise) over each channel's range, with under/overflow.
+        t["edge_lo"] = (mu.amin(0) - 3 * noise).clamp(min=0.0)
+        t["edge_hi"] = (mu.amax(0) + 3 * noise).clamp(max=1.0)
+        edges = t["edge_lo"][:, None] + (t["edge_hi"] - t["edge_lo"])[:, None] * torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+        normal = lambda x: 0.5 * (1 + torch.erf((x - mu[..., None]) / (noise * math.sqrt(2))))  # noqa: E731
+        cdf = torch.cat([torch.zeros(k, c, 1), normal(edges[None]), torch.ones(k, c, 1)], -1)  # [K, C, B+3]
         t["hist"] = (cdf.diff(dim=-1) * n).round().int().flatten()
+        t["sat_high"] = ((1 - normal(torch.tensor(0.9, dtype=torch.float64)[None, None]))[..., 0] * n).round().int()
+        t["sat_low"] = (normal(torch.tensor(0.1, dtype=torch.float64)[None, None])[..., 0] * n).round().int()
         r = config.reservoir
         kept = (mu.float().repeat_interleave(r, 0) + noise * torch.randn(k * r, c, generator=g)).clamp(0, 1)
         t["reservoir"] = torch.cat([kept, torch.zeros(1, c)])

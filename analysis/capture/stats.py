@@ -4,67 +4,32 @@
     stats.begin_batch(labels, ids)      # once per batch, before the forward
     stats.update("SE_2_1", s)           # from each gate's hook, s: [N, C]
 
-Per gate, with K classes, C channels, S shards and B bins (the layout of a run's stats file; in
-memory each field is one tensor holding the gates' tensors one after another, so that a batch is
-added to all gates at once, and each gate's tensor is a contiguous view):
-
-* `count [S*K]` int64, `sum`/`sumsq [S*K, C]` float64: moments per shard and class. Shards are
-  disjoint parts of the data chosen by a hash of the sample id; the totals are their sums, and the
-  shards give jackknife intervals without storing anything per sample.
-* `hist [K*C*B]` int32: counts over B equal-width bins on [0, 1].
-* `reservoir [K*R+1, C]` float32: a uniform sample of R gate vectors per class, in the slots of
-  one `Reservoir` shared by all gates (stored once as `_reservoir/keys` and `_reservoir/ids`; row
-  K*R is a scratch row that absorbs the samples not kept). Each sample's key is a hash of its id.
-* `top_values`/`top_ids [C, k]`: per channel, the k samples with the largest gate.
-* `nonfinite`, `below`, `above`, `min`, `max`: problems seen, checked once by `check()`, because a
-  host sync inside a hook would stall the GPU.
+The fields per gate (shift and moments, permutation tables, histogram, saturation counters, reservoir,
+top-k, problem counters) and their layout are listed in `capture.config`.
 
 `update` only copies each gate's batch into one buffer; the next `begin_batch` (or any read) adds
-the whole batch of every gate in one set of large kernels. Gate by gate, that was some 35 small
-kernels per gate, which on an H100 cost 17% of SE-ResNet-50's inference; now the count does not
-grow with the gates.
-Nothing in `begin_batch` or `update` synchronises with the host. Memory does not depend on the
-number of images.
+the whole batch of every gate in one set of large kernels, so their count does not grow with the
+gates. Nothing in `begin_batch` or `update` synchronises with the host. Memory does not depend on
+the number of images. `inputs`, when collected, holds the same statistics of each SE block's
+squeezed input z (unbounded).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Annotated
+from collections.abc import Callable
+from dataclasses import asdict
 
 import torch
 
+from analysis.capture.config import (CALIBRATION, COUNTERS, DTYPES, PER_CHANNEL, SAT_HIGH, SAT_LOW, Agree, StatsConfig,
+                                     field_shapes)
 from analysis.capture.gates import Gate
-from analysis.capture.keys import check_ids, sample_hash, top_k
+from analysis.capture.keys import check_ids, permuted_labels, sample_hash, top_k
+from analysis.capture.merging import merge_into
+from analysis.capture.ranges import bin_cells, edges, first_batch, histogram_range
 from analysis.capture.reservoir import Reservoir
 from analysis.data.labels import check_labels
-from analysis.errors import GateValueError, LabelError, StatsMismatchError
-from analysis.options import Range, check_fields
-
-_DTYPES = {"count": torch.int64, "sum": torch.float64, "sumsq": torch.float64, "hist": torch.int32,
-           "reservoir": torch.float32, "top_values": torch.float32, "top_ids": torch.int64, "nonfinite": torch.int64,
-           "below": torch.int64, "above": torch.int64, "min": torch.float32, "max": torch.float32}
-
-
-@dataclass(frozen=True)
-class StatsConfig:
-    """What GateStats keeps. Stored in the run's meta.json; two stats merge only if configs match."""
-
-    num_classes: int
-    # equal-width histogram bins on [0, 1]; 20 makes 0.1 and 0.9 bin edges; one bin would say nothing
-    bins: Annotated[int, Range(2)] = 20
-    reservoir: Annotated[int, Range(0)] = 0  # gate vectors kept per class; 0 picks min(256, max(16, 4096 // K))
-    topk: Annotated[int, Range(1)] = 16  # samples kept per channel for image galleries
-    shards: Annotated[int, Range(1)] = 8  # disjoint data shards for jackknife intervals
-    seed: Annotated[int, Range(0)] = 0  # seeds the sample keys of the reservoir and the shard assignment
-
-    def __post_init__(self) -> None:
-        if self.num_classes < 1:
-            raise LabelError(f"num_classes must be at least 1, not {self.num_classes}.")
-        check_fields(self)
-        if self.reservoir == 0:
-            object.__setattr__(self, "reservoir", min(256, max(16, 4096 // self.num_classes)))
-
+from analysis.errors import GateValueError, LabelError
 
 class GateStats:
     """Sufficient statistics of every gate per class; see the module docstring for the layout."""
@@ -89,10 +54,10 @@ class GateStats:
         if len(self.class_names) != k:
             raise LabelError(f"{len(self.class_names)} class names given for {k} classes.")
         self.device = torch.device(device)
-        slots = k * config.reservoir
-        dev = {"device": self.device}
         self.samples = 0  # images seen, counted on the host from batch shapes
         self.sampler = Reservoir(k, config.reservoir, self.device)
+        self.agree: Agree | None = None  # set under torchrun, so that every rank calibrates alike
+        self._inputs: GateStats | Callable[[], GateStats | None] | None = None
         self.columns: dict[str, slice] = {}
         for g in self.gates:
             start = next(reversed(self.columns.values())).stop if self.columns else 0
@@ -105,24 +70,41 @@ class GateStats:
         self._width = widths.repeat_interleave(widths).to(self.device)
         self._first = (widths.cumsum(0) - widths).repeat_interleave(widths).to(self.device)
         self._local = torch.arange(self.total, device=self.device) - self._first
+        self._perms = torch.arange(config.permutations, device=self.device)
         # Entries per channel of the fields stored gate after gate, each gate's block in its file layout.
-        self._rows = {"sum": config.shards * k, "sumsq": config.shards * k, "hist": k * config.bins, "reservoir": slots + 1}
+        sk, pk = config.shards * k, config.permutations * k
+        self._rows = {"sum": sk, "sumsq": sk, "perm_sum": pk, "perm_sumsq": pk, "hist": k * (config.bins + 2),
+                      "sat_high": k, "sat_low": k, "reservoir": k * config.reservoir + 1}
         self.fused = self._empty() if state is None else self._stored(state)
+        # Gates whose shift and range are set (by their first batch, a merge or a file): host-side.
+        self._calibrated = {g.name for g in self.gates if state is not None and self._block("edge_hi", g.name).max() > 0}
         self._batch: dict[str, torch.Tensor] = {}
-        self._held = torch.empty(0, self.total, **dev)  # this batch's gate values, all gates side by side
+        self._held = torch.empty(0, self.total, device=self.device)  # this batch's values, all gates side by side
         self._pending: set[str] = set()  # gates whose values this batch holds
+
+    @property
+    def inputs(self) -> GateStats | None:
+        """The statistics of each SE block's squeezed input z (same gate names), or None; a run
+        folder's are read from disk on first access."""
+        if callable(self._inputs):
+            self._inputs = self._inputs()
+        return self._inputs
+
+    @inputs.setter
+    def inputs(self, value: GateStats | Callable[[], GateStats | None] | None) -> None:
+        self._inputs = value
 
     def _empty(self, large: bool = True) -> dict[str, torch.Tensor]:
         """Fresh fields; without `large`, only those not stored gate after gate."""
         t, dev, cfg = self.total, {"device": self.device}, self.config
         large_fields = self._rows if large else {}
-        return {field: torch.zeros(rows * t, dtype=_DTYPES[field], **dev) for field, rows in large_fields.items()} | {
+        return {field: torch.zeros(rows * t, dtype=DTYPES[field], **dev) for field, rows in large_fields.items()} | {
             "count": torch.zeros(len(self.gates), cfg.shards * cfg.num_classes, dtype=torch.int64, **dev),
+            "perm_count": torch.zeros(len(self.gates), cfg.permutations * cfg.num_classes, dtype=torch.int64, **dev),
             "top_values": torch.full((t, cfg.topk), -float("inf"), **dev),
             "top_ids": torch.full((t, cfg.topk), -1, dtype=torch.int64, **dev),
-            "nonfinite": torch.zeros(t, dtype=torch.int64, **dev),  # per channel; summed per gate on reading
-            "below": torch.zeros(t, dtype=torch.int64, **dev),
-            "above": torch.zeros(t, dtype=torch.int64, **dev),
+            **{field: torch.zeros(t, dtype=torch.int64, **dev) for field in COUNTERS},
+            **{field: torch.zeros(t, dtype=torch.float64, **dev) for field in CALIBRATION},
             "min": torch.full((t,), float("inf"), **dev),
             "max": torch.full((t,), -float("inf"), **dev),
         }
@@ -132,25 +114,25 @@ class GateStats:
         copy. Raises KeyError for a missing tensor and ValueError for a misshapen one."""
         for g in self.gates:
             for field, shape in self.layout(g.name).items():
-                value, dtype = state[f"{g.name}/{field}"], _DTYPES[field]
+                value, dtype = state[f"{g.name}/{field}"], DTYPES[field]
                 if value.shape != shape or value.dtype != dtype:
                     raise ValueError(f"{g.name}/{field} is {value.dtype} {tuple(value.shape)}, "
                                      f"expected {dtype} {tuple(shape)}")
         joined = {field: torch.cat([state[f"{g.name}/{field}"].reshape(-1) for g in self.gates]).to(self.device)
                   for field in self._rows}
         joined |= {field: torch.cat([state[f"{g.name}/{field}"] for g in self.gates]).to(self.device)
-                   for field in ("top_values", "top_ids")}
+                   for field in PER_CHANNEL}
         self.fused = self._empty(large=False) | joined
         for g in self.gates:
-            for field in ("count", "nonfinite", "below", "above", "min", "max"):
+            for field in ("count", "perm_count", "min", "max", *COUNTERS):
                 self.set_gate_tensor(g.name, field, state[f"{g.name}/{field}"])
         return self.fused
 
-    # The reservoir's keys and ids, as stored in a run's file. Setting one replaces the sampler
-    # rather than writing into it: a copy.copy of these statistics (distributed merging) shares it.
+    # The reservoir's keys ([K*R+1] float64, inf: empty) and ids ([K*R+1] int64, -1: empty), as stored
+    # in a run's file. Setting one replaces the sampler rather than writing into it: a copy.copy of
+    # these statistics (distributed merging) shares it.
     @property
     def reservoir_keys(self) -> torch.Tensor:
-        """[K*R+1] float64: each slot's sample key, inf for an empty slot."""
         return self.sampler.keys
 
     @reservoir_keys.setter
@@ -159,7 +141,6 @@ class GateStats:
 
     @property
     def reservoir_ids(self) -> torch.Tensor:
-        """[K*R+1] int64: each slot's sample id, -1 for an empty slot."""
         return self.sampler.ids
 
     @reservoir_ids.setter
@@ -177,17 +158,21 @@ class GateStats:
         self.flush()
         check_labels(labels, self.config.num_classes)
         check_ids(ids)
-        n = labels.shape[0]
+        if self.inputs is not None:
+            self.inputs.begin_batch(labels, ids)
+        n, cfg = labels.shape[0], self.config
         if self._held.shape[0] != n:
             self._held = torch.empty(n, self.total, device=self.device)
         y = labels.to(self.device, torch.int64, non_blocking=True)
         ids = ids.to(self.device, torch.int64, non_blocking=True)
-        key, shard_hash = sample_hash(ids, self.config.seed)
+        key, shard_hash = sample_hash(ids, cfg.seed)
         dest_of_sample = self.sampler.add(y, key, ids)
+        perm_row = self._perms[:, None] * cfg.num_classes + permuted_labels(ids, self._perms, cfg.num_classes, cfg.seed)
         self._batch = {
             "y": y,
             "ids": ids,
-            "row": (shard_hash % self.config.shards) * self.config.num_classes + y,
+            "row": (shard_hash % cfg.shards) * cfg.num_classes + y,
+            "perm_row": perm_row,  # [P, N]
             "dest": dest_of_sample,
             "ones": torch.ones(n, dtype=torch.int64, device=self.device),
         }
@@ -200,10 +185,15 @@ class GateStats:
         self._pending.add(name)
 
     def flush(self) -> None:
-        """Add the held batch: all gates in one pass when all of them ran, else each alone."""
+        """Add the held batch: all gates in one pass when all of them ran, else each alone. A gate's
+        first batch sets its shift and histogram range first."""
         if not self._pending:
             return
         pending, self._pending = self._pending, set()
+        new = [g for g in self.gates if g.name in pending and g.name not in self._calibrated]
+        for columns in [slice(0, self.total)] if len(new) == len(self.gates) else [self.columns[g.name] for g in new]:
+            self._calibrate(columns, self._held[:, columns])
+        self._calibrated |= {g.name for g in new}
         if len(pending) == len(self.gates):
             self._add(slice(0, len(self.gates)), slice(0, self.total), self._held)
             return
@@ -212,34 +202,57 @@ class GateStats:
                 columns = self.columns[g.name]
                 self._add(slice(i, i + 1), columns, self._held[:, columns])
 
-    def _add(self, gates: slice, columns: slice, s32: torch.Tensor) -> None:
+    def _calibrate(self, columns: slice, s32: torch.Tensor) -> None:
+        """Set the shift and histogram range of the channels `columns` from their first batch s32 [N, C]."""
+        shift, low, high = first_batch(s32.double())
+        if self.agree is not None:
+            self.agree(shift, low, high)
+        lo, hi = histogram_range(low, high, self.config.bounded)
+        for field, value in zip(CALIBRATION, (shift, lo, hi)):
+            self.fused[field][columns] = value
+
+    def _add(self, gates: slice, columns: slice, s32: torch.Tensor) -> None:  # long: one kernel set per field
         """Add s32 [N, C] float32, the values of the gates `gates` (channels `columns`), to the batch."""
-        f, b, bins = self.fused, self._batch, self.config.bins
+        f, b, cfg = self.fused, self._batch, self.config
         n, c = s32.shape
+        g, p = gates.stop - gates.start, cfg.permutations
         first, local, width = self._first[columns], self._local[columns], self._width[columns]
-        s64 = s32.double().flatten()
-        f["count"][gates].index_add_(1, b["row"], b["ones"].expand(gates.stop - gates.start, n))
+        s64 = s32.double()
+        x = s64 - f["shift"][columns]
+        xx = x * x
+        f["count"][gates].index_add_(1, b["row"], b["ones"].expand(g, n))
         at = (self._rows["sum"] * first + local + b["row"][:, None] * width).flatten()
-        f["sum"].index_add_(0, at, s64)
-        f["sumsq"].index_add_(0, at, s64 * s64)
-        # Out-of-range values are counted (and reported by check), the clamp only keeps indices valid.
-        bin_index = (s32 * bins).floor().clamp_(0, bins - 1).nan_to_num_(0).long()
-        cell = self._rows["hist"] * first + (b["y"][:, None] * width + local) * bins + bin_index
+        f["sum"].index_add_(0, at, x.flatten())
+        f["sumsq"].index_add_(0, at, xx.flatten())
+        perm_row = b["perm_row"]
+        f["perm_count"][gates].index_add_(1, perm_row.flatten(), b["ones"].repeat(p).expand(g, p * n))
+        at = (self._rows["perm_sum"] * first + local + perm_row[:, :, None] * width).flatten()
+        f["perm_sum"].index_add_(0, at, x.expand(p, n, c).flatten())
+        f["perm_sumsq"].index_add_(0, at, xx.expand(p, n, c).flatten())
+        cell_of = bin_cells(s64, edges(f["edge_lo"][columns], f["edge_hi"][columns], cfg.bins))
+        cell = self._rows["hist"] * first + (b["y"][:, None] * width + local) * (cfg.bins + 2) + cell_of
         f["hist"].index_add_(0, cell.flatten(), torch.ones(cell.numel(), dtype=torch.int32, device=s32.device))
+        if cfg.bounded:
+            at = (self._rows["sat_high"] * first + b["y"][:, None] * width + local).flatten()
+            f["sat_high"].index_add_(0, at, (s64 >= SAT_HIGH).int().flatten())
+            f["sat_low"].index_add_(0, at, (s64 <= SAT_LOW).int().flatten())
+            f["below"][columns] += (s32 < 0).sum(0)
+            f["above"][columns] += (s32 > 1).sum(0)
         slot = self._rows["reservoir"] * first + local + b["dest"][:, None] * width
         f["reservoir"].index_copy_(0, slot.flatten(), s32.flatten())
         values = torch.cat([f["top_values"][columns], s32.t()], dim=1)
         ids = torch.cat([f["top_ids"][columns], b["ids"].expand(c, -1)], dim=1)
-        f["top_values"][columns], f["top_ids"][columns] = top_k(values, ids, self.config.topk)
+        f["top_values"][columns], f["top_ids"][columns] = top_k(values, ids, cfg.topk)
         f["nonfinite"][columns] += (~torch.isfinite(s32)).sum(0)
-        f["below"][columns] += (s32 < 0).sum(0)
-        f["above"][columns] += (s32 > 1).sum(0)
         f["min"][columns] = torch.minimum(f["min"][columns], s32.amin(0))
         f["max"][columns] = torch.maximum(f["max"][columns], s32.amax(0))
 
     def _block(self, field: str, name: str) -> torch.Tensor:
-        """Gate `name`'s block of a field stored gate after gate: a view in the file layout."""
-        cols, rows = self.columns[name], self._rows[field]
+        """Gate `name`'s part of a field: a view in the file layout."""
+        cols = self.columns[name]
+        if field in (*PER_CHANNEL, "min", "max"):
+            return self.fused[field][cols]
+        rows = self._rows[field]
         block = self.fused[field][rows * cols.start : rows * cols.stop]
         return block if field == "hist" else block.view(rows, cols.stop - cols.start)
 
@@ -247,37 +260,32 @@ class GateStats:
         """One gate's statistics in the layout of the module docstring (views of the large fields)."""
         self.flush()
         f, i, cols = self.fused, self._index[name], self.columns[name]
-        return {"count": f["count"][i]} | {field: self._block(field, name) for field in self._rows} | {
-            "top_values": f["top_values"][cols], "top_ids": f["top_ids"][cols],
-            "nonfinite": f["nonfinite"][cols].sum(), "below": f["below"][cols].sum(), "above": f["above"][cols].sum(),
-            "min": f["min"][cols].amin(), "max": f["max"][cols].amax(),
-        }
+        return {"count": f["count"][i], "perm_count": f["perm_count"][i]} | {
+            field: self._block(field, name) for field in (*self._rows, *PER_CHANNEL)} | {
+            field: f[field][cols].sum() for field in COUNTERS} | {"min": f["min"][cols].amin(), "max": f["max"][cols].amax()}
 
     def layout(self, name: str) -> dict[str, torch.Size]:
         """The shape of each field of one gate in the layout of gate_tensors."""
-        c, k, cfg = self.columns[name].stop - self.columns[name].start, self.config.num_classes, self.config
-        rows = cfg.shards * k
-        shapes = {"count": (rows,), "sum": (rows, c), "sumsq": (rows, c), "hist": (k * c * cfg.bins,),
-                  "reservoir": (k * cfg.reservoir + 1, c), "top_values": (c, cfg.topk), "top_ids": (c, cfg.topk),
-                  "nonfinite": (), "below": (), "above": (), "min": (), "max": ()}
-        return {field: torch.Size(shape) for field, shape in shapes.items()}
+        return field_shapes(self.config, self.columns[name].stop - self.columns[name].start)
 
     def set_gate_tensor(self, name: str, field: str, value: torch.Tensor) -> None:
         """Store one gate's field given in the layout of gate_tensors (from a file or a planted run)."""
-        shape, dtype = self.layout(name)[field], _DTYPES[field]
+        shape, dtype = self.layout(name)[field], DTYPES[field]
         if value.shape != shape or value.dtype != dtype:
             raise ValueError(f"{name}/{field} is {value.dtype} {tuple(value.shape)}, expected {dtype} {tuple(shape)}")
         f, cols = self.fused, self.columns[name]
         value = value.to(self.device)
-        if field in self._rows:
-            self._block(field, name).copy_(value)
-        elif field == "count":
-            f["count"][self._index[name]] = value
-        elif field in ("top_values", "top_ids", "min", "max"):
-            f[field][cols] = value
-        else:  # a per-gate counter: kept on the gate's first channel
+        if field in ("count", "perm_count"):
+            f[field][self._index[name]] = value
+        elif field in COUNTERS:  # kept on the gate's first channel
             f[field][cols] = 0
             f[field][cols.start] = value
+        elif field in ("min", "max"):
+            f[field][cols] = value
+        else:
+            self._block(field, name).copy_(value)
+        if field == "edge_hi":
+            self._calibrated.add(name)
 
     def check(self) -> None:
         """Raise GateValueError for NaN/inf gates, gates outside [0, 1] or gates that never fired.
@@ -288,35 +296,52 @@ class GateStats:
             t = self.gate_tensors(g.name)
             seen = int(t["count"].sum())
             if seen != self.samples:
-                raise GateValueError(
-                    f"gate {g.name} ({g.path}) saw {seen} of {self.samples} samples; "
-                    "its module did not run on every forward pass."
-                )
+                raise GateValueError(f"gate {g.name} ({g.path}) saw {seen} of {self.samples} samples; "
+                                     "its module did not run on every forward pass.")
             bad = int(t["nonfinite"])
             if bad:
-                raise GateValueError(
-                    f"gate {g.name} produced {bad} NaN or infinite values; "
-                    "the input data contains NaN or the model overflowed (try --amp bf16 or none)."
-                )
+                raise GateValueError(f"gate {g.name} produced {bad} NaN or infinite values; "
+                                     "the input data contains NaN or the model overflowed (try --amp bf16 or none).")
             out = int(t["below"]) + int(t["above"])
             if out:
                 raise GateValueError(
                     f"gate {g.name} produced {out} values outside [0, 1] (min {float(t['min']):.4g}, "
                     f"max {float(t['max']):.4g}); {g.path} is not a sigmoid-type gate."
                 )
+        if self.inputs is not None:
+            self.inputs.check()
 
     # ------------------------------------------------------------------ reading (CPU copies)
 
     def moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(count [S, K] int64, sum [S, K, C] float64, sumsq [S, K, C] float64) on the CPU."""
+        """(count [S, K] int64, sum [S, K, C], sumsq [S, K, C] float64) of s - shift(name), on the CPU."""
         t, s, k = self.gate_tensors(name), self.config.shards, self.config.num_classes
         c = t["sum"].shape[1]
         return t["count"].view(s, k).cpu(), t["sum"].reshape(s, k, c).cpu(), t["sumsq"].reshape(s, k, c).cpu()
 
-    def histogram(self, name: str) -> torch.Tensor:
-        """[K, C, B] int64 counts; bin b is [b/B, (b+1)/B), the last bin includes 1."""
-        self.flush()
-        return self._block("hist", name).view(self.config.num_classes, -1, self.config.bins).cpu().long()
+    def shift(self, name: str) -> torch.Tensor:
+        """[C] float64: the per-channel shift of the moments (class means are shift + sum / count)."""
+        return self.gate_tensors(name)["shift"].cpu()
+
+    def perm_moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(count [P, K] int64, sum [P, K, C], sumsq [P, K, C] float64) of s - shift under relabelling
+        p = `keys.pseudo_labels(ids, p, K, config.seed)`, on the CPU."""
+        t, p, k = self.gate_tensors(name), self.config.permutations, self.config.num_classes
+        c = t["perm_sum"].shape[1]
+        return (t["perm_count"].view(p, k).cpu(), t["perm_sum"].reshape(p, k, c).cpu(),
+                t["perm_sumsq"].reshape(p, k, c).cpu())
+
+    def histogram(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(counts [K, C, B + 2] int64, edges [C, B + 1] float64): cell 0 counts values below
+        edges[:, 0], cell B + 1 those at or above edges[:, -1], cell b the bin [edges[b-1], edges[b])."""
+        t, k = self.gate_tensors(name), self.config.num_classes
+        counts = t["hist"].view(k, -1, self.config.bins + 2).cpu().long()
+        return counts, edges(t["edge_lo"], t["edge_hi"], self.config.bins).cpu()
+
+    def saturation(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(high [K, C], low [K, C]) int64: exact counts of s >= 0.9 and s <= 0.1 (zeros unless bounded)."""
+        t = self.gate_tensors(name)
+        return t["sat_high"].cpu().long(), t["sat_low"].cpu().long()
 
     def reservoir(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(values [n, C] float32, labels [n], ids [n]) of the kept samples, ordered by key."""
@@ -331,33 +356,15 @@ class GateStats:
 
     # ------------------------------------------------------------------ combining and storing
 
-    def merge(self, other: GateStats) -> GateStats:
-        """Add `other` (statistics of disjoint samples) into self; the result equals the union's."""
-        if self.config != other.config or self.gates != other.gates:
-            raise StatsMismatchError(
-                "cannot merge statistics of different gates or settings: "
-                f"{self.config} with {[g.name for g in self.gates]} vs "
-                f"{other.config} with {[g.name for g in other.gates]}."
-            )
-        self.flush()
-        other.flush()
-        rows = self.sampler.merge(other.sampler)
-        a, b = self.fused, other.fused
-        for g in self.gates:
-            mine = self._block("reservoir", g.name)
-            mine[:-1] = torch.cat([mine[:-1], other._block("reservoir", g.name)[:-1].to(self.device)])[rows]
-        for field in ("count", "sum", "sumsq", "hist", "nonfinite", "below", "above"):
-            a[field] += b[field].to(self.device)
-        torch.minimum(a["min"], b["min"].to(self.device), out=a["min"])
-        torch.maximum(a["max"], b["max"].to(self.device), out=a["max"])
-        values = torch.cat([a["top_values"], b["top_values"].to(self.device)], 1)
-        ids = torch.cat([a["top_ids"], b["top_ids"].to(self.device)], 1)
-        a["top_values"], a["top_ids"] = top_k(values, ids, self.config.topk)
-        self.samples += other.samples
+    def merge(self, other: GateStats, *, inputs: bool = True) -> GateStats:
+        """Add `other` (statistics of disjoint samples) into self; the result equals the union's
+        (the histogram's exactly when both were calibrated alike, see `ranges`). With `inputs`,
+        the squeeze-input statistics are merged too. See `merging.merge_into`."""
+        merge_into(self, other, inputs=inputs)
         return self
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Flat CPU tensors `{gate}/{field}`, for safetensors."""
+        """Flat CPU tensors `{gate}/{field}`, for safetensors (without `inputs`, stored beside)."""
         out = {"_reservoir/keys": self.reservoir_keys.cpu(), "_reservoir/ids": self.reservoir_ids.cpu()}
         for g in self.gates:
             for field, value in self.gate_tensors(g.name).items():
@@ -366,12 +373,8 @@ class GateStats:
 
     def describe(self) -> dict:
         """JSON-able description that, with state_dict, rebuilds these statistics."""
-        return {
-            "config": asdict(self.config),
-            "gates": [asdict(g) for g in self.gates],
-            "class_names": self.class_names,
-            "samples": self.samples,
-        }
+        return {"config": asdict(self.config), "gates": [asdict(g) for g in self.gates],
+                "class_names": self.class_names, "samples": self.samples}
 
     @classmethod
     def from_state(cls, description: dict, tensors: dict[str, torch.Tensor]) -> GateStats:
@@ -389,6 +392,9 @@ class GateStats:
         self.device = torch.device(device)
         self.sampler.to(device)
         self._held = self._held.to(device)
-        self._first, self._local, self._width = (t.to(device) for t in (self._first, self._local, self._width))
+        self._first, self._local, self._width, self._perms = (
+            t.to(device) for t in (self._first, self._local, self._width, self._perms))
         self.fused = {field: value.to(device) for field, value in self.fused.items()}
+        if self.inputs is not None:
+            self.inputs.to(device)
         return self

@@ -16,8 +16,8 @@ import pandas as pd
 
 from analysis.measures._arrays import Array, as_numpy
 
-GATE_HIGH = 0.9  # a gate value >= this is near 1 (counted in `sat_high`)
-GATE_LOW = 0.1  # a gate value <= this is near 0 (counted in `sat_low`)
+from analysis.capture.config import SAT_HIGH as GATE_HIGH  # a gate value >= this is near 1 (counted in `sat_high`)
+from analysis.capture.config import SAT_LOW as GATE_LOW  # a gate value <= this is near 0 (counted in `sat_low`)
 SATURATED_SHARE = 0.5  # a block is saturated when at least this share of its gate values are >= GATE_HIGH
 SATURATION_RULE = f"share of gates >= {GATE_HIGH} at least {SATURATED_SHARE:.0%}"  # the rule in words
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.capture.ranges import edges as bin_edges
 from analysis.errors import RunFolderError
 from analysis.measures.saturation import SATURATION_RULE, saturated
 from analysis.measures.schema import ONSETS
@@ -96,9 +97,6 @@ def preferred_order(run: Run, block: str) -> np.ndarray:
     return ch.sort_values(["preferred_class", "eta2"], ascending=[True, False])["channel"].to_numpy()
 
 
-HIST_EDGES = "edges"  # the stats file's per-channel histogram edges [C, B+1] (adaptive histograms)
-
-
 def gate_histogram(run: Run, block: str) -> tuple[np.ndarray, np.ndarray]:
     """(counts [K, C, B'] int64, edges [C, B'+1] float64) of one gate's stored histogram.
 
@@ -111,8 +109,8 @@ def gate_histogram(run: Run, block: str) -> tuple[np.ndarray, np.ndarray]:
     channels = int(run.blocks.set_index("block").at[block, "channels"])
     counts = run.gate_tensor(block, "hist").long().numpy()
     if counts.size == k * channels * (bins + 2):
-        edges = run.gate_tensor(block, HIST_EDGES).double().numpy()
-        return counts.reshape(k, channels, bins + 2), edges.reshape(channels, bins + 1)
+        lo, hi = run.gate_tensor(block, "edge_lo"), run.gate_tensor(block, "edge_hi")
+        return counts.reshape(k, channels, bins + 2), bin_edges(lo.double(), hi.double(), bins).numpy()
     return counts.reshape(k, channels, bins), np.tile(np.linspace(0.0, 1.0, bins + 1), (channels, 1))
 
 

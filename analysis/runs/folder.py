@@ -2,6 +2,7 @@
 
     runs/x/meta.json            what was analysed and how (model, data, gates, versions, onset)
     runs/x/stats.safetensors    the raw GateStats, enough to recompute every table or merge runs
+    runs/x/inputs.safetensors   the GateStats of the SE blocks' squeezed inputs z (meta["inputs"]), if collected
     runs/x/blocks.parquet       one row per SE block (see analysis.metrics)
     runs/x/channels.parquet     one row per gate channel
     runs/x/class_means.parquet  one row per block x class x channel
@@ -36,7 +37,7 @@ from analysis.capture.stats import GateStats
 from analysis.models.controls import CONTROLS
 from analysis.versions import software_versions
 
-RUN_VERSION = 1
+RUN_VERSION = 2  # 2: shifted moments, per-channel histogram ranges, permutation tables, squeeze inputs
 RUN_FORMAT = "se-analysis run"  # meta.json's mark of a folder the toolkit wrote
 # Keys of meta.json that show, report and the dashboard read, as (key, sub-keys).
 META_KEYS = (("onset", ("block", "rule")), ("stats", ("samples", "config", "gates", "class_names")))
@@ -105,8 +106,11 @@ def _write_folder(folder: Path, stats: GateStats, meta: dict[str, Any], tables: 
         "software": software_versions(),
         **meta,
         "stats": stats.describe(),
+        "inputs": stats.inputs.describe() if stats.inputs is not None else None,
     }
     save_file(stats.state_dict(), str(folder / "stats.safetensors"))
+    if stats.inputs is not None:
+        save_file(stats.inputs.state_dict(), str(folder / "inputs.safetensors"))
     for name in TABLES:
         tables[name].to_parquet(folder / f"{name}.parquet", index=False)
     # meta.json last: its presence marks a complete folder, its "files" what the folder holds
@@ -196,11 +200,17 @@ class Run:
 
     @cached_property
     def stats(self) -> GateStats:
-        """The raw statistics, rebuilt on the CPU."""
+        """The raw statistics, rebuilt on the CPU; their `inputs` are read on first access."""
+        stats = self._read_stats("stats", self.meta["stats"])
+        if self.meta.get("inputs"):
+            stats.inputs = lambda: self._read_stats("inputs", self.meta["inputs"])
+        return stats
+
+    def _read_stats(self, name: str, description: dict[str, Any]) -> GateStats:
         try:
-            return GateStats.from_state(self.meta["stats"], load_file(str(self.path / "stats.safetensors")))
+            return GateStats.from_state(description, load_file(str(self.path / f"{name}.safetensors")))
         except (OSError, KeyError, ValueError, SafetensorError) as e:
-            raise RunFolderError(f"{self.path}/stats.safetensors does not match meta.json or is damaged: {e}.") from None
+            raise RunFolderError(f"{self.path}/{name}.safetensors does not match meta.json or is damaged: {e}.") from None
 
 
 def _check_meta(path: Path, meta: dict[str, Any]) -> None:

@@ -31,7 +31,7 @@ X = torch.tensor([[0.0, 1.0, -2.0], [3.0, -1.0, 0.5]])
 
 
 def hook_count(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) for m in model.modules())
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
 def test_the_function_sees_each_gate_output_and_none_keeps_it():

@@ -8,6 +8,7 @@ from conftest import batches, record_gates
 
 from analysis import GateStats, StatsConfig, StatsMismatchError, collect, find_gates
 from analysis.errors import GateValueError
+from analysis.capture.collect import GateHooks
 from analysis.capture.gates import Gate
 from analysis.models.architectures import build_model
 
@@ -21,15 +22,24 @@ def brute_moments(g: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tenso
     return count, mean, var
 
 
-def stats_moments(stats: GateStats, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    count, s, sq = stats.moments(name)
+def class_moments(count: torch.Tensor, s: torch.Tensor, sq: torch.Tensor, shift: torch.Tensor):
+    """(count [K], mean [K, C], variance [K, C]) from shifted moments summed over their first axis."""
     n, s, sq = count.sum(0), s.sum(0), sq.sum(0)
-    mean = s / n[:, None]
-    return n, mean, sq / n[:, None] - mean**2
+    m = s / n[:, None]
+    return n, shift + m, sq / n[:, None] - m**2
+
+
+def stats_moments(stats: GateStats, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return class_moments(*stats.moments(name), stats.shift(name))
+
+
+def brute_histogram(v: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Counts of v [n] over cells (underflow, bins, overflow) of edges [B + 1], by bucketize."""
+    return torch.bincount(torch.bucketize(v, edges, right=True), minlength=edges.numel() + 1)
 
 
 def assert_matches_brute_force(stats: GateStats, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, autocast=None) -> None:
-    k, bins = stats.config.num_classes, stats.config.bins
+    k = stats.config.num_classes
     truth = record_gates(model, [g.path for g in stats.gates], x, autocast)
     for gate in stats.gates:
         g = truth[gate.path]
@@ -37,13 +47,16 @@ def assert_matches_brute_force(stats: GateStats, model: torch.nn.Module, x: torc
         n, m, v = stats_moments(stats, gate.name)
         assert torch.equal(n, count)
         torch.testing.assert_close(m, mean, rtol=RTOL, atol=1e-12)
-        torch.testing.assert_close(v, var, rtol=RTOL, atol=1e-9)
-        # histogram: independent binning with torch.histc per class and channel
-        hist = stats.histogram(gate.name)
+        torch.testing.assert_close(v, var, rtol=RTOL, atol=1e-12)
+        # histogram over each channel's own range: independent binning by bucketize on its edges
+        hist, edges = stats.histogram(gate.name)
+        assert int(hist[..., 1:-1].sum()) > 0.9 * hist.sum()  # the first batch's range holds most values
         for c in range(k):
             for ch in (0, gate.channels - 1):
-                expected = torch.histc(g[y == c, ch].float(), bins=bins, min=0, max=1).long()
-                assert torch.equal(hist[c, ch], expected), (gate.name, c, ch)
+                assert torch.equal(hist[c, ch], brute_histogram(g[y == c, ch], edges[ch])), (gate.name, c, ch)
+        high, low = stats.saturation(gate.name)
+        for c in range(k):
+            assert torch.equal(high[c], (g[y == c] >= 0.9).sum(0)) and torch.equal(low[c], (g[y == c] <= 0.1).sum(0))
         # top-k: the largest values per channel and the samples that hold them
         top_values, top_ids = stats.top(gate.name)
         kk = min(stats.config.topk, len(y))
@@ -73,15 +86,31 @@ def test_spatial_nosqueeze_gates_are_averaged_over_positions():
     assert_matches_brute_force(stats, model, x, y)
 
 
-def test_bf16_autocast_matches_brute_force_under_the_same_autocast(planted):
-    # Same bf16 gate values, summed in float64 either way: equal to 1e-6 relative.
+def test_bf16_autocast_feeds_the_float32_gate_of_the_bf16_pre_activation(planted):
+    """Under bf16 the statistics hold sigmoid(pre.float()), pre being the gate module's bf16 input
+    recorded by an independent pre-hook, not the module's bf16 output (to 1e-6, float32 rounding)."""
     model, x, y = planted
     stats = collect(model, batches(x, y, 100), 10, amp="bf16", progress=False)
-    assert_matches_brute_force(stats, model, x, y, autocast=torch.bfloat16)
-    # and bf16 class means stay within bf16 rounding (2**-8 relative) of the fp32 ones
-    exact = collect(model, batches(x, y, 100), 10, progress=False)
+    modules = dict(model.named_modules())
+    seen: dict[str, list[torch.Tensor]] = {g.path: [] for g in stats.gates}
+    handles = [modules[p].register_forward_pre_hook(lambda m, i, p=p: seen[p].append(i[0].detach())) for p in seen]
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
     for gate in stats.gates:
-        torch.testing.assert_close(stats_moments(stats, gate.name)[1], stats_moments(exact, gate.name)[1], rtol=2**-7, atol=2**-8)
+        pre = torch.cat(seen[gate.path])
+        assert pre.dtype == torch.bfloat16  # the network itself ran in bf16
+        s32 = torch.sigmoid(pre.double())
+        count, mean, var = brute_moments(s32, y, 10)
+        n, m, v = stats_moments(stats, gate.name)
+        torch.testing.assert_close(m, mean, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(v, var, rtol=1e-4, atol=1e-10)
+        # the module's own bf16 output differs by bf16 steps: that would not pass
+        bf16_mean = brute_moments(torch.sigmoid(pre).double(), y, 10)[1]
+        assert (bf16_mean - mean).abs().max() > 100 * (m - mean).abs().max()
 
 
 def test_reservoir_is_a_uniform_sample_of_each_class(planted):
@@ -95,26 +124,71 @@ def test_reservoir_is_a_uniform_sample_of_each_class(planted):
     assert ids.float().mean().item() == pytest.approx(len(y) / 2, rel=0.15)
 
 
+def calibrated_like(template: GateStats) -> GateStats:
+    """Empty statistics (and squeeze inputs) with the shifts and histogram ranges of `template`."""
+    fresh = GateStats(template.gates, template.config, template.class_names)
+    fresh.inputs = GateStats(template.gates, template.inputs.config, template.class_names)
+    for mine, theirs in ((fresh, template), (fresh.inputs, template.inputs)):
+        for gate in template.gates:
+            for field in ("shift", "edge_lo", "edge_hi"):
+                mine.set_gate_tensor(gate.name, field, theirs.gate_tensors(gate.name)[field])
+    return fresh
+
+
+def feed(model: torch.nn.Module, stats: GateStats, data) -> GateStats:
+    with GateHooks(model, stats.gates, stats), torch.no_grad():
+        for x, y, ids in data:
+            stats.begin_batch(y, ids)
+            model(x)
+    return stats
+
+
 def test_merge_of_two_halves_equals_the_whole(planted):
     model, x, y = planted
     cfg = StatsConfig(10, topk=8, reservoir=12, shards=4)
     whole = collect(model, batches(x, y, 100), 10, config=cfg, progress=False)
     parts = [batches(x, y, 100)[:5], batches(x, y, 100)[5:]]
-    first = collect(model, parts[0], 10, config=cfg, progress=False)
-    second = collect(model, parts[1], 10, config=cfg, progress=False)
-    first_copy = collect(model, parts[0], 10, config=cfg, progress=False)
+    first, second = (feed(model, calibrated_like(whole), part) for part in parts)
+    first_copy = feed(model, calibrated_like(whole), parts[0])
     merged = first.merge(second)
     assert merged.samples == whole.samples
-    for gate in whole.gates:
-        for a, b in zip(merged.moments(gate.name), whole.moments(gate.name)):
-            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-        assert torch.equal(merged.histogram(gate.name), whole.histogram(gate.name))
-        for a, b in zip(merged.top(gate.name), whole.top(gate.name)):
-            assert torch.equal(a, b)
-        for a, b in zip(merged.reservoir(gate.name), whole.reservoir(gate.name)):
-            assert torch.equal(a, b)
+    for m, w in ((merged, whole), (merged.inputs, whole.inputs)):
+        for gate in whole.gates:
+            for a, b in [*zip(m.moments(gate.name), w.moments(gate.name)),
+                         *zip(m.perm_moments(gate.name), w.perm_moments(gate.name))]:
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+            for a, b in [*zip(m.histogram(gate.name), w.histogram(gate.name)),
+                         *zip(m.saturation(gate.name), w.saturation(gate.name)),
+                         *zip(m.top(gate.name), w.top(gate.name)), *zip(m.reservoir(gate.name), w.reservoir(gate.name))]:
+                assert torch.equal(a, b)
     # a half alone is not the whole
-    assert not torch.equal(first_copy.histogram("SE_3_1"), whole.histogram("SE_3_1"))
+    assert not torch.equal(first_copy.histogram("SE_3_1")[0], whole.histogram("SE_3_1")[0])
+    assert not torch.equal(first_copy.perm_moments("SE_3_1")[1], whole.perm_moments("SE_3_1")[1])
+
+
+def test_halves_calibrated_apart_merge_moments_exactly_and_histograms_by_bin_centre(planted):
+    """Each half sets its own shifts and ranges from its first batch: the merged moments are the
+    whole's (Chan-style reshift, to float64 rounding); the histogram keeps every count, and each
+    value lands within one bin of its true cell."""
+    model, x, y = planted
+    cfg = StatsConfig(10, shards=2)
+    whole = collect(model, batches(x, y, 100), 10, config=cfg, progress=False)
+    first = collect(model, batches(x, y, 100)[:3], 10, config=cfg, progress=False)
+    second = collect(model, batches(x, y, 100)[3:], 10, config=cfg, progress=False)
+    assert not torch.equal(first.shift("SE_3_1"), second.shift("SE_3_1"))
+    merged = first.merge(second)
+    truth = record_gates(model, [g.path for g in whole.gates], x)
+    for gate in whole.gates:
+        n, m, v = stats_moments(merged, gate.name)
+        count, mean, var = brute_moments(truth[gate.path], y, 10)
+        torch.testing.assert_close(m, mean, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(v, var, rtol=1e-9, atol=1e-15)
+        hist, edges = merged.histogram(gate.name)
+        assert torch.equal(hist.sum(-1), whole.histogram(gate.name)[0].sum(-1))
+        exact = torch.stack([torch.stack([brute_histogram(truth[gate.path][y == c, ch], edges[ch])
+                                          for ch in range(gate.channels)]) for c in range(10)])
+        # moved counts stay within a bin: cumulative counts differ by at most the neighbouring cell's
+        assert ((hist.cumsum(-1) - exact.cumsum(-1)).abs() <= exact + exact.roll(-1, -1)).all()
 
 
 def test_merge_refuses_other_settings(planted):
@@ -132,7 +206,11 @@ def test_state_round_trip_is_exact(planted):
     for gate in stats.gates:
         for a, b in zip(again.moments(gate.name), stats.moments(gate.name)):
             assert torch.equal(a, b)
-        assert torch.equal(again.histogram(gate.name), stats.histogram(gate.name))
+        for a, b in [*zip(again.histogram(gate.name), stats.histogram(gate.name)),
+                     *zip(again.perm_moments(gate.name), stats.perm_moments(gate.name)),
+                     *zip(again.saturation(gate.name), stats.saturation(gate.name))]:
+            assert torch.equal(a, b)
+        assert torch.equal(again.shift(gate.name), stats.shift(gate.name))
     assert again.samples == stats.samples and again.gates == stats.gates
 
 

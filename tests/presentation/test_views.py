@@ -28,7 +28,7 @@ def test_planted_stats_are_consistent_and_get_more_specific_with_depth(run):
     run.stats.check()
     eta2 = run.blocks["eta2_mean"].to_numpy()
     assert eta2[:3].mean() < 2 * run.blocks["eta2_null"].iloc[0] < eta2[-3:].mean()
-    hist = run.stats.histogram("SE_5_3")
+    hist = run.stats.histogram("SE_5_3")[0]
     count, _, _ = run.stats.moments("SE_5_3")
     assert (hist.sum(-1) - count.sum(0)[:, None]).abs().max() <= 6  # rounded expected counts, B=10 bins
 
@@ -46,7 +46,7 @@ def test_class_mean_arrays_equal_the_moments(run):
 
 
 def test_gate_distribution_is_the_stored_histogram(run):
-    hist = run.stats.histogram("SE_4_2").double()  # [K, C, B]
+    hist = run.stats.histogram("SE_4_2")[0][..., 1:-1].double()  # [K, C, B] without under/overflow
     block = views.gate_distribution(run, "SE_4_2")
     one = views.gate_distribution(run, "SE_4_2", channel=3, classes=[1, 4])
     expected = hist.sum(1) / hist.sum(1).sum(1, keepdim=True)
@@ -119,7 +119,8 @@ def adaptive_run(values: np.ndarray, labels: np.ndarray, edges: np.ndarray) -> S
     for ch in range(c):
         cell = np.searchsorted(edges[ch], values[:, ch], side="right")  # 0 under, B+1 at or above the last edge
         np.add.at(counts, (labels, ch, cell), 1)
-    tensors = {"hist": torch.from_numpy(counts.ravel()), views.HIST_EDGES: torch.from_numpy(edges.ravel())}
+    tensors = {"hist": torch.from_numpy(counts.ravel()), "edge_lo": torch.from_numpy(edges[:, 0].copy()),
+               "edge_hi": torch.from_numpy(edges[:, -1].copy())}  # equal-width bins between them, as GateStats keeps
     return SimpleNamespace(
         path="adaptive", meta={"stats": {"class_names": [f"c{i}" for i in range(k)], "config": {"bins": b1 - 1}}},
         blocks=pd.DataFrame({"block": ["SE_2_1"], "channels": [c]}), gate_tensor=lambda gate, field: tensors[field])

@@ -95,9 +95,12 @@ def test_planted_blocks_are_specific_and_null_blocks_sit_at_chance() -> None:
         assert row["eta2_ci_low"] < null < row["eta2_ci_high"], name
         assert row["frac_significant"] <= 0.1, name
         assert row["probe_acc"] < row["probe_chance"] + 0.08 and row["probe_p"] > 0.001, name
-        # Miller-Madow leaves a second-order bias with 200 values per class over 22 bins (0.012 here)
-        assert abs(row["mi_bits_mean"]) < 0.02, name
         assert row["class_corr_mean"] > 0.9, name  # the class-mean curves overlap
+    # Miller-Madow removes the first-order bias only: class-free blocks keep a small positive
+    # residual, so they are checked against the class-specific blocks (an order of magnitude apart),
+    # not against a bound read off this data.
+    free_mi = blocks.loc[["SE_2_1", "SE_2_2"], "mi_bits_mean"].abs().max()
+    assert free_mi * 10 < blocks.loc[["SE_3_1", "SE_3_2"], "mi_bits_mean"].min()
     for name in ["SE_3_1", "SE_3_2"]:
         row = blocks.loc[name]
         assert row["eta2_mean"] > 0.6 and row["eta2_ci_low"] > 50 * null, name

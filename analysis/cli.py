@@ -225,7 +225,8 @@ HELP = {
     "topk": "top samples kept per channel",
     "shards": "data shards for jackknife intervals",
     "seed": "seeds the reservoir, the shards, random-init weights and the untrained control",
-    "onset_min_excess": "onset rule: eta2 above null by this",
+    "onset_min_excess": "detectable onset: eta2 above its null by this",
+    "onset_margin": "shape onset: shape_sep above its controls by this",
     "overwrite": "replace an existing run folder",
     "control": "also collect the same architecture untrained (fresh weights from --seed, BatchNorm statistics "
                "recomputed on the data) into RUN/untrained/",

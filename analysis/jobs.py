@@ -59,7 +59,8 @@ class CollectJob:
     topk: int = StatsConfig.topk
     shards: int = StatsConfig.shards
     seed: int = StatsConfig.seed
-    onset_min_excess: float | None = None
+    onset_min_excess: float | None = None  # the detectable onset's effect size, see analysis.measures.onset
+    onset_margin: float = 0.0  # the shape onset's margin over its controls, see analysis.measures.onset
     overwrite: bool = False
     progress: bool = True
     distributed: bool = False  # one shard per torchrun process, merged; see analysis.distributed
@@ -122,7 +123,8 @@ def run_collect(job: CollectJob) -> Run | None:
                                                  "checkpoint": None, "random_init": None, "control": record,
                                                  "state_sha256": state_sha256(control),
                                                  "warnings": data_warnings(control_stats)})
-    return save_run(stats, job.out, meta, overwrite=job.overwrite, min_excess=job.onset_min_excess, controls=controls)
+    return save_run(stats, job.out, meta, overwrite=job.overwrite, min_excess=job.onset_min_excess,
+                    margin=job.onset_margin, controls=controls)
 
 
 def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torch.device, rank: Rank | None) -> GateStats:
@@ -179,19 +181,20 @@ def save_run(
     *,
     overwrite: bool = False,
     min_excess: float | None = None,
+    margin: float = 0.0,
     controls: dict[str, tuple[GateStats, dict[str, Any]]] | None = None,
 ) -> Run:
     """Compute every table of a run from `stats` and write the run folder `out` atomically, with each
     control's (statistics, meta) as a run folder of its own inside it (`out/untrained/`).
 
-    `min_excess` sets the onset rule's effect size (see analysis.measures.onset).
+    `min_excess` and `margin` set the two onset rules' thresholds (see analysis.measures.onset).
     """
     check_writable(out, overwrite)
     inner = {}
     for name, (control_stats, control_meta) in (controls or {}).items():
-        control_tables, control_onset = run_tables(control_stats, min_excess=min_excess)
+        control_tables, control_onset = run_tables(control_stats, min_excess=min_excess, margin=margin)
         inner[name] = (control_stats, {**control_meta, "onset": control_onset}, control_tables)
     untrained = controls["untrained"][0] if controls and "untrained" in controls else None
-    tables, onset = run_tables(stats, untrained=untrained, min_excess=min_excess)
+    tables, onset = run_tables(stats, untrained=untrained, min_excess=min_excess, margin=margin)
     meta = {**(meta or {}), "onset": onset, "controls": sorted(inner)}
     return write_run(stats, out, meta, tables, overwrite=overwrite, controls=inner)

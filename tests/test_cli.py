@@ -262,6 +262,6 @@ def test_torchrun_without_distributed_runs_distributed(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("onset block:") == 1  # one writer, not one per process
+    assert done.stdout.count("onset (shape):") == 1  # one writer, not one per process
     run = load_run(tmp_path / "run", verify=True)
     assert run.meta["processes"] == 2 and run.meta["stats"]["samples"] == 96

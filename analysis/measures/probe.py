@@ -86,24 +86,39 @@ def fit_logistic(
     c: float = PROBE_C,
     max_iter: int = PROBE_MAX_ITER,
     tol: float = PROBE_TOL,
+    weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Multinomial L2 logistic regression, full-batch L-BFGS: (W [C, K], b [K]) minimising
     mean cross-entropy + |W|^2 / (2 c n), scikit-learn's C sum CE + |W|^2 / 2 scaled by 1/(c n)
-    (the intercept unpenalised, as there). z [n, C] (float64 on the CPU, float32 on a GPU), y [n]."""
-    n, d = z.shape
-    w = torch.zeros(d + 1, k, dtype=z.dtype, device=z.device, requires_grad=True)
+    (the intercept unpenalised, as there). z [n, C] (float64 on the CPU, float32 on a GPU), y [n].
+
+    Batched: z [F, n, C] with `weight` [F, n] (1 for a row in problem f's training set, else 0)
+    fits F independent problems in one L-BFGS run, (W [F, C, K], b [F, K]): their losses add up
+    with disjoint parameters, so the joint minimum is each one's, and one run of small kernels
+    replaces F (the cross-validation folds cost little more than one fit)."""
+    single = z.dim() == 2
+    z = z[None] if single else z
+    weight = torch.ones(z.shape[:2], dtype=z.dtype, device=z.device) if weight is None else weight.to(z.dtype)
+    f, n, d = z.shape
+    rows = weight.sum(1)  # [F] training rows of each problem
+    w = torch.zeros(f, d + 1, k, dtype=z.dtype, device=z.device, requires_grad=True)
     opt = torch.optim.LBFGS([w], max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12,
                             history_size=20, line_search_fn="strong_wolfe")
-    strength = 1.0 / (2 * c * n)
+    share = weight / rows[:, None]  # each problem's mean over its own rows
+    strength = 1.0 / (2 * c * rows)
+    labels = y.expand(f, n).reshape(-1)
 
     def loss() -> torch.Tensor:
         opt.zero_grad()
-        value = torch.nn.functional.cross_entropy(z @ w[:d] + w[d], y) + strength * (w[:d] ** 2).sum()
+        logits = torch.baddbmm(w[:, d:], z, w[:, :d])  # [F, n, K]
+        ce = torch.nn.functional.cross_entropy(logits.reshape(f * n, k), labels, reduction="none").view(f, n)
+        value = (share * ce).sum() + (strength * (w[:, :d] ** 2).sum((1, 2))).sum()
         value.backward()
         return value
 
     opt.step(loss)
-    return w.detach()[:d], w.detach()[d]
+    weights, bias = w.detach()[:, :d], w.detach()[:, d]
+    return (weights[0], bias[0]) if single else (weights, bias)
 
 
 def _standardised(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,13 +154,12 @@ def probe(
     dtype = torch.float64 if dev.type == "cpu" else torch.float32
     xt = torch.from_numpy(x).to(dev, dtype)
     yt, ft = torch.from_numpy(position).to(dev), torch.from_numpy(fold).to(dev)
-    correct = 0
-    with _few_threads(dev, x.size * k_all.size):
-        for f in range(folds):
-            train, test = ft != f, ft == f
-            z_tr, z_te = _standardised(xt[train], xt[test])
-            w, b = fit_logistic(z_tr, yt[train], k_all.size, c=c)
-            correct += int(((z_te @ w + b).argmax(1) == yt[test]).sum())
+    train = torch.stack([ft != f for f in range(folds)])  # [F, n]
+    z = torch.stack([_standardised(xt[train[f]], xt)[1] for f in range(folds)])  # each fold's scaling
+    with _few_threads(dev, x.size * k_all.size * folds):
+        w, b = fit_logistic(z, yt, k_all.size, c=c, weight=train)
+    predicted = torch.baddbmm(b[:, None], z, w).argmax(2)  # [F, n]
+    correct = int(((predicted == yt) & ~train).sum())
     return _scored(correct, position, k_all.size)
 
 

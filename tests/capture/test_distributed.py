@@ -71,7 +71,7 @@ def test_a_shard_loader_keeps_global_ids():
 def test_torchrun_with_two_processes_equals_one_process(tmp_path):
     done = torchrun(collect_args(tmp_path, "dist"), tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("onset block:") == 1  # only rank 0 prints and writes
+    assert done.stdout.count("onset (shape):") == 1  # only rank 0 prints and writes
     single_done = run([sys.executable, "-m", "analysis", *collect_args(tmp_path, "single")], tmp_path)
     assert single_done.returncode == 0, single_done.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dist", "single", "w.pth"]

@@ -16,6 +16,7 @@ from conftest import batches
 from analysis import load_run
 from analysis.cli import main
 from analysis.capture.collect import collect
+from analysis.data.source import limited_indices
 from analysis.data import make_loader, open_data
 from analysis.capture.config import CALIBRATION
 from analysis.capture.ranges import reshift
@@ -64,8 +65,9 @@ def test_a_shard_loader_keeps_global_ids():
     source = open_data(SYNTH)
     loaded = list(make_loader(source, 16, limit=100, indices=shard_indices(100, 1, 3)))
     ids = torch.cat([ids for _, _, ids in loaded])
-    assert ids.tolist() == list(range(1, 100, 3))
-    assert torch.equal(loaded[0][0][2], source.dataset[7][0])
+    kept = limited_indices(source.dataset, 100)  # --limit's stratified subset, whose positions the shard takes
+    assert ids.tolist() == kept[1::3]
+    assert torch.equal(loaded[0][0][2], source.dataset[kept[7]][0])
 
 
 def test_torchrun_with_two_processes_equals_one_process(tmp_path):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from analysis.data.source import limited_indices
 from conftest import cli_error
 from analysis.capture.collect import collect
 from analysis.capture.stats import StatsConfig
@@ -67,8 +69,8 @@ def test_batchnorm_statistics_are_recomputed_on_the_data_and_the_model_is_left_a
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not fresh.training and not torch.equal(fresh.stem[0].weight, model.stem[0].weight)
     # Brute force: the first BatchNorm sees the stem convolution's output; momentum=None averages the
-    # batch means and the batches' unbiased variances over the first BN_SAMPLES images.
-    x = torch.stack([source.dataset[i][0] for i in range(BN_SAMPLES)])
+    # batch means and the batches' unbiased variances over BN_SAMPLES images (make_loader's stratified limit).
+    x = torch.stack([source.dataset[i][0] for i in limited_indices(source.dataset, BN_SAMPLES)])
     with torch.no_grad():
         conv = fresh.stem[0](x).double()
     batches = conv.split(BN_BATCH)

@@ -39,21 +39,23 @@ def test_class_mean_arrays_equal_the_moments(run):
     for gate in GATES:
         count, total, total_sq = run.stats.moments(gate.name)
         n = count.sum(0).double()[:, None]
-        mean = (total.sum(0) / n).numpy()
+        mean = (run.stats.shift(gate.name) + total.sum(0) / n).numpy()  # moments of x - shift
         std = (total_sq.sum(0) / n - (total.sum(0) / n) ** 2).clamp(min=0).sqrt().numpy()
         np.testing.assert_allclose(means[gate.name][0], mean, rtol=1e-12)
         np.testing.assert_allclose(means[gate.name][1], std, rtol=1e-6, atol=1e-9)
 
 
 def test_gate_distribution_is_the_stored_histogram(run):
-    hist = run.stats.histogram("SE_4_2")[0][..., 1:-1].double()  # [K, C, B] without under/overflow
-    block = views.gate_distribution(run, "SE_4_2")
+    counts, edges = run.stats.histogram("SE_4_2")  # [K, C, B + 2] with under/overflow, [C, B + 1]
+    counts = counts.double()
     one = views.gate_distribution(run, "SE_4_2", channel=3, classes=[1, 4])
-    expected = hist.sum(1) / hist.sum(1).sum(1, keepdim=True)
-    np.testing.assert_allclose(block["share"].to_numpy(), expected.flatten().numpy())
-    expected = hist[[1, 4], 3] / hist[[1, 4], 3].sum(1, keepdim=True)
+    expected = counts[[1, 4], 3] / counts[[1, 4], 3].sum(1, keepdim=True)
     np.testing.assert_allclose(one["share"].to_numpy(), expected.flatten().numpy())
-    assert one["bin_center"].iloc[0] == pytest.approx(0.05) and one["class_name"].iloc[-1] == "class 4"
+    inner = ((edges[3, :-1] + edges[3, 1:]) / 2).numpy()
+    np.testing.assert_allclose(one.loc[one["class"] == 1, "bin_center"].to_numpy()[1:-1], inner)  # ends: under/overflow
+    assert one["class_name"].iloc[-1] == "class 4"
+    block = views.gate_distribution(run, "SE_4_2")  # every channel on one grid: each class's mass kept
+    np.testing.assert_allclose(block.groupby("class")["share"].sum().to_numpy(), 1.0, rtol=1e-9)
 
 
 def test_class_similarity_is_the_correlation_of_profiles(run):
@@ -89,7 +91,8 @@ def test_summary_reads_the_block_table(run):
     b = run.blocks.set_index("block")
     assert s["most_specific"] == b["eta2_excess"].idxmax() and s["least_specific"] == b["eta2_excess"].idxmin()
     assert s["most_specific_eta2"] == b.loc[s["most_specific"], "eta2_mean"]
-    assert s["onset"] is None and s["onset_detectable"] == run.onset  # a run from before the shape rule
+    onset = run.meta["onset"]
+    assert s["onset"] == onset["block"] and s["onset_detectable"] == onset["detectable"]
     assert s["samples"] == 240 and s["classes"] == 6 and s["channels"] == sum(g.channels for g in GATES)
     assert s["saturated"] == [] and s["probe_best"] == b["probe_acc"].max()
 

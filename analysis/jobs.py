@@ -114,7 +114,7 @@ def run_collect(job: CollectJob) -> Run | None:
         "job": asdict(job),
         "processes": rank.world if rank else 1,
         "warnings": data_warnings(stats),
-        "gate_precision": gate_precision(model, stats.gates),
+        "gate_precision": gate_precision(model, stats.gates, None if job.amp == "none" else job.amp),
     }
     controls = {}
     if control_stats is not None:

@@ -8,12 +8,16 @@
 `collect` runs that loop for you, with AMP, channels_last, inference mode, torch.compile and a
 progress bar. Its hooks, like every hook of the library, are `capture.hooks.ForwardHooks`.
 
-The gate that reaches the statistics is computed in float32 even when the network runs under AMP
-(bf16's step at 0.5, 0.0039, is larger than the spread of many trained gates): a pre-hook on each
-gate module of a known type (`gates.fp32_gate`) applies its nonlinearity to the upcast
-pre-activation, outside autocast; the network's own forward is unchanged. Gates of unknown types
-(--gates REGEX) give their output as it is. `gate_precision` says which was done, per gate. With
-`stats.inputs`, a pre-hook on each SE block pools its input's channel means z in float32.
+The gate that reaches the statistics is computed in float32 even when the network runs under AMP:
+bf16's step at 0.5 (0.0039) is larger than the spread of many trained gates, and the excitation's
+bf16 matmuls add rounding noise larger than that spread to the pre-activation. So under autocast a
+pre-hook on each SE block of a known type (`gates.squeeze_block`) runs the block once more in float32,
+outside autocast, on its upcast input, and only that run's gate reaches the statistics; the
+network's own forward is unchanged. Without autocast, or for a gate whose block is unknown
+(--gates REGEX), a pre-hook on a gate module of a known type (`gates.fp32_gate`) applies its
+nonlinearity to the upcast pre-activation; other gates give their output as it is. `gate_precision`
+says which was done, per gate. With `stats.inputs`, the block pre-hook also pools the block input's
+channel means z in float32.
 """
 
 from __future__ import annotations
@@ -52,45 +56,67 @@ def _as_matrix(gate: Gate, out: Any) -> torch.Tensor:
 
 
 class GateHooks(ForwardHooks):
-    """Hooks that feed each gate (in float32 where its type is known, see the module docstring) to
-    `stats.update`, and each SE block's squeezed input to `stats.inputs`; removed on every exit path.
+    """Hooks that feed each gate (in float32, see the module docstring) to `stats.update`, and each
+    SE block's squeezed input to `stats.inputs`; removed on every exit path.
 
     Hooks return None, so they never change the model's output. Nesting is safe: each context
     removes only its own handles.
     """
 
     def __init__(self, model: nn.Module, gates: list[Gate], stats: GateStats) -> None:
-        modules = dict(unwrap(model).named_modules())
-        known = {g.name: fp32_gate(modules[g.path]) for g in gates if g.path in modules}
+        self.modules = dict(unwrap(model).named_modules())
+        known = {g.name: fp32_gate(self.modules[g.path]) for g in gates if g.path in self.modules}
+        self.blocks = {g.name: squeeze_block(model, g) for g in gates}
         before = [(g.path, g, self._feed_fp32) for g in gates if known.get(g.name)]
-        if stats.inputs is not None:
-            blocks = {g.name: squeeze_block(model, g) for g in gates}
-            before += [(blocks[g.name][0], g, self._feed_z) for g in gates]
-            self.dims = {name: block[1] for name, block in blocks.items()}
+        before += [(block[0], g, self._block_input) for g in gates if (block := self.blocks[g.name])]
         super().__init__(model, [g for g in gates if not known.get(g.name)], self._feed, tuple(before))
         self.stats, self.fp32 = stats, {name: gate[0] for name, gate in known.items() if gate}
+        self.rerunning = False
+
+    def _rerun_feeds(self, gate: Gate, t: torch.Tensor) -> bool:
+        """Whether this call of the gate is not the one to record: under autocast, the float32
+        re-run of its block records it instead."""
+        return self.blocks[gate.name] is not None and torch.is_autocast_enabled(t.device.type)
 
     def _feed(self, gate: Gate, output: Any) -> None:
-        self.stats.update(gate.name, _as_matrix(gate, output))
+        if not (isinstance(output, torch.Tensor) and self._rerun_feeds(gate, output)):
+            self.stats.update(gate.name, _as_matrix(gate, output))
 
     def _feed_fp32(self, gate: Gate, inputs: tuple) -> None:
         pre = inputs[0]
+        if self._rerun_feeds(gate, pre):
+            return
         with torch.autocast(pre.device.type, enabled=False):
             self.stats.update(gate.name, _as_matrix(gate, self.fp32[gate.name](pre.float())))
 
-    def _feed_z(self, gate: Gate, inputs: tuple) -> None:
-        z = inputs[0].mean(self.dims[gate.name], dtype=torch.float32)
-        self.stats.inputs.update(gate.name, _as_matrix(gate, z))
+    def _block_input(self, gate: Gate, inputs: tuple) -> None:
+        if self.rerunning:
+            return
+        x = inputs[0]
+        if self.stats.inputs is not None:
+            z = x.mean(self.blocks[gate.name][1], dtype=torch.float32)
+            self.stats.inputs.update(gate.name, _as_matrix(gate, z))
+        if torch.is_autocast_enabled(x.device.type):
+            self.rerunning = True
+            try:
+                with torch.autocast(x.device.type, enabled=False):
+                    self.modules[self.blocks[gate.name][0]](x.float())
+            finally:
+                self.rerunning = False
 
 
-def gate_precision(model: nn.Module, gates: list[Gate]) -> dict[str, str]:
+def gate_precision(model: nn.Module, gates: list[Gate], amp: str | None) -> dict[str, str]:
     """Per gate, how the values in its statistics were obtained (recorded in meta.json)."""
     modules = dict(unwrap(model).named_modules())
     out = {}
     for g in gates:
-        known = fp32_gate(modules[g.path])
-        out[g.name] = (f"float32 {known[1]} of the upcast pre-activation, outside autocast" if known else
-                       f"the output of {type(modules[g.path]).__name__} as computed (unknown gate type)")
+        block, known = squeeze_block(model, g), fp32_gate(modules[g.path])
+        if amp and block:
+            out[g.name] = f"its SE block {block[0]} re-run in float32 on the upcast input, outside {amp} autocast"
+        elif known:
+            out[g.name] = f"float32 {known[1]} of the upcast pre-activation, outside autocast"
+        else:
+            out[g.name] = f"the output of {type(modules[g.path]).__name__} as computed (unknown gate type)"
     return out
 
 

@@ -8,7 +8,7 @@ from conftest import batches, record_gates
 
 from analysis import GateStats, StatsConfig, StatsMismatchError, collect, find_gates
 from analysis.errors import GateValueError
-from analysis.capture.collect import GateHooks
+from analysis.capture.collect import GateHooks, gate_precision
 from analysis.capture.gates import Gate
 from analysis.models.architectures import build_model
 
@@ -86,13 +86,16 @@ def test_spatial_nosqueeze_gates_are_averaged_over_positions():
     assert_matches_brute_force(stats, model, x, y)
 
 
-def test_bf16_autocast_feeds_the_float32_gate_of_the_bf16_pre_activation(planted):
-    """Under bf16 the statistics hold sigmoid(pre.float()), pre being the gate module's bf16 input
-    recorded by an independent pre-hook, not the module's bf16 output (to 1e-6, float32 rounding)."""
+def test_bf16_autocast_feeds_the_excitation_of_the_block_input_in_float32(planted):
+    """Under bf16 the statistics hold the gate the SE block computes in float32 from its own (bf16)
+    input: brute force is the excitation written out in float64, sigmoid(fc2(relu(fc1(mean(x))))),
+    on the block inputs recorded by an independent pre-hook (to 1e-6, float32 rounding). The float32
+    sigmoid of the bf16 pre-activation (the previous design) misses it by far more."""
     model, x, y = planted
     stats = collect(model, batches(x, y, 100), 10, amp="bf16", progress=False)
     modules = dict(model.named_modules())
-    seen: dict[str, list[torch.Tensor]] = {g.path: [] for g in stats.gates}
+    blocks = {g.path: g.path.rpartition(".")[0] for g in stats.gates}
+    seen: dict[str, list[torch.Tensor]] = {p: [] for p in [*blocks, *blocks.values()]}
     handles = [modules[p].register_forward_pre_hook(lambda m, i, p=p: seen[p].append(i[0].detach())) for p in seen]
     try:
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -101,16 +104,19 @@ def test_bf16_autocast_feeds_the_float32_gate_of_the_bf16_pre_activation(planted
         for h in handles:
             h.remove()
     for gate in stats.gates:
-        pre = torch.cat(seen[gate.path])
-        assert pre.dtype == torch.bfloat16  # the network itself ran in bf16
-        s32 = torch.sigmoid(pre.double())
-        count, mean, var = brute_moments(s32, y, 10)
+        block, inputs = modules[blocks[gate.path]], torch.cat(seen[blocks[gate.path]])
+        assert seen[gate.path][0].dtype == torch.bfloat16  # the network's own excitation ran in bf16
+        w1, b1, w2, b2 = (t.double() for t in (block.fc1.weight, block.fc1.bias, block.fc2.weight, block.fc2.bias))
+        s64 = torch.sigmoid(torch.relu(inputs.double().mean((2, 3)) @ w1.T + b1) @ w2.T + b2)
+        count, mean, var = brute_moments(s64, y, 10)
         n, m, v = stats_moments(stats, gate.name)
         torch.testing.assert_close(m, mean, rtol=1e-6, atol=1e-9)
         torch.testing.assert_close(v, var, rtol=1e-4, atol=1e-10)
-        # the module's own bf16 output differs by bf16 steps: that would not pass
-        bf16_mean = brute_moments(torch.sigmoid(pre).double(), y, 10)[1]
-        assert (bf16_mean - mean).abs().max() > 100 * (m - mean).abs().max()
+        pre_gate = brute_moments(torch.sigmoid(torch.cat(seen[gate.path]).double()), y, 10)[1]
+        assert (pre_gate - mean).abs().max() > 100 * (m - mean).abs().max()
+    said = gate_precision(model, stats.gates, "bf16")["SE_2_1"]
+    assert said == "its SE block layer1.0.se re-run in float32 on the upcast input, outside bf16 autocast"
+    assert gate_precision(model, stats.gates, None)["SE_2_1"].startswith("float32 sigmoid of the upcast pre-activation")
 
 
 def test_reservoir_is_a_uniform_sample_of_each_class(planted):

@@ -87,7 +87,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from analysis.presentation.report import write_reports
 
     job = CollectJob(
-        model=str(args.model), data="fashion-mnist:test", out=args.out, batch_size=250,
+        model=str(args.model), data="fashion-mnist:test", out=args.out, batch_size=250, limit=args.limit,
         overwrite=True, progress=not args.quiet,
     )
     print(format_blocks(run_collect(job)))
@@ -308,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     p.add_argument("--model", type=Path, default=DEMO_CHECKPOINT, help="checkpoint to use")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (replaced on each demo)")
     p.add_argument("--reports", type=Path, default=Path("reports"), help="folder for the demo's report")
+    _options(p, CollectJob, only=("limit",))
     _quiet(p)
     p.set_defaults(func=cmd_demo)
 

@@ -149,7 +149,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_values(CollectJob, vars(args))
     device = resolve_device(args.device)
     model, _, source = open_model_and_data(
-        args.model, args.data, weights=args.weights, random_init=args.random_init, image_size=args.image_size
+        args.model, args.data, weights=args.weights, random_init=args.random_init, pretrained=args.pretrained,
+        image_size=args.image_size,
     )
     accuracy, loss = evaluate(model.to(device), make_loader(source, args.batch_size, limit=args.limit), device)
     print(f"top-1 accuracy {accuracy:.4f}, loss {loss:.4f} on {args.data} ({args.limit or len(source.dataset)} samples)")
@@ -172,7 +173,8 @@ def _against_run(args: argparse.Namespace, function: Callable) -> tuple:
         raise OptionError("name the run folder: se-analysis COMMAND RUN (or --out RUN).")
     device = resolve_device(args.device)
     run, model, source = open_for_run(
-        path, args.model, args.data, weights=args.weights, random_init=args.random_init, image_size=args.image_size
+        path, args.model, args.data, weights=args.weights, random_init=args.random_init, pretrained=args.pretrained,
+        image_size=args.image_size,
     )
     loader = make_image_loader(source, args.batch_size, device, workers=args.workers, limit=args.limit)
     return run, model.to(device), loader, min(len(source.dataset), args.limit or len(source.dataset))
@@ -205,13 +207,17 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     return 0
 
 
-MODEL_AND_DATA = ("model", "data", "weights", "random_init", "image_size", "limit", "batch_size", "workers", "device")
+MODEL_AND_DATA = ("model", "data", "weights", "random_init", "pretrained", "image_size", "limit", "batch_size",
+                  "workers", "device")
 HELP = {
-    "model": "checkpoint folder, se_resnet20 | timm:NAME | torchvision:NAME",
+    "model": "checkpoint folder, se_resnet20 | timm:NAME[.TAG] | torchvision:NAME[.WEIGHTS] "
+             "(a tag implies --pretrained)",
     "data": "fashion-mnist[:train|:test] | imagefolder:PATH | synthetic:k=v,...",
     "out": "run folder to write",
     "weights": "state dict (.pth, .pt) or .safetensors file, loaded without code",
     "random_init": "allow a model with random weights",
+    "pretrained": "the library's pretrained weights (timm's default tag, torchvision's DEFAULT), read from its cache "
+                  "(Hugging Face or torch hub) or fetched into it; HF_HUB_OFFLINE=1 reads only the cache",
     "gates": "regular expression over module paths naming the gate modules yourself",
     "workers": "DataLoader worker processes",
     "decode": "decode images with PIL in the workers (cpu) or JPEGs with nvjpeg (gpu); "

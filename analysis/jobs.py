@@ -31,7 +31,7 @@ from analysis.measures.tables import run_tables
 from analysis.options import Range, check_fields, check_values
 from analysis.models.checkpoint import checkpoint_paths
 from analysis.models.controls import untrained, untrained_record
-from analysis.models.spec import open_model_and_data, state_sha256
+from analysis.models.spec import open_model_and_data, pretrained_weights, state_sha256
 from analysis.runs.folder import Run, check_writable, write_run
 
 
@@ -39,11 +39,12 @@ from analysis.runs.folder import Run, check_writable, write_run
 class CollectJob:
     """Everything `se-analysis collect` takes; see its --help for each field."""
 
-    model: str  # checkpoint path, project architecture, timm:NAME or torchvision:NAME
+    model: str  # checkpoint path, project architecture, timm:NAME[.TAG] or torchvision:NAME[.WEIGHTS]
     data: str  # data spec, see analysis.data
     out: Path  # run folder to write
     weights: Path | None = None  # state dict or safetensors file for a non-checkpoint model
     random_init: bool = False  # allow random weights
+    pretrained: bool = False  # the library's pretrained weights (timm, torchvision), see analysis.models.pretrained
     gates: str | None = None  # regex naming the gate modules, instead of discovery by type
     batch_size: Annotated[int, Range(1)] = 128
     workers: Annotated[int, Range(0)] = 0
@@ -86,15 +87,16 @@ def run_collect(job: CollectJob) -> Run | None:
     with join_ranks(device) if distributed else contextlib.nullcontext() as rank:
         device = rank.device if rank else device
         model, checkpoint, source = open_model_and_data(
-            job.model, job.data, weights=job.weights, random_init=job.random_init, image_size=job.image_size,
-            seed=job.seed,
+            job.model, job.data, weights=job.weights, random_init=job.random_init, pretrained=job.pretrained,
+            image_size=job.image_size, seed=job.seed,
         )
         if source.num_classes < 2:
             raise DataError(f"{job.data} has {source.num_classes} class; class-specificity needs at least two.")
-        if job.control and checkpoint is None and job.weights is None:
+        named = pretrained_weights(job.model, job.pretrained)
+        if job.control and checkpoint is None and job.weights is None and named is None:
             raise ModelSpecError(
                 f"{job.model} with random weights is already the untrained network of seed {job.seed}; "
-                "give trained weights (a checkpoint or --weights) to compare with --control untrained."
+                "give trained weights (a checkpoint, --pretrained or --weights) to compare with --control untrained."
             )
         control = untrained(model, job.seed, source) if job.control else None
         stats = _collect(job, model, source, device, rank)
@@ -107,8 +109,9 @@ def run_collect(job: CollectJob) -> Run | None:
         "weights": str(weights_file) if weights_file else None,
         "weights_sha256": sha256(weights_file) if weights_file else None,
         "checkpoint": checkpoint,
+        "pretrained": named.record() if named else None,
         "state_sha256": state_sha256(model),
-        "random_init": untrained_record(model, job.seed, source) if weights_file is None else None,
+        "random_init": untrained_record(model, job.seed, source) if weights_file is None and named is None else None,
         "data": source.describe(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "job": asdict(job),
@@ -120,7 +123,8 @@ def run_collect(job: CollectJob) -> Run | None:
     if control_stats is not None:
         record = {"kind": job.control, **untrained_record(model, job.seed, source)}
         controls[job.control] = (control_stats, {**meta, "weights": None, "weights_sha256": None,
-                                                 "checkpoint": None, "random_init": None, "control": record,
+                                                 "checkpoint": None, "pretrained": None, "random_init": None,
+                                                 "control": record,
                                                  "state_sha256": state_sha256(control),
                                                  "warnings": data_warnings(control_stats)})
     return save_run(stats, job.out, meta, overwrite=job.overwrite, min_excess=job.onset_min_excess,

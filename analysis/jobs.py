@@ -23,7 +23,7 @@ from analysis.capture.collect import collect, gate_precision
 from analysis.capture.distributed import Rank, agree_ranks, join_ranks, merge_ranks, share_model
 from analysis.capture.stats import GateStats, StatsConfig
 from analysis.data.jpeg import make_image_loader
-from analysis.data.source import IMAGE_SIZE, DataSource
+from analysis.data.source import IMAGE_SIZE, DataSource, present_classes
 from analysis.devices import resolve_device
 from analysis.errors import DataError, ModelSpecError
 from analysis.files import sha256
@@ -89,8 +89,8 @@ def run_collect(job: CollectJob) -> Run | None:
             job.model, job.data, weights=job.weights, random_init=job.random_init, image_size=job.image_size,
             seed=job.seed,
         )
-        if source.num_classes < 2:
-            raise DataError(f"{job.data} has {source.num_classes} class; class-specificity needs at least two.")
+        if len(present_classes(source)) < 2:
+            raise DataError(f"{job.data} has 1 class with samples; class-specificity needs at least two.")
         if job.control and checkpoint is None and job.weights is None:
             raise ModelSpecError(
                 f"{job.model} with random weights is already the untrained network of seed {job.seed}; "
@@ -133,7 +133,8 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
     if rank:
         share_model(model)
     config = StatsConfig(
-        source.num_classes, bins=job.bins, reservoir=job.reservoir, topk=job.topk, shards=job.shards, seed=job.seed
+        source.num_classes, bins=job.bins, reservoir=job.reservoir, topk=job.topk, shards=job.shards, seed=job.seed,
+        classes=present_classes(source),
     )
     total = min(len(source.dataset), job.limit) if job.limit else len(source.dataset)
     shard = rank.shard(total) if rank else None
@@ -153,16 +154,18 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
 
 
 def data_warnings(stats: GateStats) -> list[str]:
-    """What in the data leaves numbers of the run undefined or weak: classes without samples or with
-    one (no within-class variance), and jackknife shards without samples (no interval)."""
+    """What in the data leaves numbers of the run undefined or weak: classes of the data without
+    samples (of those present in the source, `StatsConfig.present`: a class subset's other classes
+    are left out on purpose) or with one (no within-class variance), and jackknife shards without
+    samples (no interval)."""
     first = stats.gates[0].name
     count = stats.moments(first)[0]  # [S, K]
     per_class, per_shard = count.sum(0).tolist(), count.sum(1).tolist()
-    names = stats.class_names
+    names, expected = stats.class_names, stats.config.present
     found = []
-    empty = [names[k] for k, n in enumerate(per_class) if n == 0]
+    empty = [names[k] for k in expected if per_class[k] == 0]
     if empty:
-        found.append(f"{len(empty)} of {len(names)} classes have no sample ({', '.join(empty[:5])}"
+        found.append(f"{len(empty)} of {len(expected)} classes have no sample ({', '.join(empty[:5])}"
                      f"{', ...' if len(empty) > 5 else ''}): their means and the tables' class columns are undefined.")
     single = [names[k] for k, n in enumerate(per_class) if n == 1]
     if single:

@@ -54,6 +54,12 @@ def dataset_labels(dataset: Dataset) -> np.ndarray:
     return np.asarray([dataset[i][1] for i in range(len(dataset))])
 
 
+def present_classes(source: DataSource) -> tuple[int, ...]:
+    """The labels that the source's samples carry, in increasing order (a class subset has fewer than
+    num_classes)."""
+    return tuple(np.unique(dataset_labels(source.dataset)).tolist())
+
+
 LIMIT_SEED = 0  # the subset of `--limit N` is the same in every run and every process
 
 

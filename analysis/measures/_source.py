@@ -8,13 +8,13 @@ fallback; at merge each reader becomes a plain call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from analysis.capture import keys
-from analysis.capture.keys import sample_hash
 from analysis.measures._arrays import as_numpy
 from analysis.measures.saturation import saturation as binned_saturation
 
@@ -59,15 +59,15 @@ def inputs(stats: Any) -> Any | None:
     return getattr(stats, "inputs", None)
 
 
-def _stand_in_pseudo_labels(ids: torch.Tensor, p: int, num_classes: int, seed: int) -> torch.Tensor:
-    """Relabelling p of each sample id: a hash of (id, p, seed) modulo the class count."""
-    return sample_hash(ids.long(), seed * 1009 + p + 1)[1] % num_classes
+def pseudo_labels(ids: Any, p: int, classes: int | Sequence[int], seed: int) -> np.ndarray:
+    """`analysis.capture.keys.pseudo_labels` of the reservoir ids, among `classes` (`present`)."""
+    return as_numpy(keys.pseudo_labels(torch.as_tensor(as_numpy(ids), dtype=torch.int64), p, classes, seed))
 
 
-def pseudo_labels(ids: Any, p: int, num_classes: int, seed: int) -> np.ndarray:
-    """`analysis.capture.keys.pseudo_labels` of the reservoir ids (a local stand-in until it exists)."""
-    relabel = getattr(keys, "pseudo_labels", _stand_in_pseudo_labels)
-    return as_numpy(relabel(torch.as_tensor(as_numpy(ids), dtype=torch.int64), p, num_classes, seed))
+def present(stats: Any) -> int | tuple[int, ...]:
+    """The labels the statistics are over (StatsConfig.present), or their count where stats carry no config."""
+    config = getattr(stats, "config", None)
+    return config.present if config is not None else len(stats.class_names)
 
 
 def seed(stats: Any) -> int:

@@ -159,7 +159,7 @@ def _probes(stats: StatsLike, name: str, probe_args: dict[str, Any]) -> dict[str
     """The logistic probe, its control task on pseudo-labels and the nearest-class-mean probe."""
     values, labels, ids = stats.reservoir(name)
     pr: Probe = probe(values, labels, **probe_args)
-    fake = _source.pseudo_labels(ids, 0, len(stats.class_names), _source.seed(stats))
+    fake = _source.pseudo_labels(ids, 0, _source.present(stats), _source.seed(stats))
     perm = probe(values, fake, **probe_args).accuracy
     ncm_args = {k: v for k, v in probe_args.items() if k != "device"}
     return {

@@ -23,6 +23,7 @@ from analysis.capture.collect import collect, gate_precision
 from analysis.capture.distributed import Rank, agree_ranks, join_ranks, merge_ranks, share_model
 from analysis.capture.stats import GateStats, StatsConfig
 from analysis.data.jpeg import make_image_loader
+from analysis.data.selection import PER_CLASS, selection_warnings
 from analysis.data.source import IMAGE_SIZE, DataSource, present_classes
 from analysis.devices import resolve_device
 from analysis.errors import DataError, ModelSpecError
@@ -49,6 +50,8 @@ class CollectJob:
     workers: Annotated[int, Range(0)] = 0
     decode: str = "auto"  # auto, cpu (PIL in the workers), gpu (nvjpeg, imagefolder only); see analysis.jpeg
     limit: Annotated[int | None, Range(1)] = None  # a seeded stratified subset of N samples, see make_loader
+    classes: tuple[str, ...] | None = None  # class names, WordNet ids or indices to keep, see analysis.data.selection
+    per_class: Annotated[int | None, PER_CLASS] = None  # a sample of N per class, drawn with `seed`
     image_size: Annotated[int | None, IMAGE_SIZE] = None  # default: the model's preferred size, else the data's own
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     amp: str = "none"  # none, bf16, fp16
@@ -87,7 +90,7 @@ def run_collect(job: CollectJob) -> Run | None:
         device = rank.device if rank else device
         model, checkpoint, source = open_model_and_data(
             job.model, job.data, weights=job.weights, random_init=job.random_init, image_size=job.image_size,
-            seed=job.seed,
+            seed=job.seed, classes=job.classes, per_class=job.per_class,
         )
         if len(present_classes(source)) < 2:
             raise DataError(f"{job.data} has 1 class with samples; class-specificity needs at least two.")
@@ -113,7 +116,7 @@ def run_collect(job: CollectJob) -> Run | None:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "job": asdict(job),
         "processes": rank.world if rank else 1,
-        "warnings": data_warnings(stats),
+        "warnings": [*selection_warnings(source), *data_warnings(stats)],
         "gate_precision": gate_precision(model, stats.gates),
     }
     controls = {}
@@ -122,7 +125,8 @@ def run_collect(job: CollectJob) -> Run | None:
         controls[job.control] = (control_stats, {**meta, "weights": None, "weights_sha256": None,
                                                  "checkpoint": None, "random_init": None, "control": record,
                                                  "state_sha256": state_sha256(control),
-                                                 "warnings": data_warnings(control_stats)})
+                                                 "warnings": [*selection_warnings(source),
+                                                              *data_warnings(control_stats)]})
     return save_run(stats, job.out, meta, overwrite=job.overwrite, min_excess=job.onset_min_excess,
                     margin=job.onset_margin, controls=controls)
 

@@ -44,7 +44,10 @@ class DataSource:
 
 def dataset_labels(dataset: Dataset) -> np.ndarray:
     """[N] the label of every sample, from the dataset's label list where it keeps one (Fashion-MNIST's
-    `labels`, an image folder's `samples` or `targets`), else by reading every item."""
+    `labels`, an image folder's `samples` or `targets`; a Subset's from its dataset's), else by reading
+    every item."""
+    if isinstance(dataset, Subset):
+        return dataset_labels(dataset.dataset)[np.asarray(dataset.indices, dtype=np.int64)]
     for holder in (dataset, getattr(dataset, "folder", None)):
         for name in ("labels", "targets"):
             if hasattr(holder, name):

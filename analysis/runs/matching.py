@@ -9,6 +9,7 @@ default to the run's own, read from its meta.json.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from torch import nn
@@ -53,11 +54,14 @@ def open_for_run(
     weights: Path | None = None,
     random_init: bool = False,
     image_size: int | None = None,
+    classes: Sequence[str] | None = None,
+    per_class: int | None = None,
 ) -> tuple[Run, nn.Module, DataSource]:
     """(run, model in eval mode on the CPU, data source), checked to belong together.
 
-    `model` (with `weights` or `random_init`), `data` and `image_size` default to those the run
-    recorded; random weights are drawn from the run's seed. A missing run folder is an error that
+    `model` (with `weights` or `random_init`), `data`, `image_size` and the class selection
+    (`classes`, `per_class`, see analysis.data.selection) default to those the run recorded; random
+    weights and the per-class sample are drawn from the run's seed. A missing run folder is an error that
     names the `collect` command that makes it; weights other than the run's are refused.
     """
     path = Path(run_path)
@@ -76,7 +80,7 @@ def open_for_run(
     data = data or _recorded(run, "data", "spec")
     net, checkpoint, source = open_model_and_data(
         model, data, weights=weights, random_init=random_init, image_size=image_size or job.get("image_size"),
-        seed=job.get("seed", 0),
+        seed=job.get("seed", 0), classes=classes or job.get("classes"), per_class=per_class or job.get("per_class"),
     )
     run_gates(run, net)
     _check_weights(run, net, weights or (checkpoint_paths(model)[0] if checkpoint else None))

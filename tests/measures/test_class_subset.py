@@ -19,10 +19,10 @@ MODEL_INDEX = np.array([1, 254, 999])  # goldfish, pug, toilet tissue
 def test_model_indices_give_the_tables_of_compact_labels() -> None:
     torch.manual_seed(0)
     net = PlantedNet(8).eval()
-    x, y = planted_data(150, num_classes=3, channels=8)
-    compact = collect(net, batches(x, y, 50), 3, progress=False)
+    x, y = planted_data(90, num_classes=3, channels=8)
+    compact = collect(net, batches(x, y, 30), 3, progress=False)
     config = StatsConfig(1000, classes=tuple(MODEL_INDEX))  # as the job sets it from the data's labels
-    indexed = collect(net, batches(x, torch.from_numpy(MODEL_INDEX)[y], 50), 1000, config=config, progress=False)
+    indexed = collect(net, batches(x, torch.from_numpy(MODEL_INDEX)[y], 30), 1000, config=config, progress=False)
     assert indexed.config.reservoir == compact.config.reservoir == 256  # sized by the 3 classes present
     (a, onset_a), (b, onset_b) = run_tables(compact), run_tables(indexed)
     assert onset_a == onset_b

@@ -141,6 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from analysis.data import make_loader
+    from analysis.data.selection import selection_warnings
     from analysis.devices import resolve_device
     from analysis.jobs import CollectJob
     from analysis.models.spec import open_model_and_data
@@ -150,10 +151,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, _, source = open_model_and_data(
         args.model, args.data, weights=args.weights, random_init=args.random_init, pretrained=args.pretrained,
-        image_size=args.image_size,
+        image_size=args.image_size, seed=args.seed, classes=args.classes, per_class=args.per_class,
     )
     accuracy, loss = evaluate(model.to(device), make_loader(source, args.batch_size, limit=args.limit), device)
-    print(f"top-1 accuracy {accuracy:.4f}, loss {loss:.4f} on {args.data} ({args.limit or len(source.dataset)} samples)")
+    samples = min(len(source.dataset), args.limit or len(source.dataset))
+    print(f"top-1 accuracy {accuracy:.4f}, loss {loss:.4f} on {args.data} ({samples} samples)")
+    for warning in selection_warnings(source):
+        print(f"warning: {warning}")
     return 0
 
 
@@ -174,7 +178,7 @@ def _against_run(args: argparse.Namespace, function: Callable) -> tuple:
     device = resolve_device(args.device)
     run, model, source = open_for_run(
         path, args.model, args.data, weights=args.weights, random_init=args.random_init, pretrained=args.pretrained,
-        image_size=args.image_size,
+        image_size=args.image_size, classes=args.classes, per_class=args.per_class,
     )
     loader = make_image_loader(source, args.batch_size, device, workers=args.workers, limit=args.limit)
     return run, model.to(device), loader, min(len(source.dataset), args.limit or len(source.dataset))
@@ -207,7 +211,8 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     return 0
 
 
-MODEL_AND_DATA = ("model", "data", "weights", "random_init", "pretrained", "image_size", "limit", "batch_size",
+MODEL_AND_DATA = ("model", "data", "weights", "random_init", "pretrained", "image_size", "limit", "classes",
+                  "per_class", "batch_size",
                   "workers", "device")
 HELP = {
     "model": "checkpoint folder, se_resnet20 | timm:NAME[.TAG] | torchvision:NAME[.WEIGHTS] "
@@ -223,6 +228,9 @@ HELP = {
     "decode": "decode images with PIL in the workers (cpu) or JPEGs with nvjpeg (gpu); "
               "auto: gpu for an imagefolder on a CUDA device",
     "limit": "use a seeded stratified subset of N samples (every class represented)",
+    "classes": "only these classes, comma-separated: names, WordNet ids (ImageNet folders) or indices; "
+               "labels keep their indices",
+    "per_class": "a sample of N images of each class, drawn with --seed (all of a class with fewer)",
     "image_size": "resize/crop images to this size (default: the model's)",
     "device": "auto | cpu | cuda | cuda:N",
     "compile": "torch.compile the hooked model",
@@ -230,7 +238,7 @@ HELP = {
     "reservoir": "gate vectors kept per class (0: automatic)",
     "topk": "top samples kept per channel",
     "shards": "data shards for jackknife intervals",
-    "seed": "seeds the reservoir, the shards, random-init weights and the untrained control",
+    "seed": "seeds the reservoir, the shards, --per-class, random-init weights and the untrained control",
     "onset_min_excess": "detectable onset: eta2 above its null by this",
     "onset_margin": "shape onset: shape_sep above its controls by this",
     "overwrite": "replace an existing run folder",
@@ -307,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="top-1 accuracy of a model on a data set")
-    _options(p, CollectJob, only=MODEL_AND_DATA)
+    _options(p, CollectJob, only=(*MODEL_AND_DATA, "seed"))
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="collect on the shipped Fashion-MNIST SE-ResNet-20 and print its block table")

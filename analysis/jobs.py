@@ -23,7 +23,8 @@ from analysis.capture.collect import collect, gate_precision
 from analysis.capture.distributed import Rank, agree_ranks, join_ranks, merge_ranks, share_model
 from analysis.capture.stats import GateStats, StatsConfig
 from analysis.data.jpeg import make_image_loader
-from analysis.data.source import IMAGE_SIZE, DataSource
+from analysis.data.selection import PER_CLASS, selection_warnings
+from analysis.data.source import IMAGE_SIZE, DataSource, present_classes
 from analysis.devices import resolve_device
 from analysis.errors import DataError, ModelSpecError
 from analysis.files import sha256
@@ -50,6 +51,8 @@ class CollectJob:
     workers: Annotated[int, Range(0)] = 0
     decode: str = "auto"  # auto, cpu (PIL in the workers), gpu (nvjpeg, imagefolder only); see analysis.jpeg
     limit: Annotated[int | None, Range(1)] = None  # a seeded stratified subset of N samples, see make_loader
+    classes: tuple[str, ...] | None = None  # class names, WordNet ids or indices to keep, see analysis.data.selection
+    per_class: Annotated[int | None, PER_CLASS] = None  # a sample of N per class, drawn with `seed`
     image_size: Annotated[int | None, IMAGE_SIZE] = None  # default: the model's preferred size, else the data's own
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     amp: str = "none"  # none, bf16, fp16
@@ -88,10 +91,10 @@ def run_collect(job: CollectJob) -> Run | None:
         device = rank.device if rank else device
         model, checkpoint, source = open_model_and_data(
             job.model, job.data, weights=job.weights, random_init=job.random_init, pretrained=job.pretrained,
-            image_size=job.image_size, seed=job.seed,
+            image_size=job.image_size, seed=job.seed, classes=job.classes, per_class=job.per_class,
         )
-        if source.num_classes < 2:
-            raise DataError(f"{job.data} has {source.num_classes} class; class-specificity needs at least two.")
+        if len(present_classes(source)) < 2:
+            raise DataError(f"{job.data} has 1 class with samples; class-specificity needs at least two.")
         named = pretrained_weights(job.model, job.pretrained)
         if job.control and checkpoint is None and job.weights is None and named is None:
             raise ModelSpecError(
@@ -116,7 +119,7 @@ def run_collect(job: CollectJob) -> Run | None:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "job": asdict(job),
         "processes": rank.world if rank else 1,
-        "warnings": data_warnings(stats),
+        "warnings": [*selection_warnings(source), *data_warnings(stats)],
         "gate_precision": gate_precision(model, stats.gates, None if job.amp == "none" else job.amp),
     }
     controls = {}
@@ -126,7 +129,8 @@ def run_collect(job: CollectJob) -> Run | None:
                                                  "checkpoint": None, "pretrained": None, "random_init": None,
                                                  "control": record,
                                                  "state_sha256": state_sha256(control),
-                                                 "warnings": data_warnings(control_stats)})
+                                                 "warnings": [*selection_warnings(source),
+                                                              *data_warnings(control_stats)]})
     return save_run(stats, job.out, meta, overwrite=job.overwrite, min_excess=job.onset_min_excess,
                     margin=job.onset_margin, controls=controls)
 
@@ -137,7 +141,8 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
     if rank:
         share_model(model)
     config = StatsConfig(
-        source.num_classes, bins=job.bins, reservoir=job.reservoir, topk=job.topk, shards=job.shards, seed=job.seed
+        source.num_classes, bins=job.bins, reservoir=job.reservoir, topk=job.topk, shards=job.shards, seed=job.seed,
+        classes=present_classes(source),
     )
     total = min(len(source.dataset), job.limit) if job.limit else len(source.dataset)
     shard = rank.shard(total) if rank else None
@@ -157,16 +162,18 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
 
 
 def data_warnings(stats: GateStats) -> list[str]:
-    """What in the data leaves numbers of the run undefined or weak: classes without samples or with
-    one (no within-class variance), and jackknife shards without samples (no interval)."""
+    """What in the data leaves numbers of the run undefined or weak: classes of the data without
+    samples (of those present in the source, `StatsConfig.present`: a class subset's other classes
+    are left out on purpose) or with one (no within-class variance), and jackknife shards without
+    samples (no interval)."""
     first = stats.gates[0].name
     count = stats.moments(first)[0]  # [S, K]
     per_class, per_shard = count.sum(0).tolist(), count.sum(1).tolist()
-    names = stats.class_names
+    names, expected = stats.class_names, stats.config.present
     found = []
-    empty = [names[k] for k, n in enumerate(per_class) if n == 0]
+    empty = [names[k] for k in expected if per_class[k] == 0]
     if empty:
-        found.append(f"{len(empty)} of {len(names)} classes have no sample ({', '.join(empty[:5])}"
+        found.append(f"{len(empty)} of {len(expected)} classes have no sample ({', '.join(empty[:5])}"
                      f"{', ...' if len(empty) > 5 else ''}): their means and the tables' class columns are undefined.")
     single = [names[k] for k, n in enumerate(per_class) if n == 1]
     if single:

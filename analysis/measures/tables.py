@@ -174,7 +174,7 @@ def _probes(stats: StatsLike, name: str, probe_args: dict[str, Any]) -> dict[str
     """The logistic probe, its control task on pseudo-labels and the nearest-class-mean probe."""
     values, labels, ids = stats.reservoir(name)
     pr: Probe = probe(values, labels, **probe_args)
-    fake = pseudo_labels(ids, 0, len(stats.class_names), stats.config.seed)
+    fake = pseudo_labels(ids, 0, stats.config.present, stats.config.seed)
     perm = probe(values, fake, **probe_args).accuracy
     ncm_args = {k: v for k, v in probe_args.items() if k != "device"}
     return {

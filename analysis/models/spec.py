@@ -13,6 +13,7 @@ BatchNorm statistics recomputed on it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from torch import nn
 from analysis.models.checkpoint import apply_weights, is_checkpoint, load_checkpoint, load_state_dict
 from analysis.errors import ModelSpecError
 from analysis.data import DataSource, open_data
+from analysis.data.selection import select
 from analysis.models.architectures import ARCHITECTURES, build_model
 from analysis.models.controls import recompute_batchnorm, seeded, untrained
 from analysis.models.pretrained import NamedWeights, load, resolve
@@ -136,16 +138,18 @@ def state_sha256(model: nn.Module) -> str:
 
 def open_model_and_data(
     model: str, data: str, *, weights: Path | None = None, random_init: bool = False, pretrained: bool = False,
-    image_size: int | None = None, seed: int = 0,
+    image_size: int | None = None, seed: int = 0, classes: Sequence[str] | None = None, per_class: int | None = None,
 ) -> tuple[nn.Module, dict[str, Any] | None, DataSource]:
     """(model, checkpoint metadata or None, data source) with the data shaped for the model.
 
     A project architecture is sized to the data (classes, channels); other models keep their
-    shape and the data is converted to their channels and preferred image size. Random weights are
-    drawn from `seed`, with BatchNorm statistics recomputed on the data (as the untrained control's).
+    shape and the data is converted to their channels and preferred image size. `classes` and
+    `per_class` select samples (analysis.data.selection, drawn with `seed`). Random weights are
+    drawn from `seed`, with BatchNorm statistics recomputed on the selected data (as the untrained
+    control's).
     """
     if model in ARCHITECTURES:
-        source = open_data(data, image_size=image_size)
+        source = select(open_data(data, image_size=image_size), classes=classes, per_class=per_class, seed=seed)
         channels = source.dataset[0][0].shape[0]
         net, checkpoint = build_from_spec(
             model, weights=weights, random_init=random_init, pretrained=pretrained, num_classes=source.num_classes,
@@ -156,6 +160,7 @@ def open_model_and_data(
                                           seed=seed)
         channels, size = input_shape(net)
         source = open_data(data, image_size=image_size or size, channels=channels)
+        source = select(source, classes=classes, per_class=per_class, seed=seed)
     if random_init and checkpoint is None and weights is None:  # build_from_spec drew random weights
         recompute_batchnorm(net, source)
     return net, checkpoint, source

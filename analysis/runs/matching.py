@@ -9,6 +9,7 @@ default to the run's own, read from its meta.json.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from torch import nn
@@ -54,11 +55,14 @@ def open_for_run(
     random_init: bool = False,
     pretrained: bool = False,
     image_size: int | None = None,
+    classes: Sequence[str] | None = None,
+    per_class: int | None = None,
 ) -> tuple[Run, nn.Module, DataSource]:
     """(run, model in eval mode on the CPU, data source), checked to belong together.
 
-    `model` (with `weights`, `pretrained` or `random_init`), `data` and `image_size` default to those the run
-    recorded; random weights are drawn from the run's seed. A missing run folder is an error that
+    `model` (with `weights`, `pretrained` or `random_init`), `data`, `image_size` and the class
+    selection (`classes`, `per_class`, see analysis.data.selection) default to those the run recorded;
+    random weights and the per-class sample are drawn from the run's seed. A missing run folder is an error that
     names the `collect` command that makes it; weights other than the run's are refused.
     """
     path = Path(run_path)
@@ -79,6 +83,7 @@ def open_for_run(
     net, checkpoint, source = open_model_and_data(
         model, data, weights=weights, random_init=random_init, pretrained=pretrained,
         image_size=image_size or job.get("image_size"), seed=job.get("seed", 0),
+        classes=classes or job.get("classes"), per_class=per_class or job.get("per_class"),
     )
     run_gates(run, net)
     weights_file = weights or (checkpoint_paths(model)[0] if checkpoint else None)

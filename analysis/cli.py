@@ -234,7 +234,7 @@ HELP = {
     "image_size": "resize/crop images to this size (default: the model's)",
     "device": "auto | cpu | cuda | cuda:N",
     "compile": "torch.compile the hooked model",
-    "bins": "histogram bins on [0, 1]",
+    "bins": "histogram bins per channel, equiprobable on its first batch",
     "reservoir": "gate vectors kept per class (0: automatic)",
     "topk": "top samples kept per channel",
     "shards": "data shards for jackknife intervals",

@@ -14,9 +14,9 @@ that a batch is added to all gates at once, and each gate's tensor is a contiguo
 * `perm_count [P*K]`, `perm_sum`/`perm_sumsq [P*K, C]`: the same moments under P fixed
   relabellings (`keys.pseudo_labels`, among the classes present), the permutation null, exact
   under merge.
-* `edge_lo`/`edge_hi [C]` float64 and `hist [K*C*(B+2)]` int32: per class and channel, counts
-  over B bins spanning the channel's own range (from the first batch, see `ranges`), with an
-  underflow (cell 0) and an overflow (cell B+1).
+* `edges [C, B+1]` float64 and `hist [K*C*(B+2)]` int32: per class and channel, counts over the
+  channel's own B bins (equiprobable on the first batch, over its range widened, see `ranges`),
+  with an underflow (cell 0) and an overflow (cell B+1).
 * `sat_high`/`sat_low [K*C]` int32: exact counts of s >= 0.9 and s <= 0.1 (bounded gates only).
 * `reservoir [K'*R+1, C]` float32: a uniform sample of R gate vectors per class of the K' classes
   present (`StatsConfig.present`; K' = K unless the data is a class subset), in the slots of one
@@ -44,12 +44,13 @@ DTYPES = {"count": torch.int64, "perm_count": torch.int64, "sum": torch.float64,
           "perm_sum": torch.float64, "perm_sumsq": torch.float64, "hist": torch.int32, "sat_high": torch.int32,
           "sat_low": torch.int32, "reservoir": torch.float32, "top_values": torch.float32, "top_ids": torch.int64,
           "nonfinite": torch.int64, "below": torch.int64, "above": torch.int64, "min": torch.float32,
-          "max": torch.float32, "shift": torch.float64, "edge_lo": torch.float64, "edge_hi": torch.float64}
-PER_CHANNEL = ("top_values", "top_ids", "shift", "edge_lo", "edge_hi")  # [C, ...] per gate
+          "max": torch.float32, "shift": torch.float64, "edges": torch.float64}
+PER_CHANNEL = ("top_values", "top_ids", "shift", "edges")  # [C, ...] per gate
 COUNTERS = ("nonfinite", "below", "above")  # one number per gate, kept per channel and summed on reading
-CALIBRATION = ("shift", "edge_lo", "edge_hi")
-# (shift, low, high) [C] of a first batch, made equal across processes in place (see distributed.agree_ranks)
-Agree = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
+CALIBRATION = ("shift", "edges")
+# (shift [C], quantiles [C, B+1]) of a first batch (ranges.first_batch), made equal across processes in place
+# (see distributed.agree_ranks)
+Agree = Callable[[torch.Tensor, torch.Tensor], None]
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ class StatsConfig:
     """What GateStats keeps. Stored in the run's meta.json; two stats merge only if configs match."""
 
     num_classes: int
-    # histogram bins over each channel's own range (plus underflow and overflow: 20 cells); one bin says nothing
+    # histogram bins per channel, equiprobable on its first batch (plus underflow and overflow: 20 cells); one bin
+    # says nothing
     bins: Annotated[int, Range(2)] = 18
     # gate vectors kept per class; 0 picks min(256, max(16, 4096 // K')), K' the classes present
     reservoir: Annotated[int, Range(0)] = 0
@@ -95,6 +97,6 @@ def field_shapes(config: StatsConfig, channels: int) -> dict[str, torch.Size]:
     shapes = {"count": (sk,), "perm_count": (pk,), "sum": (sk, c), "sumsq": (sk, c), "perm_sum": (pk, c),
               "perm_sumsq": (pk, c), "hist": (k * c * (config.bins + 2),), "sat_high": (k, c), "sat_low": (k, c),
               "reservoir": (kept, c), "top_values": (c, config.topk), "top_ids": (c, config.topk),
-              "nonfinite": (), "below": (), "above": (), "min": (), "max": (), "shift": (c,), "edge_lo": (c,),
-              "edge_hi": (c,)}
+              "nonfinite": (), "below": (), "above": (), "min": (), "max": (), "shift": (c,),
+              "edges": (c, config.bins + 1)}
     return {field: torch.Size(shape) for field, shape in shapes.items()}

@@ -7,7 +7,7 @@ would pad the last round with repeated samples, which GateStats would count twic
 never repeat one, and the sample ids stay indices into the whole data set. Each rank keeps its own
 GateStats on its device, then `merge_ranks` combines them (NCCL on GPUs, gloo on CPUs) into what
 one process would have collected over all the data, and rank 0 alone writes the run folder. For
-that, the ranks first agree on each channel's shift and histogram range (`agree_ranks`, called by
+that, the ranks first agree on each channel's shift and histogram edges (`agree_ranks`, called by
 GateStats on its first batch), so that their sums and histograms add exactly.
 """
 
@@ -96,17 +96,28 @@ def share_model(model: nn.Module) -> None:
         raise _peer_failed("share the model", e) from None
 
 
-def agree_ranks(shift: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> None:
-    """Make a first batch's calibration equal on every rank, in place: the mean of the ranks' shifts,
-    the least low and the largest high (GateStats.agree under torchrun; every rank calls it once
-    per calibration, at the same point of its collection)."""
+def agree_ranks(shift: torch.Tensor, quantiles: torch.Tensor) -> None:
+    """Make a first batch's calibration equal on every rank, in place (GateStats.agree under torchrun;
+    every rank calls it once per calibration, at the same point of its collection): the mean of the
+    ranks' shifts [C]; of the quantiles [C, B + 1] (ranges.first_batch), the mean over ranks of each
+    one, then the least min and the largest max.
+
+    Averaging quantile b over ranks averages their quantile functions (Vincent averaging), which for
+    shards of one data set estimates the pooled quantile with one all-reduce, and keeps each
+    channel's quantiles sorted (a mean of non-decreasing vectors does not decrease). The outer ones
+    become the extremes, not means, so that the agreed range, like one process's, holds every
+    first-batch value of every rank, and replacing them keeps the vector sorted."""
     try:
-        dist.all_reduce(shift)
-        shift /= dist.get_world_size()
+        world = dist.get_world_size()
+        low, high = quantiles[:, 0].clone(), quantiles[:, -1].clone()
+        for mean in (shift, quantiles):
+            dist.all_reduce(mean)
+            mean /= world
         dist.all_reduce(low, dist.ReduceOp.MIN)
         dist.all_reduce(high, dist.ReduceOp.MAX)
+        quantiles[:, 0], quantiles[:, -1] = low, high
     except RuntimeError as e:
-        raise _peer_failed("agree on the gates' ranges", e) from None
+        raise _peer_failed("agree on the gates' histogram edges", e) from None
 
 
 def merge_ranks(stats: GateStats) -> GateStats:

@@ -2,7 +2,7 @@
 
 Counts, saturation counters, problem counters add; min and max combine; the reservoir and top-k
 are chosen by sample key and value. Moments kept under different shifts are moved to the first
-one's shift exactly (`ranges.reshift`); histograms over different ranges are moved by bin centre
+one's shift exactly (`ranges.reshift`); histograms over different edges are moved by bin centre
 (`ranges.rebin`), and add exactly when the calibrations match.
 """
 
@@ -14,7 +14,7 @@ import torch
 
 from analysis.capture.config import CALIBRATION, COUNTERS
 from analysis.capture.keys import top_k
-from analysis.capture.ranges import edges, rebin, reshift
+from analysis.capture.ranges import rebin, reshift
 from analysis.errors import StatsMismatchError
 
 if TYPE_CHECKING:
@@ -73,8 +73,7 @@ def _merge_moments(self: GateStats, other: GateStats) -> None:
             self._block(total, g.name).add_(moved[0])
             self._block(sq, g.name).add_(moved[1])
         counts = theirs["hist"].view(k, -1, bins + 2)
-        source = edges(theirs["edge_lo"], theirs["edge_hi"], bins)
-        target = edges(self._block("edge_lo", g.name), self._block("edge_hi", g.name), bins)
-        if not torch.equal(source, target):
-            counts = rebin(counts, source, target)
+        target = self._block("edges", g.name)
+        if not torch.equal(theirs["edges"], target):
+            counts = rebin(counts, theirs["edges"], target)
         self._block("hist", g.name).add_(counts.flatten())

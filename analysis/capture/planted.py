@@ -15,9 +15,11 @@ import math
 import torch
 
 from analysis.capture.gates import Gate
+from analysis.capture.ranges import first_batch, histogram_edges
 from analysis.capture.stats import GateStats, StatsConfig
 
 RESNET50_CHANNELS = (256,) * 3 + (512,) * 4 + (1024,) * 6 + (2048,) * 3
+FIRST = 64  # samples of the first batch that sets each channel's histogram edges
 
 
 def resnet_gates(channels: tuple[int, ...] = RESNET50_CHANNELS, blocks_per_stage: tuple[int, ...] = (3, 4, 6, 3)) -> list[Gate]:
@@ -62,10 +64,11 @@ def planted_stats(
         perm_mu = pooled + (spread / (n + 1)).sqrt() * torch.randn(p, k, c, generator=g, dtype=torch.float64)
         t["perm_sum"] = (perm_count[..., None] * (perm_mu - base)).view(p * k, c)
         t["perm_sumsq"] = (perm_count[..., None] * ((perm_mu - base) ** 2 + spread)).view(p * k, c)
-        # Histogram: expected counts of N(mu, noise) over each channel's range, with under/overflow.
-        t["edge_lo"] = (mu.amin(0) - 3 * noise).clamp(min=0.0)
-        t["edge_hi"] = (mu.amax(0) + 3 * noise).clamp(max=1.0)
-        edges = t["edge_lo"][:, None] + (t["edge_hi"] - t["edge_lo"])[:, None] * torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+        # Histogram: expected counts of N(mu, noise) over edges drawn as GateStats draws them from a
+        # first batch (FIRST values of random classes), with under/overflow.
+        first = mu[torch.randint(0, k, (FIRST,), generator=g)]
+        first += noise * torch.randn(FIRST, c, generator=g, dtype=torch.float64)
+        t["edges"] = edges = histogram_edges(first_batch(first.clamp(0, 1), bins)[1], config.bounded)
         normal = lambda x: 0.5 * (1 + torch.erf((x - mu[..., None]) / (noise * math.sqrt(2))))  # noqa: E731
         cdf = torch.cat([torch.zeros(k, c, 1), normal(edges[None]), torch.ones(k, c, 1)], -1)  # [K, C, B+3]
         t["hist"] = (cdf.diff(dim=-1) * n).round().int().flatten()

@@ -20,12 +20,11 @@ from dataclasses import asdict
 
 import torch
 
-from analysis.capture.config import (CALIBRATION, COUNTERS, DTYPES, PER_CHANNEL, SAT_HIGH, SAT_LOW, Agree, StatsConfig,
-                                     field_shapes)
+from analysis.capture.config import COUNTERS, DTYPES, PER_CHANNEL, SAT_HIGH, SAT_LOW, Agree, StatsConfig, field_shapes
 from analysis.capture.gates import Gate
 from analysis.capture.keys import check_ids, permuted_labels, sample_hash, top_k
 from analysis.capture.merging import merge_into
-from analysis.capture.ranges import bin_cells, edges, first_batch, histogram_range
+from analysis.capture.ranges import bin_cells, first_batch, histogram_edges
 from analysis.capture.reservoir import Reservoir
 from analysis.data.labels import check_labels
 from analysis.errors import GateValueError, LabelError
@@ -76,8 +75,8 @@ class GateStats:
         self._rows = {"sum": sk, "sumsq": sk, "perm_sum": pk, "perm_sumsq": pk, "hist": k * (config.bins + 2),
                       "sat_high": k, "sat_low": k, "reservoir": len(self._classes) * config.reservoir + 1}
         self.fused = self._empty() if state is None else self._stored(state)
-        # Gates whose shift and range are set (by their first batch, a merge or a file): host-side.
-        self._calibrated = {g.name for g in self.gates if state is not None and self._block("edge_hi", g.name).max() > 0}
+        # Gates whose shift and edges are set (by their first batch, a merge or a file): host-side.
+        self._calibrated = {g.name for g in self.gates if state is not None and self._block("edges", g.name).diff().any()}
         self._batch: dict[str, torch.Tensor] = {}
         self._held = torch.empty(0, self.total, device=self.device)  # this batch's values, all gates side by side
         self._pending: set[str] = set()  # gates whose values this batch holds
@@ -104,7 +103,8 @@ class GateStats:
             "top_values": torch.full((t, cfg.topk), -float("inf"), **dev),
             "top_ids": torch.full((t, cfg.topk), -1, dtype=torch.int64, **dev),
             **{field: torch.zeros(t, dtype=torch.int64, **dev) for field in COUNTERS},
-            **{field: torch.zeros(t, dtype=torch.float64, **dev) for field in CALIBRATION},
+            "shift": torch.zeros(t, dtype=torch.float64, **dev),
+            "edges": torch.zeros(t, cfg.bins + 1, dtype=torch.float64, **dev),
             "min": torch.full((t,), float("inf"), **dev),
             "max": torch.full((t,), -float("inf"), **dev),
         }
@@ -203,13 +203,12 @@ class GateStats:
                 self._add(slice(i, i + 1), columns, self._held[:, columns])
 
     def _calibrate(self, columns: slice, s32: torch.Tensor) -> None:
-        """Set the shift and histogram range of the channels `columns` from their first batch s32 [N, C]."""
-        shift, low, high = first_batch(s32.double())
+        """Set the shift and histogram edges of the channels `columns` from their first batch s32 [N, C]."""
+        shift, quantiles = first_batch(s32.double(), self.config.bins)
         if self.agree is not None:
-            self.agree(shift, low, high)
-        lo, hi = histogram_range(low, high, self.config.bounded)
-        for field, value in zip(CALIBRATION, (shift, lo, hi)):
-            self.fused[field][columns] = value
+            self.agree(shift, quantiles)
+        self.fused["shift"][columns] = shift
+        self.fused["edges"][columns] = histogram_edges(quantiles, self.config.bounded)
 
     def _add(self, gates: slice, columns: slice, s32: torch.Tensor) -> None:  # long: one kernel set per field
         """Add s32 [N, C] float32, the values of the gates `gates` (channels `columns`), to the batch."""
@@ -229,7 +228,7 @@ class GateStats:
         at = (self._rows["perm_sum"] * first + local + perm_row[:, :, None] * width).flatten()
         f["perm_sum"].index_add_(0, at, x.expand(p, n, c).flatten())
         f["perm_sumsq"].index_add_(0, at, xx.expand(p, n, c).flatten())
-        cell_of = bin_cells(s64, edges(f["edge_lo"][columns], f["edge_hi"][columns], cfg.bins))
+        cell_of = bin_cells(s64, f["edges"][columns])
         cell = self._rows["hist"] * first + (b["y"][:, None] * width + local) * (cfg.bins + 2) + cell_of
         f["hist"].index_add_(0, cell.flatten(), torch.ones(cell.numel(), dtype=torch.int32, device=s32.device))
         if cfg.bounded:
@@ -284,7 +283,7 @@ class GateStats:
             f[field][cols] = value
         else:
             self._block(field, name).copy_(value)
-        if field == "edge_hi":
+        if field == "edges":
             self._calibrated.add(name)
 
     def check(self) -> None:
@@ -336,7 +335,7 @@ class GateStats:
         edges[:, 0], cell B + 1 those at or above edges[:, -1], cell b the bin [edges[b-1], edges[b])."""
         t, k = self.gate_tensors(name), self.config.num_classes
         counts = t["hist"].view(k, -1, self.config.bins + 2).cpu().long()
-        return counts, edges(t["edge_lo"], t["edge_hi"], self.config.bins).cpu()
+        return counts, t["edges"].cpu()
 
     def saturation(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(high [K, C], low [K, C]) int64: exact counts of s >= 0.9 and s <= 0.1 (zeros unless bounded)."""

@@ -122,8 +122,9 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
                 "mi_bits",
                 "float64",
                 "Mutual information between class and the binned gate, in bits, from the histogram over "
-                "the channel's own range (B bins plus an underflow and an overflow bin: fixed bins on "
-                "[0, 1] cannot resolve gates that vary by 1e-4 around 0.5), each entropy with the "
+                "the channel's own bins (B bins, equiprobable on the first batch, plus an underflow and an "
+                "overflow bin: fixed bins on [0, 1] cannot resolve gates that vary by 1e-4 around 0.5, and "
+                "equal-width bins leave a skewed channel's bulk in one bin), each entropy with the "
                 "Miller-Madow correction H + (m - 1) / (2N) nats, m its number of non-empty cells. The "
                 "correction removes the first-order upward bias of the plug-in estimate, so a channel "
                 "without class information scatters around 0 and may be slightly negative: it is not "

@@ -250,17 +250,21 @@ def class_channel_heatmap(
 
 @styled
 def gate_distributions(dist: pd.DataFrame, title: str) -> Figure:
-    """Per class, the histogram of gate values (views.gate_distribution), over the gate's own range
-    (trained gates often vary by 1e-4..1e-2). Plain lines: seaborn's lineplot regroups the frame and
-    took half of this figure's time."""
+    """Per class, the density of gate values (views.gate_distribution: share / bin width, the bins
+    being of unequal width) at each bin's centre, over the gate's own range (trained gates often
+    vary by 1e-4..1e-2); the share outside the bins (under- and overflow, no width) in the legend.
+    Plain lines: seaborn's lineplot regroups the frame and took half of this figure's time."""
     fig = StyledFigure(figsize=(8, 3.6), layout="constrained")
     ax = fig.subplots()
     for i, (_, rows) in enumerate(dist.groupby("class", sort=False)):
-        ax.plot(rows["bin_center"], rows["share"], lw=1, color=f"C{i % 10}", label=rows["class_name"].iloc[0])
+        inside = rows["density"].notna()
+        outside = rows.loc[~inside, "share"].sum()
+        label = rows["class_name"].iloc[0] + (f" ({outside:.1%} outside)" if outside > 0 else "")
+        ax.plot(rows.loc[inside, "bin_center"], rows.loc[inside, "density"], lw=1, color=f"C{i % 10}", label=label)
     if dist["class"].nunique() <= 12:
         ax.legend(title="class", fontsize=8)
     ax.set_xlabel("gate value")
-    ax.set_ylabel("share of samples")
+    ax.set_ylabel("density (share per unit of gate value)")
     ax.set_title(title)
     return fig
 

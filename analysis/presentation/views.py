@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.capture.ranges import edges as bin_edges
 from analysis.errors import RunFolderError
 from analysis.measures.saturation import SATURATION_RULE, saturated
 from analysis.measures.schema import ONSETS
@@ -114,37 +113,25 @@ def preferred_order(run: Run, block: str) -> np.ndarray:
 
 
 def gate_histogram(run: Run, block: str) -> tuple[np.ndarray, np.ndarray]:
-    """(counts [K, C, B'] int64, edges [C, B'+1] float64) of one gate's stored histogram.
-
-    Adaptive histograms (each channel binned over its own range) are stored as counts [K, C, B+2]
-    with an under- and an overflow bin and per-channel edges; older runs have B fixed bins on
-    [0, 1], returned here with the same edges for every channel.
-    """
+    """(counts [K, C, B + 2] int64, edges [C, B + 1] float64) of one gate's stored histogram: each
+    channel's B bins (GateStats: equiprobable on its first batch, so of unequal widths, some of
+    zero width where the first batch tied) with an underflow (cell 0) and an overflow (cell B + 1)."""
     check_block(run, block)
-    bins, k = run.meta["stats"]["config"]["bins"], len(class_names(run))
-    channels = int(run.blocks.set_index("block").at[block, "channels"])
-    counts = run.gate_tensor(block, "hist").long().numpy()
-    if counts.size == k * channels * (bins + 2):
-        lo, hi = run.gate_tensor(block, "edge_lo"), run.gate_tensor(block, "edge_hi")
-        return counts.reshape(k, channels, bins + 2), bin_edges(lo.double(), hi.double(), bins).numpy()
-    return counts.reshape(k, channels, bins), np.tile(np.linspace(0.0, 1.0, bins + 1), (channels, 1))
+    k, channels = len(class_names(run)), int(run.blocks.set_index("block").at[block, "channels"])
+    edges = run.gate_tensor(block, "edges").double().numpy()
+    return run.gate_tensor(block, "hist").long().numpy().reshape(k, channels, edges.shape[1] + 1), edges
 
 
 def pooled_histogram(counts: np.ndarray, edges: np.ndarray, points: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Histograms of many channels, each over its own edges, added on one common grid.
 
-    counts [K, C, B] (B = len(edges) - 1 interior bins) or [K, C, B+2] with under- and overflow bins,
-    edges [C, B+1] -> (counts [K, points] float64, grid [points + 1]). Each channel's mass is spread
-    uniformly inside its bins (its CDF interpolated linearly at the grid); under- and overflow count
-    at the channel's first and last edge. The total mass is kept exactly.
+    counts [K, C, B + 2] (B bins, an under- and an overflow bin), edges [C, B + 1] -> (counts
+    [K, points] float64, grid [points + 1], equal steps). Each channel's mass is spread uniformly
+    inside its bins (its CDF interpolated linearly at the grid; a zero-width bin is empty); under-
+    and overflow count at the channel's first and last edge. The total mass is kept exactly.
     """
     inner = edges.shape[1] - 1
-    under = counts[..., 0] if counts.shape[-1] == inner + 2 else np.zeros(counts.shape[:2])
-    body = counts[..., 1:-1] if counts.shape[-1] == inner + 2 else counts
-    over = counts[..., -1] if counts.shape[-1] == inner + 2 else np.zeros(counts.shape[:2])
-    if (edges == edges[:1]).all():  # one set of bins for all (older runs): add them as they are
-        return (body + np.pad(under[..., None], ((0, 0), (0, 0), (0, inner - 1))) +
-                np.pad(over[..., None], ((0, 0), (0, 0), (inner - 1, 0)))).sum(1).astype(float), edges[0]
+    under, body, over = counts[..., 0], counts[..., 1:-1], counts[..., -1]
     grid = np.linspace(edges[:, 0].min(), edges[:, -1].max(), points + 1)
     cdf = np.concatenate([under[..., None], under[..., None] + np.cumsum(body, -1)], -1).astype(float)  # at edges
     # per channel and grid point [C, G]: the bin holding the point and the fraction of the bin below it
@@ -161,27 +148,35 @@ def pooled_histogram(counts: np.ndarray, edges: np.ndarray, points: int = 100) -
 
 
 def gate_distribution(run: Run, block: str, channel: int | None = None, classes: list[int] | None = None) -> pd.DataFrame:
-    """Per class, the share of gate values in each bin: one channel over its own bins (under- and
-    overflow beside its range), or the whole block with every channel's bins added on one grid."""
+    """Per class and bin [bin_lo, bin_hi): the share of the class's gate values in it and the
+    density, share / width (bins of unequal width: the density keeps the shape, the share does not).
+
+    One channel: its own bins, without those of zero width (where the first batch tied; always
+    empty), and its underflow and overflow cells (bin_lo -inf, bin_hi +inf; no density, NaN). The
+    whole block (channel None): every channel's bins added on one grid of equal steps
+    (pooled_histogram), under- and overflow at each channel's outer edges.
+    """
     counts, edges = gate_histogram(run, block)
-    k = len(class_names(run))
-    classes = list(range(k)) if classes is None else classes
+    classes = list(range(len(class_names(run)))) if classes is None else classes
     if channel is not None:
-        hist, e = counts[classes, channel].astype(float), edges[channel]
-        centers = (e[:-1] + e[1:]) / 2
-        if hist.shape[1] == len(e) + 1:  # under- and overflow drawn half a bin beyond the range
-            step = (e[-1] - e[0]) / (len(e) - 1) or 1.0
-            centers = np.r_[e[0] - step / 2, centers, e[-1] + step / 2]
+        e = edges[channel]
+        kept = np.r_[True, e[1:] > e[:-1], True]  # the cells: underflow, each bin of positive width, overflow
+        hist, lo, hi = counts[classes, channel][:, kept].astype(float), np.r_[-np.inf, e][kept], np.r_[e, np.inf][kept]
     else:
         hist, grid = pooled_histogram(counts[classes], edges)
-        centers = (grid[:-1] + grid[1:]) / 2
+        lo, hi = grid[:-1], grid[1:]
     share = hist / np.maximum(hist.sum(1, keepdims=True), 1)
-    names, bins = class_names(run), len(centers)
+    width = np.broadcast_to(hi - lo, share.shape)
+    density = np.divide(share, width, out=np.full_like(share, np.nan), where=np.isfinite(width) & (width > 0))
+    names, bins = class_names(run), len(lo)
     return pd.DataFrame({
         "class": np.repeat(classes, bins),
         "class_name": np.repeat([names[c] for c in classes], bins),
-        "bin_center": np.tile(centers, len(classes)),
+        "bin_lo": np.tile(lo, len(classes)),
+        "bin_hi": np.tile(hi, len(classes)),
+        "bin_center": np.tile((lo + hi) / 2, len(classes)),
         "share": share.flatten(),
+        "density": density.flatten(),
     })
 
 

@@ -37,7 +37,8 @@ from analysis.capture.stats import GateStats
 from analysis.models.controls import CONTROLS
 from analysis.versions import software_versions
 
-RUN_VERSION = 2  # 2: shifted moments, per-channel histogram ranges, permutation tables, squeeze inputs
+RUN_VERSION = 3  # 2: shifted moments, per-channel histogram ranges, permutation tables, squeeze inputs;
+# 3: per-channel histogram edges equiprobable on the first batch (`{gate}/edges`, was edge_lo/edge_hi)
 RUN_FORMAT = "se-analysis run"  # meta.json's mark of a folder the toolkit wrote
 # Keys of meta.json that show, report and the dashboard read, as (key, sub-keys).
 META_KEYS = (("onset", ("block", "rule")), ("stats", ("samples", "config", "gates", "class_names")))

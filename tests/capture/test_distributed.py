@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import batches
+from conftest import batches, record_gates
 
 from analysis import load_run
 from analysis.cli import main
@@ -19,10 +19,11 @@ from analysis.capture.collect import collect
 from analysis.data.source import limited_indices
 from analysis.data import make_loader, open_data
 from analysis.capture.config import CALIBRATION
-from analysis.capture.ranges import reshift
+from analysis.capture.ranges import histogram_edges, reshift
 from analysis.capture.distributed import TORCHRUN_ENV, join_ranks, merge_ranks, shard_indices
 from analysis.errors import DistributedError
 from analysis.models.architectures import build_model
+from analysis.models.spec import open_model_and_data
 
 SYNTH = "synthetic:classes=3,n=301,size=16,channels=1"  # an odd count: the two shards differ in size
 # A small reservoir and top-k, so that merging has to choose among the ranks' samples. Batches of
@@ -97,6 +98,17 @@ def test_torchrun_with_two_processes_equals_one_process(tmp_path):
                     assert torch.equal(tx[field], ty[field]), f"{gate.name}/{field}"  # reservoir: compared below
             ra, rb = x.reservoir(gate.name), y.reservoir(gate.name)
             assert len(rb[2]) == 3 * 8 and all(torch.equal(u, v) for u, v in zip(ra, rb)), gate.name
+    # The ranks agreed on each channel's edges from their first batches, one sample each (the data's
+    # samples 0 and 1): the mean of their quantiles inside (here both samples' mean), the lesser
+    # and the larger sample outside, then widened. Values from plain hooks, to float32 rounding.
+    model, _, source = open_model_and_data("se_resnet20", SYNTH, weights=tmp_path / "w.pth")
+    v = record_gates(model.eval(), [g.path for g in b.gates], torch.stack([source.dataset[i][0] for i in (0, 1)]))
+    for gate in b.gates:
+        first = v[gate.path]  # [2, C]
+        quantiles = first.mean(0)[:, None].repeat(1, b.config.bins + 1)
+        quantiles[:, 0], quantiles[:, -1] = first.amin(0), first.amax(0)
+        expected = histogram_edges(quantiles, bounded=True)
+        torch.testing.assert_close(a.histogram(gate.name)[1], expected, rtol=1e-6, atol=1e-9, msg=gate.name)
     histogram_based = [c for c in single.blocks.columns if c.startswith("mi_bits")]
     pd.testing.assert_frame_equal(merged.blocks.drop(columns=histogram_based), single.blocks.drop(columns=histogram_based), rtol=1e-9)
 

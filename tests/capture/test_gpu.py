@@ -23,8 +23,10 @@ def test_cuda_collection_equals_cpu(planted, compile):
         for a, b in zip(cpu.moments(gate.name), gpu.moments(gate.name)):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
         assert torch.equal(cpu.reservoir(gate.name)[2], gpu.reservoir(gate.name)[2])
-        # histogram bins may differ only for values within float rounding of a bin edge
-        assert (cpu.histogram(gate.name) - gpu.histogram(gate.name)).abs().sum() <= 2
+        (cpu_counts, cpu_edges), (gpu_counts, gpu_edges) = cpu.histogram(gate.name), gpu.histogram(gate.name)
+        torch.testing.assert_close(gpu_edges, cpu_edges, rtol=1e-5, atol=1e-7)  # the first batch's quantiles
+        # counts may differ only for values within float rounding of a bin edge
+        assert (cpu_counts - gpu_counts).abs().sum() <= 2
 
 
 def test_cuda_bf16_channels_last(planted):

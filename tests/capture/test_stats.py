@@ -9,6 +9,7 @@ from conftest import batches, record_gates
 from analysis import GateStats, StatsConfig, StatsMismatchError, collect, find_gates
 from analysis.errors import GateValueError
 from analysis.capture.collect import GateHooks, gate_precision
+from analysis.capture.config import CALIBRATION
 from analysis.capture.gates import Gate
 from analysis.models.architectures import build_model
 
@@ -131,12 +132,12 @@ def test_reservoir_is_a_uniform_sample_of_each_class(planted):
 
 
 def calibrated_like(template: GateStats) -> GateStats:
-    """Empty statistics (and squeeze inputs) with the shifts and histogram ranges of `template`."""
+    """Empty statistics (and squeeze inputs) with the shifts and histogram edges of `template`."""
     fresh = GateStats(template.gates, template.config, template.class_names)
     fresh.inputs = GateStats(template.gates, template.inputs.config, template.class_names)
     for mine, theirs in ((fresh, template), (fresh.inputs, template.inputs)):
         for gate in template.gates:
-            for field in ("shift", "edge_lo", "edge_hi"):
+            for field in CALIBRATION:
                 mine.set_gate_tensor(gate.name, field, theirs.gate_tensors(gate.name)[field])
     return fresh
 
@@ -173,17 +174,21 @@ def test_merge_of_two_halves_equals_the_whole(planted):
 
 
 def test_halves_calibrated_apart_merge_moments_exactly_and_histograms_by_bin_centre(planted):
-    """Each half sets its own shifts and ranges from its first batch: the merged moments are the
-    whole's (Chan-style reshift, to float64 rounding); the histogram keeps every count, and each
-    value lands within one bin of its true cell."""
+    """Each half sets its own shifts and edges from its first batch: the merged moments are the
+    whole's (Chan-style reshift, to float64 rounding); the histogram keeps every count, and the
+    second half's values land in a cell of the first's edges that their own bin overlaps: at each
+    edge t the merged cumulative count is off the true one by at most the second half's values in
+    its cells that hold t inside."""
     model, x, y = planted
     cfg = StatsConfig(10, shards=2)
     whole = collect(model, batches(x, y, 100), 10, config=cfg, progress=False)
     first = collect(model, batches(x, y, 100)[:3], 10, config=cfg, progress=False)
     second = collect(model, batches(x, y, 100)[3:], 10, config=cfg, progress=False)
     assert not torch.equal(first.shift("SE_3_1"), second.shift("SE_3_1"))
+    moved = {gate.name: second.histogram(gate.name) for gate in second.gates}
     merged = first.merge(second)
     truth = record_gates(model, [g.path for g in whole.gates], x)
+    inf = torch.tensor([torch.inf], dtype=torch.float64)
     for gate in whole.gates:
         n, m, v = stats_moments(merged, gate.name)
         count, mean, var = brute_moments(truth[gate.path], y, 10)
@@ -193,8 +198,13 @@ def test_halves_calibrated_apart_merge_moments_exactly_and_histograms_by_bin_cen
         assert torch.equal(hist.sum(-1), whole.histogram(gate.name)[0].sum(-1))
         exact = torch.stack([torch.stack([brute_histogram(truth[gate.path][y == c, ch], edges[ch])
                                           for ch in range(gate.channels)]) for c in range(10)])
-        # moved counts stay within a bin: cumulative counts differ by at most the neighbouring cell's
-        assert ((hist.cumsum(-1) - exact.cumsum(-1)).abs() <= exact + exact.roll(-1, -1)).all()
+        off = (hist.cumsum(-1) - exact.cumsum(-1))[..., :-1].abs()  # [K, C, B + 1]: at each edge
+        theirs, their_edges = moved[gate.name]
+        for ch in range(gate.channels):
+            lo, hi = torch.cat([-inf, their_edges[ch]]), torch.cat([their_edges[ch], inf])  # their cells' bounds
+            t = edges[ch][:, None]
+            inside = ((lo < t) & (t < hi)).long()  # [B + 1, B + 2]: their cells that hold edge t inside
+            assert (off[:, ch] <= theirs[:, ch] @ inside.T).all(), (gate.name, ch)
 
 
 def test_merge_refuses_other_settings(planted):

@@ -11,6 +11,7 @@ import torch
 
 from analysis.capture.config import StatsConfig
 from analysis.capture.keys import pseudo_labels
+from analysis.capture.ranges import first_batch, histogram_edges
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,8 @@ class FakeStats:
     blocks: name -> values [N, C] in [0, 1] (listed in forward order); labels [N]. Samples go to
     shards round-robin after a seeded shuffle; the reservoir keeps the first R samples of each class.
     Moments of x - shift (shift: the first 64 samples' mean), P pseudo-labellings (sample id = row
-    index), histograms over each channel's range in the first 256 samples with under/overflow bins,
+    index), histograms over each channel's bins as GateStats draws them from a first batch (here the
+    first 256 samples: equiprobable on them, the range widened) with under/overflow bins,
     exact saturation counts; no squeeze inputs.
     """
 
@@ -75,11 +77,11 @@ class FakeStats:
         return tuple(torch.cat([part[i] for part in parts]) for i in range(3))
 
     def edges(self, name: str) -> np.ndarray:
-        first = self.values[name][:256].astype(np.float64)
+        """[C, B + 1]: GateStats' edges (`ranges`) with the first 256 samples as the first batch."""
+        first = torch.from_numpy(self.values[name][:256].astype(np.float64))
         if len(first) == 0:
-            first = np.array([[0.0], [1.0]]).repeat(self.values[name].shape[1], 1)
-        lo, hi = first.min(0), first.max(0)
-        return np.linspace(lo, hi + (hi == lo), self.config.bins + 1, axis=1)  # [C, B + 1]
+            first = torch.tensor([[0.0], [1.0]], dtype=torch.float64).expand(2, first.shape[1])
+        return histogram_edges(first_batch(first, self.config.bins)[1], bounded=True).numpy()
 
     def saturation(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         v, k = self.values[name], self.num_classes

@@ -167,34 +167,54 @@ def binned_bits(x: np.ndarray, y: np.ndarray, bins: int = 20) -> np.ndarray:
     return np.array([plug_in_bits(np.searchsorted(cut, column, side="right"), y) for cut, column in zip(cuts, x.T)])
 
 
-# Measured on the first run, each against the tolerance of the docstring (stated before it):
+# Measured on the first run, each against the tolerance of the docstring (stated before it), with
+# equal-width bins over each channel's first-batch range (issue 14 part 1):
 # * SE_2_2: its 16 channels carry the same information (MI spread across them 0.001 bits; the two
 #   references rank them with Spearman 0.02 between themselves): ours against kNN -0.26, against
 #   quantile bins -0.60. The rank criterion is ill-posed here, whatever the estimator.
 # * SE_2_3: ours against kNN 0.74, the references between themselves 0.69 (kNN's scatter).
-# * SE_4_2: ours is the outlier. Spearman 0.78 (kNN) and 0.76 (quantile bins) while the references
+# * SE_4_2: ours was the outlier. Spearman 0.78 (kNN) and 0.76 (quantile bins) while the references
 #   agree at 0.98; block mean 0.897 against kNN's 1.005 (allowed 0.100). Equal-width bins over a
-#   skewed channel's range leave its bulk in one bin (channel 3: 1066 of 2000 samples; 0.71 bits
-#   against 1.07 by kNN and 1.06 by quantile bins). 18 bins cut at the first batch's quantiles
-#   instead bring SE_4_2 within (Spearman 0.98 and 0.99, block mean 0.977): a change to GateStats'
-#   bins, which would not help SE_2_2 or SE_2_3 against kNN (0.67).
-@pytest.mark.xfail(strict=True, reason="equal-width bins lose MI on skewed channels (SE_4_2); SE_2_2's channels "
-                   "cannot be ranked (see the comment above)")
+#   skewed channel's range left its bulk in one bin (channel 3: 1066 of 2000 samples; 0.71 bits
+#   against 1.07 by kNN and 1.06 by quantile bins).
+# Since then GateStats' 18 bins are equiprobable on the first batch (analysis/capture/ranges.py), and
+# the ranking is required only where the two references rank the channels alike themselves
+# (Spearman above 0.9 between them), a rule fixed before the first run with those bins. Measured
+# then: block means 0.008-0.046 bits below kNN and from 0.018 below to 0.001 above quantile bins;
+# Spearman of ours 0.938-0.991 against kNN and 0.974-0.997 against quantile bins in the seven blocks
+# ranked, SE_4_2 0.981 and 0.991 (its channel 3: 1.03 bits, its largest bin 146 samples); SE_2_2 and
+# SE_2_3 not ranked (the references at 0.02 and 0.69 between themselves).
+RANKED_ALIKE = 0.9  # Spearman between the two references above which a block's channels have a ranking
+
+
 def test_mutual_information_agrees_with_knn_and_with_quantile_bins_on_every_block(
     shipped: Shipped, shipped_table: Tables
 ) -> None:
-    """Our MI (18 bins over each channel's range in the first batch, plus under/overflow,
+    """Our MI (18 bins per channel, equiprobable on the first batch, plus under/overflow,
     Miller-Madow) against two independent estimates from every gate vector: scikit-learn's kNN
     estimator and 20 quantile bins (Miller-Madow). Tolerance, stated before the run: per block the
-    mean over channels within 0.05 bits or 10% of the reference, whichever is larger (binning loses
+    mean over channels within 0.05 bits or 10% of each reference, whichever is larger (binning loses
     a few % of a continuous variable's MI, the kNN estimate scatters by ~0.01-0.02 bits at N = 2000),
-    and the channels ranked alike: Spearman correlation over the block's channels above 0.9."""
+    and the channels ranked alike: Spearman correlation over the block's channels above 0.9 against
+    each reference, in every block where the references rank the channels alike themselves
+    (Spearman between them above 0.9). Where they do not, the data define no ranking (SE_2_2's
+    channels carry the same information within 0.001 bits): those blocks are printed and not ranked."""
     channels, blocks = shipped_table
+    unranked = {}
     for name, x in shipped.gates.items():
         ours = channels.loc[channels["block"] == name, "mi_bits"].to_numpy()
-        for reference in (knn_bits(x, shipped.labels), binned_bits(x, shipped.labels)):
+        knn, binned = knn_bits(x, shipped.labels), binned_bits(x, shipped.labels)
+        for reference in (knn, binned):
             assert abs(blocks.loc[name, "mi_bits_mean"] - reference.mean()) <= max(0.05, 0.1 * reference.mean()), name
+        alike = sps.spearmanr(knn, binned).statistic
+        if alike <= RANKED_ALIKE:
+            unranked[name] = alike
+            continue
+        for reference in (knn, binned):
             assert sps.spearmanr(ours, reference).statistic > 0.9, name
+    print("not ranked, the references' Spearman between themselves at most 0.9:",
+          ", ".join(f"{name} ({alike:.2f})" for name, alike in unranked.items()))
+    assert len(unranked) < len(shipped.gates) / 2  # the ranking is checked on most blocks
 
 
 def separations(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

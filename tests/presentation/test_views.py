@@ -46,16 +46,25 @@ def test_class_mean_arrays_equal_the_moments(run):
 
 
 def test_gate_distribution_is_the_stored_histogram(run):
+    """One channel's rows tile the line (underflow, its bins of positive width, overflow) and their
+    cumulative shares are the stored counts' CDF at each row's upper bound; density = share / width."""
     counts, edges = run.stats.histogram("SE_4_2")  # [K, C, B + 2] with under/overflow, [C, B + 1]
-    counts = counts.double()
+    e = edges[3].numpy()
     one = views.gate_distribution(run, "SE_4_2", channel=3, classes=[1, 4])
-    expected = counts[[1, 4], 3] / counts[[1, 4], 3].sum(1, keepdim=True)
-    np.testing.assert_allclose(one["share"].to_numpy(), expected.flatten().numpy())
-    inner = ((edges[3, :-1] + edges[3, 1:]) / 2).numpy()
-    np.testing.assert_allclose(one.loc[one["class"] == 1, "bin_center"].to_numpy()[1:-1], inner)  # ends: under/overflow
+    for klass in (1, 4):
+        rows, c = one[one["class"] == klass], counts[klass, 3].numpy()
+        lo, hi = rows["bin_lo"].to_numpy(), rows["bin_hi"].to_numpy()
+        assert lo[0] == -np.inf and hi[-1] == np.inf and (lo[1:] == hi[:-1]).all() and (hi > lo).all()
+        cdf = np.array([c[: np.searchsorted(e, h, side="right")].sum() for h in hi[:-1]] + [c.sum()]) / c.sum()
+        np.testing.assert_allclose(rows["share"].cumsum(), cdf, rtol=1e-12)
+        np.testing.assert_allclose(rows["density"].iloc[1:-1], (rows["share"] / (hi - lo)).iloc[1:-1], rtol=1e-12)
+        assert rows["density"].iloc[[0, -1]].isna().all()  # under- and overflow: no width
     assert one["class_name"].iloc[-1] == "class 4"
     block = views.gate_distribution(run, "SE_4_2")  # every channel on one grid: each class's mass kept
     np.testing.assert_allclose(block.groupby("class")["share"].sum().to_numpy(), 1.0, rtol=1e-9)
+    width = block["bin_hi"] - block["bin_lo"]
+    np.testing.assert_allclose(block["density"], block["share"] / width, rtol=1e-12)
+    np.testing.assert_allclose(width, width.iloc[0], rtol=1e-9)  # equal steps: the density's shape is the share's
 
 
 def test_class_similarity_is_the_correlation_of_profiles(run):
@@ -122,8 +131,7 @@ def adaptive_run(values: np.ndarray, labels: np.ndarray, edges: np.ndarray) -> S
     for ch in range(c):
         cell = np.searchsorted(edges[ch], values[:, ch], side="right")  # 0 under, B+1 at or above the last edge
         np.add.at(counts, (labels, ch, cell), 1)
-    tensors = {"hist": torch.from_numpy(counts.ravel()), "edge_lo": torch.from_numpy(edges[:, 0].copy()),
-               "edge_hi": torch.from_numpy(edges[:, -1].copy())}  # equal-width bins between them, as GateStats keeps
+    tensors = {"hist": torch.from_numpy(counts.ravel()), "edges": torch.from_numpy(edges)}
     return SimpleNamespace(
         path="adaptive", meta={"stats": {"class_names": [f"c{i}" for i in range(k)], "config": {"bins": b1 - 1}}},
         blocks=pd.DataFrame({"block": ["SE_2_1"], "channels": [c]}), gate_tensor=lambda gate, field: tensors[field])
@@ -131,28 +139,36 @@ def adaptive_run(values: np.ndarray, labels: np.ndarray, edges: np.ndarray) -> S
 
 @pytest.fixture(scope="module")
 def narrow():
-    """Narrow gates (std 1e-3) around a different level per channel, edges from the first 200 values
-    (so that later ones under- and overflow), 3 classes shifting the gate by 1e-3 each."""
+    """Narrow skewed gates (exponential, scale 1e-3) at a different level per channel, 3 classes
+    shifting the gate by 1e-3 each; 20 bins cut at the quantiles of the first 200 values (so that
+    later ones under- and overflow), channel 5's with two repeated edges (a zero-width bin, as where
+    GateStats' first batch ties)."""
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 3000)
-    values = 0.5 + np.linspace(-0.05, 0.05, 6) + 1e-3 * rng.standard_normal((3000, 6)) + 1e-3 * labels[:, None]
-    edges = np.linspace(values[:200].min(0), values[:200].max(0), 21).T
+    values = 0.5 + np.linspace(-0.05, 0.05, 6) + 1e-3 * rng.exponential(size=(3000, 6)) + 1e-3 * labels[:, None]
+    edges = np.quantile(values[:200], np.linspace(0, 1, 21), axis=0).T.copy()
+    edges[5, 8] = edges[5, 7]
     return values, labels, edges
 
 
-def test_one_channel_of_an_adaptive_histogram_is_its_own_range(narrow):
+@pytest.mark.parametrize("channel", [4, 5])
+def test_one_channel_of_an_adaptive_histogram_is_its_own_bins_as_shares_and_densities(narrow, channel):
     values, labels, edges = narrow
-    dist = views.gate_distribution(adaptive_run(values, labels, edges), "SE_2_1", channel=4, classes=[0, 2])
+    e = edges[channel]
+    dist = views.gate_distribution(adaptive_run(values, labels, edges), "SE_2_1", channel=channel, classes=[0, 2])
+    positive = np.unique(e)  # the bins of positive width
     for klass, rows in dist.groupby("class"):
-        v = values[labels == klass, 4]
-        inner = np.histogram(v, edges[4])[0]
-        inner[-1] -= (v == edges[4, -1]).sum()  # numpy's last bin is closed; ours leaves its edge to the overflow
-        expected = np.r_[(v < edges[4, 0]).sum(), inner, (v >= edges[4, -1]).sum()] / len(v)
+        v = values[labels == klass, channel]
+        inner = np.histogram(v, positive)[0]
+        inner[-1] -= (v == e[-1]).sum()  # numpy's last bin is closed; ours leaves its edge to the overflow
+        expected = np.r_[(v < e[0]).sum(), inner, (v >= e[-1]).sum()] / len(v)
         np.testing.assert_allclose(rows["share"], expected, rtol=0, atol=1e-15)
-        width = edges[4, 1] - edges[4, 0]
-        np.testing.assert_allclose(rows["bin_center"].iloc[[0, 1, -1]],
-                                   [edges[4, 0] - width / 2, edges[4, 0] + width / 2, edges[4, -1] + width / 2])
-    assert 0 < dist["share"].iloc[[0, 21]].sum()  # some values fell outside the first batch's range
+        np.testing.assert_allclose(rows["bin_lo"].iloc[1:-1], positive[:-1])
+        np.testing.assert_allclose(rows["bin_hi"].iloc[1:-1], positive[1:])
+        np.testing.assert_allclose(rows["density"].iloc[1:-1], inner / len(v) / np.diff(positive), rtol=1e-12)
+    assert len(dist) == 2 * (len(positive) + 1)  # per class: under- and overflow, the bins of positive width
+    assert np.diff(positive).max() > 3 * np.diff(positive).min()  # unequal bins: share and density differ in shape
+    assert 0 < dist.loc[dist["bin_lo"] == -np.inf, "share"].sum()  # some values fell below the first batch's range
 
 
 def test_a_blocks_channels_pooled_on_one_grid_keep_every_value_and_their_order(narrow):
@@ -171,6 +187,6 @@ def test_a_blocks_channels_pooled_on_one_grid_keep_every_value_and_their_order(n
         assert (np.abs(cdf - true) <= straddle + 1e-9).all()
     shares = views.gate_distribution(adaptive_run(values, labels, edges), "SE_2_1", classes=[0, 1, 2])
     means = shares.assign(w=shares["bin_center"] * shares["share"]).groupby("class")["w"].sum()
-    grid_step, bin_step = grid[1] - grid[0], (edges[:, 1] - edges[:, 0]).max()
+    grid_step, bin_step = grid[1] - grid[0], np.diff(edges).max()
     for klass in range(3):  # each value moves by at most one grid bin and one channel bin
         assert abs(means[klass] - values[labels == klass].mean()) <= grid_step + bin_step

@@ -76,6 +76,18 @@ def test_meta_without_onset_is_a_sentence_naming_the_key(run_copy, capsys, tmp_p
     assert not (tmp_path / "rep").exists()
 
 
+def test_a_run_of_the_previous_format_is_refused_in_one_sentence(run_copy, capsys):
+    """Version 2 stored each channel's histogram range (edge_lo, edge_hi) of equal-width bins;
+    version 3 stores every bin edge of each channel (`edges`), which a version-2 file lacks."""
+    run = load_run(run_copy)
+    gate = run.stats.gates[0]
+    assert run.gate_tensor(gate.name, "edges").shape == (gate.channels, run.stats.config.bins + 1)
+    meta = json.loads((run_copy / "meta.json").read_text())
+    meta["version"] = 2
+    (run_copy / "meta.json").write_text(json.dumps(meta))
+    assert "is a run of format version 2, this toolkit reads version 3." in cli_error(capsys, ["show", str(run_copy)])
+
+
 def test_added_table_is_recorded_and_verified(run_copy):
     import pandas as pd
 

@@ -11,13 +11,15 @@ progress bar. Its hooks, like every hook of the library, are `capture.hooks.Forw
 The gate that reaches the statistics is computed in float32 even when the network runs under AMP:
 bf16's step at 0.5 (0.0039) is larger than the spread of many trained gates, and the excitation's
 bf16 matmuls add rounding noise larger than that spread to the pre-activation. So under autocast a
-pre-hook on each SE block of a known type (`gates.squeeze_block`) runs the block once more in float32,
-outside autocast, on its upcast input, and only that run's gate reaches the statistics; the
-network's own forward is unchanged. Without autocast, or for a gate whose block is unknown
-(--gates REGEX), a pre-hook on a gate module of a known type (`gates.fp32_gate`) applies its
-nonlinearity to the upcast pre-activation; other gates give their output as it is. `gate_precision`
-says which was done, per gate. With `stats.inputs`, the block pre-hook also pools the block input's
-channel means z in float32.
+pre-hook on each SE block of a known type or found by tracing (`gates.squeeze_block`) runs the block
+once more in float32, outside autocast, on its upcast input, and only that run's gate reaches the
+statistics; the network's own forward is unchanged. Without autocast, or for a gate whose block is
+unknown (--gates REGEX), a pre-hook on a gate module of a known type (`calls.fp32_gate`) applies its
+nonlinearity to the upcast pre-activation; other gates give their output as it is. A functional
+gate (a `torch.sigmoid` call, found by tracing) is seen at its call site by `calls.CallCounter`, just
+before the call, and treated like a gate module of a known type. `gate_precision` says which was
+done, per gate. With `stats.inputs`, the block pre-hook also pools the block input's channel means z
+in float32.
 """
 
 from __future__ import annotations
@@ -219,10 +221,11 @@ def collect(
 
     The loader yields (x, y) or (x, y, sample_ids). The pass runs in eval mode, so that BatchNorm
     uses (and never updates) its running statistics; the model's mode is restored after. `amp` is
-    None, "bf16" or "fp16"; `compile` wraps the hooked model in torch.compile. With `inputs`, the
-    squeezed inputs of the SE blocks are collected into `stats.inputs` too (see `with_inputs`).
-    `agree` makes the first batch's calibration equal across processes. Raises DataError
-    for an empty loader, LabelError and GateValueError as described in GateStats.
+    None, "bf16" or "fp16"; `compile` wraps the hooked model in torch.compile. Without `gates`,
+    `find_gates` finds them (by type, else by tracing the first batch's first two images). With
+    `inputs`, the squeezed inputs of the SE blocks are collected into `stats.inputs` too (see
+    `with_inputs`). `agree` makes the first batch's calibration equal across processes. Raises
+    DataError for an empty loader, NoGatesError, LabelError and GateValueError as described in GateStats.
     """
     modes = [(m, m.training) for m in model.modules()]
     model.eval()

@@ -11,13 +11,15 @@ progress bar. Its hooks, like every hook of the library, are `capture.hooks.Forw
 The gate that reaches the statistics is computed in float32 even when the network runs under AMP:
 bf16's step at 0.5 (0.0039) is larger than the spread of many trained gates, and the excitation's
 bf16 matmuls add rounding noise larger than that spread to the pre-activation. So under autocast a
-pre-hook on each SE block of a known type (`gates.squeeze_block`) runs the block once more in float32,
-outside autocast, on its upcast input, and only that run's gate reaches the statistics; the
-network's own forward is unchanged. Without autocast, or for a gate whose block is unknown
-(--gates REGEX), a pre-hook on a gate module of a known type (`gates.fp32_gate`) applies its
-nonlinearity to the upcast pre-activation; other gates give their output as it is. `gate_precision`
-says which was done, per gate. With `stats.inputs`, the block pre-hook also pools the block input's
-channel means z in float32.
+pre-hook on each SE block of a known type or found by tracing (`gates.squeeze_block`) runs the block
+once more in float32, outside autocast, on its upcast input, and only that run's gate reaches the
+statistics; the network's own forward is unchanged. Without autocast, or for a gate whose block is
+unknown (--gates REGEX), a pre-hook on a gate module of a known type (`calls.fp32_gate`) applies its
+nonlinearity to the upcast pre-activation; other gates give their output as it is. A functional
+gate (a `torch.sigmoid` call, found by tracing) is seen at its call site by `calls.CallCounter`, just
+before the call, and treated like a gate module of a known type. `gate_precision` says which was
+done, per gate. With `stats.inputs`, the block pre-hook also pools the block input's channel means z
+in float32.
 """
 
 from __future__ import annotations
@@ -34,25 +36,32 @@ from tqdm import tqdm
 
 from analysis.errors import DataError, GateValueError
 from analysis.capture.config import Agree
-from analysis.capture.gates import Gate, find_gates, fp32_gate, squeeze_block, unwrap
+from analysis.capture.calls import CallCounter, Frame, Function, fp32_call, fp32_gate, subtrees
+from analysis.capture.gates import Gate, find_gates, squeeze_block, unwrap
 from analysis.capture.hooks import ForwardHooks
+from analysis.capture.tracing import channel_view
 from analysis.capture.stats import GateStats, StatsConfig
 from analysis.models.precision import autocast
 
 
 def _as_matrix(gate: Gate, out: Any) -> torch.Tensor:
-    """A gate's output as [N, C]: [N, C, 1, 1] is viewed, spatial gates [N, C, H, W] are averaged."""
+    """A gate's output as [N, C]: [N, C, 1, 1] and [N, 1, C] are viewed, spatial gates [N, C, H, W]
+    are averaged over positions."""
     if not isinstance(out, torch.Tensor) or out.dim() < 2:
         raise GateValueError(f"gate {gate.name} ({gate.path}) returned {type(out).__name__}, not an [N, C, ...] tensor.")
+    flat = channel_view(out, gate.channels or out.shape[1])
+    if flat is not None:
+        return flat
     if gate.channels is not None and out.shape[1] != gate.channels:
         raise GateValueError(
             f"gate {gate.name} ({gate.path}) has {out.shape[1]} channels, {gate.channels} were declared."
         )
-    if out.dim() == 2:
-        return out
-    if out.shape[2:].numel() == 1:
-        return out.reshape(out.shape[0], out.shape[1])
     return out.flatten(2).float().mean(2)
+
+
+def _fp32(modules: dict[str, nn.Module], gate: Gate) -> tuple[Function, str] | None:
+    """(the gate's nonlinearity as a float32 function, its name), or None for a module of unknown type."""
+    return fp32_call(gate.call) if gate.call is not None else fp32_gate(modules[gate.path])
 
 
 class GateHooks(ForwardHooks):
@@ -65,13 +74,37 @@ class GateHooks(ForwardHooks):
 
     def __init__(self, model: nn.Module, gates: list[Gate], stats: GateStats) -> None:
         self.modules = dict(unwrap(model).named_modules())
-        known = {g.name: fp32_gate(self.modules[g.path]) for g in gates if g.path in self.modules}
+        known = {g.name: _fp32(self.modules, g) for g in gates if g.path in self.modules}
         self.blocks = {g.name: squeeze_block(model, g) for g in gates}
-        before = [(g.path, g, self._feed_fp32) for g in gates if known.get(g.name)]
+        self.sites = {(g.path, g.call): g for g in gates if g.call is not None}
+        before = [(g.path, g, self._feed_fp32) for g in gates if known.get(g.name) and g.call is None]
         before += [(block[0], g, self._block_input) for g in gates if (block := self.blocks[g.name])]
         super().__init__(model, [g for g in gates if not known.get(g.name)], self._feed, tuple(before))
         self.stats, self.fp32 = stats, {name: gate[0] for name, gate in known.items() if gate}
         self.rerunning = False
+        roots = {path for path, _ in self.sites}
+        self.calls = CallCounter(subtrees(self.modules, roots), before=self._feed_call) if roots else None
+
+    def __enter__(self) -> GateHooks:
+        super().__enter__()
+        if self.calls is not None:
+            try:
+                self.calls.__enter__()
+            except BaseException:
+                self.remove()
+                raise
+        return self
+
+    def remove(self) -> None:
+        """Remove this context's hooks, the call sites' ones too."""
+        if self.calls is not None:
+            self.calls.__exit__()
+        super().remove()
+
+    def _feed_call(self, frame: Frame, site: str, args: tuple) -> None:
+        gate = self.sites.get((frame.path, site))
+        if gate is not None:
+            self._feed_fp32(gate, args)
 
     def _rerun_feeds(self, gate: Gate, t: torch.Tensor) -> bool:
         """Whether this call of the gate is not the one to record: under autocast, the float32
@@ -110,7 +143,7 @@ def gate_precision(model: nn.Module, gates: list[Gate], amp: str | None) -> dict
     modules = dict(unwrap(model).named_modules())
     out = {}
     for g in gates:
-        block, known = squeeze_block(model, g), fp32_gate(modules[g.path])
+        block, known = squeeze_block(model, g), _fp32(modules, g)
         if amp and block:
             out[g.name] = f"its SE block {block[0]} re-run in float32 on the upcast input, outside {amp} autocast"
         elif known:
@@ -188,10 +221,11 @@ def collect(
 
     The loader yields (x, y) or (x, y, sample_ids). The pass runs in eval mode, so that BatchNorm
     uses (and never updates) its running statistics; the model's mode is restored after. `amp` is
-    None, "bf16" or "fp16"; `compile` wraps the hooked model in torch.compile. With `inputs`, the
-    squeezed inputs of the SE blocks are collected into `stats.inputs` too (see `with_inputs`).
-    `agree` makes the first batch's calibration equal across processes. Raises DataError
-    for an empty loader, LabelError and GateValueError as described in GateStats.
+    None, "bf16" or "fp16"; `compile` wraps the hooked model in torch.compile. Without `gates`,
+    `find_gates` finds them (by type, else by tracing the first batch's first two images). With
+    `inputs`, the squeezed inputs of the SE blocks are collected into `stats.inputs` too (see
+    `with_inputs`). `agree` makes the first batch's calibration equal across processes. Raises
+    DataError for an empty loader, NoGatesError, LabelError and GateValueError as described in GateStats.
     """
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
@@ -214,7 +248,6 @@ def _collect(
     config = config or StatsConfig(num_classes)
     if config.num_classes != num_classes:
         raise ValueError("config.num_classes and num_classes differ")
-    gates = gates or find_gates(model, gate_pattern)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     stats: GateStats | None = None
@@ -225,6 +258,7 @@ def _collect(
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             if stats is None:
+                gates = gates or find_gates(model, gate_pattern, example=x[:2])
                 with precision:
                     gates = _learn_channels(model, gates, x)
                 stats = GateStats(gates, config, class_names, device)

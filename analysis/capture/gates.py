@@ -10,6 +10,10 @@ model zoo.
 Names follow the SE paper where the model has stages: `SE_{stage}_{block}`, numbering stages as
 ResNet does (the stem is stage 1, so the first stage of blocks is stage 2: SE-ResNet-50 has
 SE_2_1..SE_5_3). Otherwise `SE_{i}` in forward order. The rules are in `_STAGE_RULES`.
+
+SE blocks of no known type (an nn.Sequential ending in a sigmoid, `torch.sigmoid` in a forward, ECA,
+CBAM's channel attention, gather-excite) are found by one traced forward pass on an example input
+(`capture.tracing`) when the table finds nothing, or when asked (`traced=True`).
 """
 
 from __future__ import annotations
@@ -17,28 +21,35 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from collections.abc import Callable
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from analysis.errors import NoGatesError
+from analysis.capture.tracing import KINDS, trace
+from analysis.errors import NoGatesError, OptionError
 
 GATE_DECLARATION = "se_gate"  # class attribute naming an SE class's gate submodule
 
 
 @dataclass(frozen=True)
 class Gate:
-    """One SE gate. `depth` is its 1-based position in forward order; `path` the hooked module."""
+    """One SE gate. `depth` is its 1-based position in forward order; `path` the hooked module.
+
+    Traced gates (capture.tracing) also say their `kind`; a functional one (a `torch.sigmoid` call,
+    say) has `call`, its site name inside the module `path` (capture.calls); `block` is the module
+    whose input is the gated feature map, when one computes the gate (else None; gates known by type
+    find theirs by type, see `squeeze_block`).
+    """
 
     name: str
     depth: int
     path: str
     channels: int | None
+    kind: str = "se"
+    call: str | None = None
+    block: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.name or self.depth < 1:
+        if not self.name or self.depth < 1 or self.kind not in KINDS:
             raise ValueError(f"bad gate description {self!r}")
         if self.channels is not None and self.channels < 1:
             raise ValueError(f"gate {self.name} must have at least one channel")
@@ -70,33 +81,11 @@ def _adapter_table() -> list[tuple[type, str]]:
     return table
 
 
-def _fp32_table() -> list[tuple[type, Callable[[torch.Tensor], torch.Tensor], str]]:
-    """(gate activation class, the same nonlinearity as a function, its name) for every gate type we
-    know: the one place that says how a gate is recomputed in float32 from its pre-activation."""
-    table: list[tuple[type, Callable[[torch.Tensor], torch.Tensor], str]] = [
-        (nn.Sigmoid, torch.sigmoid, "sigmoid"), (nn.Hardsigmoid, F.hardsigmoid, "hard sigmoid")]
-    try:
-        from timm.layers import activations as tact
-        from timm.layers import activations_me as tme
-
-        table += [(tact.Sigmoid, torch.sigmoid, "sigmoid"), (tact.HardSigmoid, F.hardsigmoid, "hard sigmoid"),
-                  (tme.HardSigmoidMe, F.hardsigmoid, "hard sigmoid")]
-    except ImportError:
-        pass
-    return table
-
-
-def fp32_gate(module: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor], str] | None:
-    """(the gate module's nonlinearity as a function, its name), or None for a module of unknown type."""
-    for cls, function, name in _fp32_table():
-        if type(module) is cls:
-            return function, name
-    return None
-
-
 def squeeze_block(model: nn.Module, gate: Gate) -> tuple[str, tuple[int, int]] | None:
     """(path of the SE block that owns `gate`, the spatial dims of its input to average), or None
     when the gate's parent module is no SE block we know (gates named by --gates REGEX)."""
+    if gate.block is not None:
+        return gate.block, (2, 3)
     block_path, _, attr = gate.path.rpartition(".")
     block = unwrap(model).get_submodule(block_path)
     declared = getattr(type(block), GATE_DECLARATION, None)
@@ -155,37 +144,67 @@ def unwrap(model: nn.Module) -> nn.Module:
         model = inner
 
 
-def find_gates(model: nn.Module, pattern: str | None = None) -> list[Gate]:
+def find_gates(model: nn.Module, pattern: str | None = None, *, example: torch.Tensor | None = None,
+               traced: bool = False) -> list[Gate]:
     """Every SE gate of `model` in forward (registration) order.
 
     With `pattern`, the gates are instead the modules whose path matches that regular expression
-    (re.search); their channel count is learnt from the first batch. Raises NoGatesError.
+    (re.search); their channel count is learnt from the first batch. Otherwise SE blocks are found
+    by type; when none is (or with `traced`), by one forward pass on `example`, a small batch
+    (capture.tracing). Raises NoGatesError, and OptionError for `traced` without `example`.
     """
     model = unwrap(model)
-    found: list[tuple[str, int | None]] = []
     if pattern is not None:
-        try:
-            regex = re.compile(pattern)
-        except re.error as e:
-            raise NoGatesError(f"the gate pattern {pattern!r} is not a valid regular expression: {e}.") from None
-        found = [(path, None) for path, _ in model.named_modules() if path and regex.search(path)]
-        tried = f"module paths matching {pattern!r}"
-    else:
-        table = _adapter_table()
-        for path, module in model.named_modules():
-            declared = getattr(type(module), GATE_DECLARATION, None)
-            adapters = [(type(module), declared)] if isinstance(declared, str) else table
-            for cls, attr in adapters:
-                gate = getattr(module, attr, None)
-                if isinstance(module, cls) and isinstance(gate, nn.Module):
-                    found.append((f"{path}.{attr}" if path else attr, _out_channels(module)))
-                    break
-        tried = (f"SE classes declaring {GATE_DECLARATION!r} and SE modules of types "
-                 + ", ".join(f"{c.__module__}.{c.__qualname__}" for c, _ in table))
-    if not found:
-        raise NoGatesError(
-            f"{type(model).__name__} has no SE gate: looked for {tried}; "
-            "pass a module-name pattern (--gates REGEX) to name the gate modules yourself."
-        )
+        return _named(_by_pattern(model, pattern))
+    found, tried = _by_type(model)
+    if traced and example is None:
+        raise OptionError("tracing the gates needs an example input: pass example=a small batch.")
+    if found and not traced:
+        return _named(found)
+    if example is not None:
+        sites = trace(model, example)
+        if sites:
+            names = gate_names([s.owner for s in sites])
+            return [Gate(name, i + 1, s.path, s.channels, s.kind, s.call, s.block)
+                    for i, (name, s) in enumerate(zip(names, sites))]
+        tried += ", nor a sigmoid or hard sigmoid multiplying a feature map channel-wise in a traced forward pass"
+    raise _no_gates(model, tried)
+
+
+def _no_gates(model: nn.Module, tried: str) -> NoGatesError:
+    return NoGatesError(f"{type(model).__name__} has no SE gate: looked for {tried}; "
+                        "pass a module-name pattern (--gates REGEX) to name the gate modules yourself.")
+
+
+def _named(found: list[tuple[str, int | None]]) -> list[Gate]:
     names = gate_names([p for p, _ in found])
     return [Gate(name, i + 1, path, ch) for i, (name, (path, ch)) in enumerate(zip(names, found))]
+
+
+def _by_pattern(model: nn.Module, pattern: str) -> list[tuple[str, int | None]]:
+    """(path, None) of the modules whose path matches `pattern`; raises NoGatesError."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as e:
+        raise NoGatesError(f"the gate pattern {pattern!r} is not a valid regular expression: {e}.") from None
+    found = [(path, None) for path, _ in model.named_modules() if path and regex.search(path)]
+    if not found:
+        raise _no_gates(model, f"module paths matching {pattern!r}")
+    return found
+
+
+def _by_type(model: nn.Module) -> tuple[list[tuple[str, int | None]], str]:
+    """(path, channels) of the gate module of every SE block of a known type, and what was looked for."""
+    table = _adapter_table()
+    found: list[tuple[str, int | None]] = []
+    for path, module in model.named_modules():
+        declared = getattr(type(module), GATE_DECLARATION, None)
+        adapters = [(type(module), declared)] if isinstance(declared, str) else table
+        for cls, attr in adapters:
+            gate = getattr(module, attr, None)
+            if isinstance(module, cls) and isinstance(gate, nn.Module):
+                found.append((f"{path}.{attr}" if path else attr, _out_channels(module)))
+                break
+    tried = (f"SE classes declaring {GATE_DECLARATION!r} and SE modules of types "
+             + ", ".join(f"{c.__module__}.{c.__qualname__}" for c, _ in table))
+    return found, tried

@@ -54,6 +54,9 @@ class ForwardHooks:
         modules = dict(self.model.named_modules())
         try:
             for gate in self.gates:
+                if gate.call is not None:
+                    raise GateValueError(f"gate {gate.name} is the call {gate.call} inside {gate.path!r}, "
+                                         "not a module whose output a hook can see.")
                 if gate.path not in modules:
                     raise GateValueError(f"gate {gate.name}: the model has no module {gate.path!r}.")
                 self.handles.append(modules[gate.path].register_forward_hook(self._hook(gate)))

@@ -235,7 +235,7 @@ HELP = {
     "reduction": "SE reduction ratio r",
     "width": "first-stage width",
     "snapshots": "epochs to keep as snapshots, comma-separated",
-    "groups": "comma-separated: block (each alone), stage, all, or blocks joined by + (SE_4_2+SE_4_3)",
+    "groups": "comma-separated: block (each alone), stage (each), a stage (SE_4_*), all, or blocks joined by + (SE_4_2+SE_4_3)",
     "interventions": "comma-separated subset",
     "resamples": "bootstrap resamples of the images",
     "method": "captum method",

@@ -14,9 +14,7 @@ nothing but what `write_run_report` writes) and never writes into or over a run 
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +28,8 @@ from analysis.errors import OptionError
 from analysis.files import check_creatable, replacing
 from analysis.measures.schema import ONSETS
 from analysis.presentation import figures, views
+from analysis.presentation.html import data_uri, figure, html_page, table, text_list
 from analysis.runs.folder import Run, is_run_folder, load_run
-
-STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }
-table { border-collapse: collapse; font-size: 0.8em; } td, th { padding: 2px 6px; border-bottom: 1px solid #ddd; }
-img { max-width: 100%; } .summary li { margin: 0.2em 0; }
-"""
-
 
 REPORT_FILES = ("report.html", "report.pdf", "figures")  # all that a run's report folder holds
 
@@ -117,21 +109,6 @@ def run_figures(run: Run) -> dict[str, Figure]:
     return found
 
 
-def _data_uri(fig: Figure) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def _page(title: str, body: str) -> str:
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
-
-
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0)
-
-
 def _text_page(pdf: PdfPages, title: str, lines: list[str]) -> None:
     fig = Figure(figsize=(8.27, 11.69))
     fig.text(0.08, 0.95, title, fontsize=14, weight="bold", va="top")
@@ -151,20 +128,20 @@ def write_run_report(run: Run, folder: Path, pdf: bool = False) -> Report:
         for name, fig in figs.items():
             fig.savefig(tmp / "figures" / f"{name}.png", dpi=150)
             fig.savefig(tmp / "figures" / f"{name}.svg")
-            sections.append(f"<h3>{name.replace('_', ' ')}</h3><img alt='{name}' src='{_data_uri(fig)}'>")
+            sections.append(figure(name, fig))
         extra = ""
         if run.has_table("interventions"):
-            extra = f"<h2>Interventions</h2>{_table(run.table('interventions'))}"
+            extra = f"<h2>Interventions</h2>{table(run.table('interventions'))}"
         if run.has_table("attribution_blocks"):
-            extra += f"<h2>Attributions</h2>{_table(run.table('attribution_blocks'))}"
+            extra += f"<h2>Attributions</h2>{table(run.table('attribution_blocks'))}"
         body = (
             f"<h1>SE gate report: {html.escape(run.path.name)}</h1>"
-            f"<ul class='summary'>{''.join(f'<li>{html.escape(line)}</li>' for line in lines)}</ul>"
-            f"{''.join(sections)}<h2>Blocks</h2>{_table(run.blocks[views.present(run, views.BLOCK_COLUMNS)])}{extra}"
+            f"{text_list(lines)}"
+            f"{''.join(sections)}<h2>Blocks</h2>{table(run.blocks[views.present(run, views.BLOCK_COLUMNS)])}{extra}"
             f"<p><small>run folder {html.escape(str(run.path))}; created {html.escape(run.meta.get('created', '?'))}; "
             f"software {html.escape(str(run.meta.get('software', {})))}</small></p>"
         )
-        (tmp / "report.html").write_text(_page(f"SE gate report: {run.path.name}", body))
+        (tmp / "report.html").write_text(html_page(f"SE gate report: {run.path.name}", body))
         if pdf:
             with PdfPages(tmp / "report.pdf") as document:
                 _text_page(document, f"SE gate report: {run.path.name}", lines)
@@ -185,11 +162,11 @@ def write_index(reports: list[Report], out: Path) -> Path:
     curves = {}
     for metric in ("eta2_excess", "probe_acc"):
         fig = figures.compare_curves(views.compare({r.folder.name: r.run for r in reports}), metric)
-        curves[metric] = f"<img alt='{metric}' src='{_data_uri(fig)}'>"
-    body = f"<h1>SE gate reports</h1><ul>{links}</ul><h2>Comparison</h2>{_table(rows)}{''.join(curves.values())}"
+        curves[metric] = f"<img alt='{metric}' src='{data_uri(fig)}'>"
+    body = f"<h1>SE gate reports</h1><ul>{links}</ul><h2>Comparison</h2>{table(rows)}{''.join(curves.values())}"
     index = out / "index.html"
     with replacing(index) as tmp:
-        tmp.write_text(_page("SE gate reports", body))
+        tmp.write_text(html_page("SE gate reports", body))
     return index
 
 

@@ -6,6 +6,7 @@
     reports/a/report.html            figures embedded as data URIs: opens offline from the one file
     reports/a/figures/*.png, *.svg   the same figures, for papers
     reports/a/report.pdf             with --pdf
+    reports/a/paper.html             the SE paper's study, for a run made by `se-analysis paper`
 
 Each run's folder is written under a temporary name and renamed, so a failed report never leaves
 a half-written one in place of an older one. A report replaces only a report folder (one holding
@@ -27,15 +28,15 @@ from tqdm import tqdm
 from analysis.errors import OptionError
 from analysis.files import check_creatable, replacing
 from analysis.measures.schema import ONSETS
-from analysis.presentation import figures, views
+from analysis.presentation import figures, paper_page, views
 from analysis.presentation.html import data_uri, figure, html_page, table, text_list
 from analysis.runs.folder import Run, is_run_folder, load_run
 
-REPORT_FILES = ("report.html", "report.pdf", "figures")  # all that a run's report folder holds
+REPORT_FILES = ("report.html", "report.pdf", "paper.html", "figures")  # all that a run's report folder holds
 
 
 def is_report_folder(path: Path) -> bool:
-    """Whether `path` holds only a report: report.html, report.pdf and figures/ of PNG and SVG files."""
+    """Whether `path` holds only a report: report.html, report.pdf, paper.html and figures/ of PNG and SVG files."""
     names = {p.name for p in path.iterdir()}
     figures = list((path / "figures").iterdir()) if (path / "figures").is_dir() else []
     return ("report.html" in names and names <= set(REPORT_FILES)
@@ -134,6 +135,9 @@ def write_run_report(run: Run, folder: Path, pdf: bool = False) -> Report:
             extra = f"<h2>Interventions</h2>{table(run.table('interventions'))}"
         if run.has_table("attribution_blocks"):
             extra += f"<h2>Attributions</h2>{table(run.table('attribution_blocks'))}"
+        if run.has_table("paper"):
+            (tmp / paper_page.PAGE).write_text(paper_page.page_html(run))
+            extra += f"<h2>The SE paper's study</h2><p><a href='{paper_page.PAGE}'>Role of Excitation (Figs. 6-7)</a></p>"
         body = (
             f"<h1>SE gate report: {html.escape(run.path.name)}</h1>"
             f"{text_list(lines)}"
@@ -157,8 +161,9 @@ def write_index(reports: list[Report], out: Path) -> Path:
                          for r in reports])
     rows["saturated"] = rows["saturated"].map(lambda b: ", ".join(b) or "none")
     rows["warnings"] = rows["warnings"].map(len)
-    links = "".join(f"<li><a href='{html.escape(r.folder.name)}/report.html'>{html.escape(r.folder.name)}</a></li>"
-                    for r in reports)
+    links = "".join(f"<li><a href='{html.escape(r.folder.name)}/report.html'>{html.escape(r.folder.name)}</a>"
+                    + (f" (<a href='{html.escape(r.folder.name)}/{paper_page.PAGE}'>the SE paper's study</a>)"
+                       if r.run.has_table("paper") else "") + "</li>" for r in reports)
     curves = {}
     for metric in ("eta2_excess", "probe_acc"):
         fig = figures.compare_curves(views.compare({r.folder.name: r.run for r in reports}), metric)

@@ -6,26 +6,31 @@
 The CLI's `collect` and `demo` are this function; its resolved job goes into meta.json. With
 `control="untrained"` the same architecture with fresh weights from `seed` (analysis.models.controls)
 is collected over the same data with the same settings and stored as the run folder `out/untrained/`.
+`run_paper` is the SE paper's Role-of-Excitation study around one such job (`se-analysis paper`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from analysis.capture.collect import collect, gate_precision
+from analysis.capture.gates import find_gates
 from analysis.capture.distributed import Rank, agree_ranks, join_ranks, merge_ranks, share_model
 from analysis.capture.stats import GateStats, StatsConfig
 from analysis.data.jpeg import make_image_loader
-from analysis.data.source import IMAGE_SIZE, DataSource
+from analysis.data.source import IMAGE_SIZE, DataSource, dataset_labels
 from analysis.devices import resolve_device
 from analysis.errors import DataError, ModelSpecError
+from analysis.experiments.interventions import ablate
+from analysis.experiments.paper import Protocol, choose, last_stage, paper_table
 from analysis.files import sha256
 from analysis.measures.tables import run_tables
 from analysis.options import Range, check_fields, check_values
@@ -198,3 +203,38 @@ def save_run(
     tables, onset = run_tables(stats, untrained=untrained, min_excess=min_excess, margin=margin)
     meta = {**(meta or {}), "onset": onset, "controls": sorted(inner)}
     return write_run(stats, out, meta, tables, overwrite=overwrite, controls=inner)
+
+
+def per_class_job(job: CollectJob, per_class: int, source: DataSource) -> CollectJob:
+    """`job` over `per_class` images of each class of `source`: the seeded stratified subset of
+    --limit per_class x classes, which holds exactly per_class images of every class that has that
+    many (make_loader; a class with fewer gives its share to the others)."""
+    return replace(job, limit=per_class * len(np.unique(dataset_labels(source.dataset))))
+
+
+def run_paper(job: CollectJob, protocol: Protocol) -> Run:
+    """The SE paper's Role-of-Excitation study (analysis.experiments.paper): the protocol checked
+    against the model and data before anything runs; `job` collected over protocol.per_class images
+    of every class; the last stage's gates set to 1 on the same images (`ablate`, table
+    `interventions`); the `paper` table and RUN/paper.html written into the run."""
+    from analysis.presentation.paper_page import write_paper_page  # matplotlib, only for this job
+
+    check_writable(job.out, job.overwrite)
+    model, _, source = open_model_and_data(
+        job.model, job.data, weights=job.weights, random_init=job.random_init, image_size=job.image_size,
+        seed=job.seed,
+    )
+    gates = find_gates(model, job.gates)
+    choice = choose(protocol, {g.name: g.channels for g in gates}, source)
+    group = last_stage([g.name for g in gates])
+    job = per_class_job(job, protocol.per_class, source)
+    run = run_collect(job)
+    device = resolve_device(job.device)
+    loader = make_image_loader(source, job.batch_size, device, decode=job.decode, workers=job.workers, limit=job.limit)
+    table = ablate(model.to(device), loader, run, groups=group, interventions=("ones",),
+                   amp=None if job.amp == "none" else job.amp, seed=job.seed, progress=job.progress,
+                   total=min(len(source.dataset), job.limit or len(source.dataset)))
+    run.add_table("interventions", table)
+    run.add_table("paper", paper_table(run, choice, protocol.channels, job.seed))
+    write_paper_page(run)
+    return run

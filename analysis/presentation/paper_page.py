@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from analysis.experiments.paper import ALL, PAPER_BLOCKS, PAPER_CLASSES, SATURATED_BLOCK, last_stage, numbers
 from analysis.files import replacing
@@ -47,6 +48,7 @@ def excitation_profiles(paper: pd.DataFrame, spread: bool = False) -> Figure:
             if spread:
                 ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, lw=0)
         ax.set(title=block, ylim=(0, 1), xlabel="channel index (sampled)", ylabel="activation")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes.flat[len(blocks):]:
         ax.axis("off")
     fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="lower center", ncol=6, fontsize=8)

@@ -38,6 +38,7 @@ from analysis.models.architectures import build_model
 from analysis.models.checkpoint import load_checkpoint, save_checkpoint
 from analysis.presentation import views
 from analysis.presentation.paper_page import excitation_profiles
+from analysis.presentation import report
 from analysis.presentation.report import Report, write_index
 from analysis.resources import shipped_checkpoint
 
@@ -227,8 +228,12 @@ def test_the_papers_classes_are_imagenets():
         assert info.label_name_to_description(c.wnid).split(", ")[0] == c.name
 
 
-def test_the_index_links_the_paper_page_of_the_runs_that_have_one(study, tmp_path):
+def test_the_report_carries_the_paper_page_and_the_index_links_it(study, tmp_path, monkeypatch):
     run, *_ = study
+    monkeypatch.setattr(report, "run_figures", lambda run: {})  # the report's own figures are tested elsewhere
+    folder = report.write_run_report(run, tmp_path / "report").folder
+    assert (folder / "paper.html").read_text() == (run.path / "paper.html").read_text()
+    assert "href='paper.html'" in (folder / "report.html").read_text()
     plain = save_run(planted_stats(resnet_gates((4, 6), (1, 1)), 3, 10), tmp_path / "plain", {"model": "planted"})
     reports = [Report(r, tmp_path / name, views.summary(r)) for r, name in ((run, "a"), (plain, "b"))]
     index = write_index(reports, tmp_path).read_text()

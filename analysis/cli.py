@@ -1,3 +1,4 @@
+# long: one short function and one parser paragraph per subcommand, and the help texts of all their options
 """The `se-analysis` command: thin subcommands over the library.
 
 Every subcommand returns an exit code; any AnalysisError becomes one sentence on stderr and exit 2,
@@ -87,7 +88,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from analysis.presentation.report import write_reports
 
     job = CollectJob(
-        model=str(args.model), data="fashion-mnist:test", out=args.out, batch_size=250,
+        model=str(args.model), data="fashion-mnist:test", out=args.out, batch_size=250, limit=args.limit,
         overwrite=True, progress=not args.quiet,
     )
     print(format_blocks(run_collect(job)))
@@ -141,6 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from analysis.data import make_loader
+    from analysis.data.selection import selection_warnings
     from analysis.devices import resolve_device
     from analysis.jobs import CollectJob
     from analysis.models.spec import open_model_and_data
@@ -149,10 +151,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_values(CollectJob, vars(args))
     device = resolve_device(args.device)
     model, _, source = open_model_and_data(
-        args.model, args.data, weights=args.weights, random_init=args.random_init, image_size=args.image_size
+        args.model, args.data, weights=args.weights, random_init=args.random_init, pretrained=args.pretrained,
+        image_size=args.image_size, seed=args.seed, classes=args.classes, per_class=args.per_class,
     )
     accuracy, loss = evaluate(model.to(device), make_loader(source, args.batch_size, limit=args.limit), device)
-    print(f"top-1 accuracy {accuracy:.4f}, loss {loss:.4f} on {args.data} ({args.limit or len(source.dataset)} samples)")
+    samples = min(len(source.dataset), args.limit or len(source.dataset))
+    print(f"top-1 accuracy {accuracy:.4f}, loss {loss:.4f} on {args.data} ({samples} samples)")
+    for warning in selection_warnings(source):
+        print(f"warning: {warning}")
     return 0
 
 
@@ -172,7 +178,8 @@ def _against_run(args: argparse.Namespace, function: Callable) -> tuple:
         raise OptionError("name the run folder: se-analysis COMMAND RUN (or --out RUN).")
     device = resolve_device(args.device)
     run, model, source = open_for_run(
-        path, args.model, args.data, weights=args.weights, random_init=args.random_init, image_size=args.image_size
+        path, args.model, args.data, weights=args.weights, random_init=args.random_init, pretrained=args.pretrained,
+        image_size=args.image_size, classes=args.classes, per_class=args.per_class,
     )
     loader = make_image_loader(source, args.batch_size, device, workers=args.workers, limit=args.limit)
     return run, model.to(device), loader, min(len(source.dataset), args.limit or len(source.dataset))
@@ -215,25 +222,32 @@ def cmd_paper(args: argparse.Namespace) -> int:
     return 0
 
 
-PAPER_SKIP = ("progress", "limit", "distributed")  # CollectJob's fields that `paper` sets itself
+PAPER_SKIP = ("progress", "limit", "classes", "per_class", "distributed")  # CollectJob's fields `paper` sets
 PAPER_HELP = {"classes": "Fig. 6's classes: names, WordNet ids or indices (unset: the paper's where the data has them)",
               "blocks": "SE blocks to draw (unset: the paper's where the model has them)",
               "channels": "channels sampled per block with --seed (unset: 50, or all of a smaller block)",
-              "per_class": "images collected of each class (every class, for the all-classes curve)"}
+              "per_class": "images of every class collected, drawn with --seed (all of a class with fewer)"}
 
 
-MODEL_AND_DATA = ("model", "data", "weights", "random_init", "image_size", "limit", "batch_size", "workers", "device")
+MODEL_AND_DATA = ("model", "data", "weights", "random_init", "pretrained", "image_size", "limit", "classes",
+                  "per_class", "batch_size", "workers", "device")
 HELP = {
-    "model": "checkpoint folder, se_resnet20 | timm:NAME | torchvision:NAME",
+    "model": "checkpoint folder, se_resnet20 | timm:NAME[.TAG] | torchvision:NAME[.WEIGHTS] "
+             "(a tag implies --pretrained)",
     "data": "fashion-mnist[:train|:test] | imagefolder:PATH | synthetic:k=v,...",
     "out": "run folder to write",
     "weights": "state dict (.pth, .pt) or .safetensors file, loaded without code",
     "random_init": "allow a model with random weights",
+    "pretrained": "the library's pretrained weights (timm's default tag, torchvision's DEFAULT), read from its cache "
+                  "(Hugging Face or torch hub) or fetched into it; HF_HUB_OFFLINE=1 reads only the cache",
     "gates": "regular expression over module paths naming the gate modules yourself",
     "workers": "DataLoader worker processes",
     "decode": "decode images with PIL in the workers (cpu) or JPEGs with nvjpeg (gpu); "
               "auto: gpu for an imagefolder on a CUDA device",
     "limit": "use a seeded stratified subset of N samples (every class represented)",
+    "classes": "only these classes, comma-separated: names, WordNet ids (ImageNet folders) or indices; "
+               "labels keep their indices",
+    "per_class": "a sample of N images of each class, drawn with --seed (all of a class with fewer)",
     "image_size": "resize/crop images to this size (default: the model's)",
     "device": "auto | cpu | cuda | cuda:N",
     "compile": "torch.compile the hooked model",
@@ -241,7 +255,7 @@ HELP = {
     "reservoir": "gate vectors kept per class (0: automatic)",
     "topk": "top samples kept per channel",
     "shards": "data shards for jackknife intervals",
-    "seed": "seeds the reservoir, the shards, random-init weights, the untrained control and paper's channels",
+    "seed": "seeds the reservoir, the shards, --per-class, random-init weights, the untrained control, paper's channels",
     "onset_min_excess": "detectable onset: eta2 above its null by this",
     "onset_margin": "shape onset: shape_sep above its controls by this",
     "overwrite": "replace an existing run folder",
@@ -319,13 +333,14 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="top-1 accuracy of a model on a data set")
-    _options(p, CollectJob, only=MODEL_AND_DATA)
+    _options(p, CollectJob, only=(*MODEL_AND_DATA, "seed"))
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="collect on the shipped Fashion-MNIST SE-ResNet-20 and print its block table")
     p.add_argument("--model", type=Path, default=DEMO_CHECKPOINT, help="checkpoint to use")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (replaced on each demo)")
     p.add_argument("--reports", type=Path, default=Path("reports"), help="folder for the demo's report")
+    _options(p, CollectJob, only=("limit",))
     _quiet(p)
     p.set_defaults(func=cmd_demo)
 

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -26,7 +25,8 @@ from analysis.capture.gates import find_gates
 from analysis.capture.distributed import Rank, agree_ranks, join_ranks, merge_ranks, share_model
 from analysis.capture.stats import GateStats, StatsConfig
 from analysis.data.jpeg import make_image_loader
-from analysis.data.source import IMAGE_SIZE, DataSource, dataset_labels
+from analysis.data.selection import PER_CLASS, selection_warnings
+from analysis.data.source import IMAGE_SIZE, DataSource, present_classes
 from analysis.devices import resolve_device
 from analysis.errors import DataError, ModelSpecError
 from analysis.experiments.interventions import ablate
@@ -36,7 +36,7 @@ from analysis.measures.tables import run_tables
 from analysis.options import Range, check_fields, check_values
 from analysis.models.checkpoint import checkpoint_paths
 from analysis.models.controls import untrained, untrained_record
-from analysis.models.spec import open_model_and_data, state_sha256
+from analysis.models.spec import open_model_and_data, pretrained_weights, state_sha256
 from analysis.runs.folder import Run, check_writable, write_run
 
 
@@ -44,16 +44,19 @@ from analysis.runs.folder import Run, check_writable, write_run
 class CollectJob:
     """Everything `se-analysis collect` takes; see its --help for each field."""
 
-    model: str  # checkpoint path, project architecture, timm:NAME or torchvision:NAME
+    model: str  # checkpoint path, project architecture, timm:NAME[.TAG] or torchvision:NAME[.WEIGHTS]
     data: str  # data spec, see analysis.data
     out: Path  # run folder to write
     weights: Path | None = None  # state dict or safetensors file for a non-checkpoint model
     random_init: bool = False  # allow random weights
+    pretrained: bool = False  # the library's pretrained weights (timm, torchvision), see analysis.models.pretrained
     gates: str | None = None  # regex naming the gate modules, instead of discovery by type
     batch_size: Annotated[int, Range(1)] = 128
     workers: Annotated[int, Range(0)] = 0
     decode: str = "auto"  # auto, cpu (PIL in the workers), gpu (nvjpeg, imagefolder only); see analysis.jpeg
     limit: Annotated[int | None, Range(1)] = None  # a seeded stratified subset of N samples, see make_loader
+    classes: tuple[str, ...] | None = None  # class names, WordNet ids or indices to keep, see analysis.data.selection
+    per_class: Annotated[int | None, PER_CLASS] = None  # a sample of N per class, drawn with `seed`
     image_size: Annotated[int | None, IMAGE_SIZE] = None  # default: the model's preferred size, else the data's own
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     amp: str = "none"  # none, bf16, fp16
@@ -91,15 +94,16 @@ def run_collect(job: CollectJob) -> Run | None:
     with join_ranks(device) if distributed else contextlib.nullcontext() as rank:
         device = rank.device if rank else device
         model, checkpoint, source = open_model_and_data(
-            job.model, job.data, weights=job.weights, random_init=job.random_init, image_size=job.image_size,
-            seed=job.seed,
+            job.model, job.data, weights=job.weights, random_init=job.random_init, pretrained=job.pretrained,
+            image_size=job.image_size, seed=job.seed, classes=job.classes, per_class=job.per_class,
         )
-        if source.num_classes < 2:
-            raise DataError(f"{job.data} has {source.num_classes} class; class-specificity needs at least two.")
-        if job.control and checkpoint is None and job.weights is None:
+        if len(present_classes(source)) < 2:
+            raise DataError(f"{job.data} has 1 class with samples; class-specificity needs at least two.")
+        named = pretrained_weights(job.model, job.pretrained)
+        if job.control and checkpoint is None and job.weights is None and named is None:
             raise ModelSpecError(
                 f"{job.model} with random weights is already the untrained network of seed {job.seed}; "
-                "give trained weights (a checkpoint or --weights) to compare with --control untrained."
+                "give trained weights (a checkpoint, --pretrained or --weights) to compare with --control untrained."
             )
         control = untrained(model, job.seed, source) if job.control else None
         stats = _collect(job, model, source, device, rank)
@@ -112,22 +116,25 @@ def run_collect(job: CollectJob) -> Run | None:
         "weights": str(weights_file) if weights_file else None,
         "weights_sha256": sha256(weights_file) if weights_file else None,
         "checkpoint": checkpoint,
+        "pretrained": named.record() if named else None,
         "state_sha256": state_sha256(model),
-        "random_init": untrained_record(model, job.seed, source) if weights_file is None else None,
+        "random_init": untrained_record(model, job.seed, source) if weights_file is None and named is None else None,
         "data": source.describe(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "job": asdict(job),
         "processes": rank.world if rank else 1,
-        "warnings": data_warnings(stats),
+        "warnings": [*selection_warnings(source), *data_warnings(stats)],
         "gate_precision": gate_precision(model, stats.gates, None if job.amp == "none" else job.amp),
     }
     controls = {}
     if control_stats is not None:
         record = {"kind": job.control, **untrained_record(model, job.seed, source)}
         controls[job.control] = (control_stats, {**meta, "weights": None, "weights_sha256": None,
-                                                 "checkpoint": None, "random_init": None, "control": record,
+                                                 "checkpoint": None, "pretrained": None, "random_init": None,
+                                                 "control": record,
                                                  "state_sha256": state_sha256(control),
-                                                 "warnings": data_warnings(control_stats)})
+                                                 "warnings": [*selection_warnings(source),
+                                                              *data_warnings(control_stats)]})
     return save_run(stats, job.out, meta, overwrite=job.overwrite, min_excess=job.onset_min_excess,
                     margin=job.onset_margin, controls=controls)
 
@@ -138,7 +145,8 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
     if rank:
         share_model(model)
     config = StatsConfig(
-        source.num_classes, bins=job.bins, reservoir=job.reservoir, topk=job.topk, shards=job.shards, seed=job.seed
+        source.num_classes, bins=job.bins, reservoir=job.reservoir, topk=job.topk, shards=job.shards, seed=job.seed,
+        classes=present_classes(source),
     )
     total = min(len(source.dataset), job.limit) if job.limit else len(source.dataset)
     shard = rank.shard(total) if rank else None
@@ -158,16 +166,18 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
 
 
 def data_warnings(stats: GateStats) -> list[str]:
-    """What in the data leaves numbers of the run undefined or weak: classes without samples or with
-    one (no within-class variance), and jackknife shards without samples (no interval)."""
+    """What in the data leaves numbers of the run undefined or weak: classes of the data without
+    samples (of those present in the source, `StatsConfig.present`: a class subset's other classes
+    are left out on purpose) or with one (no within-class variance), and jackknife shards without
+    samples (no interval)."""
     first = stats.gates[0].name
     count = stats.moments(first)[0]  # [S, K]
     per_class, per_shard = count.sum(0).tolist(), count.sum(1).tolist()
-    names = stats.class_names
+    names, expected = stats.class_names, stats.config.present
     found = []
-    empty = [names[k] for k, n in enumerate(per_class) if n == 0]
+    empty = [names[k] for k in expected if per_class[k] == 0]
     if empty:
-        found.append(f"{len(empty)} of {len(names)} classes have no sample ({', '.join(empty[:5])}"
+        found.append(f"{len(empty)} of {len(expected)} classes have no sample ({', '.join(empty[:5])}"
                      f"{', ...' if len(empty) > 5 else ''}): their means and the tables' class columns are undefined.")
     single = [names[k] for k, n in enumerate(per_class) if n == 1]
     if single:
@@ -205,35 +215,28 @@ def save_run(
     return write_run(stats, out, meta, tables, overwrite=overwrite, controls=inner)
 
 
-def per_class_job(job: CollectJob, per_class: int, source: DataSource) -> CollectJob:
-    """`job` over `per_class` images of each class of `source`: the seeded stratified subset of
-    --limit per_class x classes, which holds exactly per_class images of every class that has that
-    many (make_loader; a class with fewer gives its share to the others)."""
-    return replace(job, limit=per_class * len(np.unique(dataset_labels(source.dataset))))
-
-
 def run_paper(job: CollectJob, protocol: Protocol) -> Run:
     """The SE paper's Role-of-Excitation study (analysis.experiments.paper): the protocol checked
     against the model and data before anything runs; `job` collected over protocol.per_class images
-    of every class; the last stage's gates set to 1 on the same images (`ablate`, table
-    `interventions`); the `paper` table and RUN/paper.html written into the run."""
+    of every class (the all-classes curve needs them all); the last stage's gates set to 1 on the same
+    images (`ablate`, table `interventions`); the `paper` table and RUN/paper.html written into the run."""
     from analysis.presentation.paper_page import write_paper_page  # matplotlib, only for this job
 
+    job = replace(job, classes=None, per_class=protocol.per_class)
     check_writable(job.out, job.overwrite)
     model, _, source = open_model_and_data(
-        job.model, job.data, weights=job.weights, random_init=job.random_init, image_size=job.image_size,
-        seed=job.seed,
+        job.model, job.data, weights=job.weights, random_init=job.random_init, pretrained=job.pretrained,
+        image_size=job.image_size, seed=job.seed, per_class=job.per_class,
     )
     gates = find_gates(model, job.gates)
     choice = choose(protocol, {g.name: g.channels for g in gates}, source)
     group = last_stage([g.name for g in gates])
-    job = per_class_job(job, protocol.per_class, source)
     run = run_collect(job)
     device = resolve_device(job.device)
-    loader = make_image_loader(source, job.batch_size, device, decode=job.decode, workers=job.workers, limit=job.limit)
+    loader = make_image_loader(source, job.batch_size, device, decode=job.decode, workers=job.workers)
     table = ablate(model.to(device), loader, run, groups=group, interventions=("ones",),
                    amp=None if job.amp == "none" else job.amp, seed=job.seed, progress=job.progress,
-                   total=min(len(source.dataset), job.limit or len(source.dataset)))
+                   total=len(source.dataset))
     run.add_table("interventions", table)
     run.add_table("paper", paper_table(run, choice, protocol.channels, job.seed))
     write_paper_page(run)

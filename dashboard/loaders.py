@@ -106,7 +106,8 @@ def figure(kind: str, path: str, files: tuple, key: tuple) -> bytes:
                                           max_points=SCREEN_POINTS))
     if kind == "heatmap":
         (block,) = key
-        return png(figures.class_channel_heatmap(means[block][0], views.preferred_order(run, block), names, block,
+        mean, shown = views.present_means(run, means[block][0])
+        return png(figures.class_channel_heatmap(mean, views.preferred_order(run, block), shown, block,
                                                  max_columns=SCREEN_POINTS))
     if kind == "distribution":
         block, channel, classes = key
@@ -114,14 +115,15 @@ def figure(kind: str, path: str, files: tuple, key: tuple) -> bytes:
         return png(figures.gate_distributions(views.gate_distribution(run, block, channel, list(classes)), title))
     if kind == "similarity":
         (block,) = key
-        return png(figures.similarity_matrix(views.class_similarity(means[block][0]), names, block))
+        mean, shown = views.present_means(run, means[block][0])
+        return png(figures.similarity_matrix(views.class_similarity(mean), shown, block))
     raise ValueError(kind)
 
 
 def block_explorer_defaults(run: Run) -> list[tuple[str, tuple]]:
     """(kind, key) of each figure the Block explorer shows with its default choices."""
     last = views.block_names(run)[-1]
-    classes = tuple(views.spread_out(list(range(len(views.class_names(run)))), 4))
+    classes = tuple(views.spread_out(views.present_classes(run), 4))
     return [("profiles", (tuple(views.default_blocks(run)), classes, False)), ("heatmap", (last,)),
             ("distribution", (last, None, classes))]
 

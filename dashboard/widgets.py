@@ -30,8 +30,8 @@ def show(kind: str, run: Run, *key) -> None:
 
 
 def pick_classes(run: Run, label: str, n: int = 4, key: str | None = None) -> list[int]:
-    names = views.class_names(run)
-    chosen = st.multiselect(label, range(len(names)), default=views.spread_out(list(range(len(names))), n),
+    names, present = views.class_names(run), views.present_classes(run)
+    chosen = st.multiselect(label, present, default=views.spread_out(present, n),
                             format_func=lambda c: f"{c}: {names[c]}", key=key)
     return sorted(chosen)
 

@@ -62,11 +62,12 @@ def run_installed(site: Path, cwd: Path, code: str) -> subprocess.CompletedProce
 def test_installed_wheel_runs_the_demo_from_another_folder(site: Path, tmp_path: Path) -> None:
     if not FASHION_MNIST.is_dir():
         pytest.skip(f"the demo reads Fashion-MNIST from {FASHION_MNIST} (Debian's dataset-fashion-mnist)")
-    argv = ["analysis", "demo", "--out", "X/demo", "--reports", "Y", "--quiet"]
+    argv = ["analysis", "demo", "--out", "X/demo", "--reports", "Y", "--limit", "1000", "--quiet"]
     demo = f"import runpy, sys; sys.argv = {argv!r}; runpy.run_module('analysis', run_name='__main__')"  # python -m
     done = run_installed(site, tmp_path, demo)
     assert done.returncode == 0, done.stderr
     meta = json.loads((tmp_path / "X" / "demo" / "meta.json").read_text())
+    assert meta["job"]["limit"] == 1000
     assert Path(meta["model"]).is_relative_to(site / "analysis" / "shipped" / "fmnist_se20")
     (report,) = [line.split(" ", 1)[1] for line in done.stdout.splitlines() if line.startswith("report ")]
     assert (tmp_path / report).is_file() and (tmp_path / report).is_relative_to(tmp_path / "Y")

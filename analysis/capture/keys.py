@@ -1,7 +1,7 @@
 """Per-sample keys from sample ids, and the top-k with ties broken by id: what makes GateStats' samples mergeable.
 
     key, shard_hash = sample_hash(ids, seed)     # the reservoir's key, the shard's hash
-    y_p = pseudo_labels(ids, p, num_classes, seed)  # relabelling p: the permutation null's labels
+    y_p = pseudo_labels(ids, p, classes, seed)   # relabelling p: the permutation null's labels
     values, ids = top_k(values, ids, k)          # per row, the k largest with their ids
 
 Both are functions of the sample id alone, never of the order samples arrive in, so that two
@@ -9,6 +9,8 @@ processes that saw disjoint halves of the data combine into exactly the whole's 
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -32,22 +34,27 @@ def sample_hash(ids: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tenso
     return key.to(torch.float64), _mix(x, 39373, 4242)
 
 
-def permuted_labels(ids: torch.Tensor, perms: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
-    """Pseudo-labels of every relabelling in `perms` at once: ids [N] int64, perms [P] int64 -> [P, N] int64.
+def permuted_labels(ids: torch.Tensor, perms: torch.Tensor, classes: torch.Tensor, seed: int) -> torch.Tensor:
+    """Pseudo-labels of every relabelling in `perms` at once, drawn among the labels `classes` [K']
+    int64 (on the ids' device): ids [N] int64, perms [P] int64 -> [P, N] int64.
 
     A hash of (sample id, p, seed) with its own constants, so it is independent of the data, of the
-    true labels and of the reservoir keys and shards; the same on every device and in every pass."""
+    true labels and of the reservoir keys and shards; the same on every device and in every pass.
+    The hash picks the position among `classes`, so a class subset labelled 1, 254, 300 is relabelled
+    as the same samples labelled 0, 1, 2 would be."""
     x = ((ids % _PRIME) ^ ((ids // _PRIME) % _PRIME))[None, :]
     x = _mix(x, 69621, ((seed * 104729 + perms * 7919 + 3) % _PRIME)[:, None])
     x = _mix(x, 48271, 991)
     x = _mix(x, 16807, 54321)
-    return x % num_classes
+    return classes[x % classes.numel()]
 
 
-def pseudo_labels(ids: torch.Tensor, p: int, num_classes: int, seed: int) -> torch.Tensor:
-    """Relabelling p of the samples `ids` [N] int64 -> [N] int64 in [0, num_classes): GateStats'
-    permutation tables use these labels, so a reservoir's ids can be relabelled alike."""
-    return permuted_labels(ids, torch.tensor([p], device=ids.device), num_classes, seed)[0]
+def pseudo_labels(ids: torch.Tensor, p: int, classes: int | Sequence[int], seed: int) -> torch.Tensor:
+    """Relabelling p of the samples `ids` [N] int64 -> [N] int64 among `classes` (labels, or a count
+    K for 0..K-1; `StatsConfig.present`): GateStats' permutation tables use these labels, so a
+    reservoir's ids can be relabelled alike."""
+    labels = torch.arange(classes) if isinstance(classes, int) else torch.as_tensor(classes, dtype=torch.int64)
+    return permuted_labels(ids, torch.tensor([p], device=ids.device), labels.to(ids.device), seed)[0]
 
 
 def check_ids(ids: torch.Tensor) -> None:

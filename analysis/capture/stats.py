@@ -7,11 +7,10 @@
 The fields per gate (shift and moments, permutation tables, histogram, saturation counters, reservoir,
 top-k, problem counters) and their layout are listed in `capture.config`.
 
-`update` only copies each gate's batch into one buffer; the next `begin_batch` (or any read) adds
-the whole batch of every gate in one set of large kernels, so their count does not grow with the
-gates. Nothing in `begin_batch` or `update` synchronises with the host. Memory does not depend on
-the number of images. `inputs`, when collected, holds the same statistics of each SE block's
-squeezed input z (unbounded).
+`update` only copies each gate's batch into one buffer; the next `begin_batch` (or any read) adds the whole
+batch of every gate in one set of large kernels, so their count does not grow with the gates. Nothing in
+`begin_batch` or `update` synchronises with the host. Memory does not depend on the number of images.
+`inputs`, when collected, holds the same statistics of each SE block's squeezed input z (unbounded).
 """
 
 from __future__ import annotations
@@ -55,7 +54,8 @@ class GateStats:
             raise LabelError(f"{len(self.class_names)} class names given for {k} classes.")
         self.device = torch.device(device)
         self.samples = 0  # images seen, counted on the host from batch shapes
-        self.sampler = Reservoir(k, config.reservoir, self.device)
+        self._classes = torch.tensor(config.present, device=self.device)  # [K'] the labels that occur, in order
+        self.sampler = Reservoir(len(self._classes), config.reservoir, self.device)  # a slot row per class present
         self.agree: Agree | None = None  # set under torchrun, so that every rank calibrates alike
         self._inputs: GateStats | Callable[[], GateStats | None] | None = None
         self.columns: dict[str, slice] = {}
@@ -74,7 +74,7 @@ class GateStats:
         # Entries per channel of the fields stored gate after gate, each gate's block in its file layout.
         sk, pk = config.shards * k, config.permutations * k
         self._rows = {"sum": sk, "sumsq": sk, "perm_sum": pk, "perm_sumsq": pk, "hist": k * (config.bins + 2),
-                      "sat_high": k, "sat_low": k, "reservoir": k * config.reservoir + 1}
+                      "sat_high": k, "sat_low": k, "reservoir": len(self._classes) * config.reservoir + 1}
         self.fused = self._empty() if state is None else self._stored(state)
         # Gates whose shift and range are set (by their first batch, a merge or a file): host-side.
         self._calibrated = {g.name for g in self.gates if state is not None and self._block("edge_hi", g.name).max() > 0}
@@ -128,7 +128,7 @@ class GateStats:
                 self.set_gate_tensor(g.name, field, state[f"{g.name}/{field}"])
         return self.fused
 
-    # The reservoir's keys ([K*R+1] float64, inf: empty) and ids ([K*R+1] int64, -1: empty), as stored
+    # The reservoir's keys ([K'*R+1] float64, inf: empty) and ids ([K'*R+1] int64, -1: empty), as stored
     # in a run's file. Setting one replaces the sampler rather than writing into it: a copy.copy of
     # these statistics (distributed merging) shares it.
     @property
@@ -137,7 +137,7 @@ class GateStats:
 
     @reservoir_keys.setter
     def reservoir_keys(self, keys: torch.Tensor) -> None:
-        self.sampler = Reservoir(self.config.num_classes, self.config.reservoir, keys=keys, ids=self.sampler.ids)
+        self.sampler = Reservoir(len(self._classes), self.config.reservoir, keys=keys, ids=self.sampler.ids)
 
     @property
     def reservoir_ids(self) -> torch.Tensor:
@@ -145,7 +145,7 @@ class GateStats:
 
     @reservoir_ids.setter
     def reservoir_ids(self, ids: torch.Tensor) -> None:
-        self.sampler = Reservoir(self.config.num_classes, self.config.reservoir, keys=self.sampler.keys, ids=ids)
+        self.sampler = Reservoir(len(self._classes), self.config.reservoir, keys=self.sampler.keys, ids=ids)
 
     # ------------------------------------------------------------------ streaming
 
@@ -156,7 +156,7 @@ class GateStats:
         DataLoader); ids must lie in [0, 2**32 - 2] for top_k's keys.
         """
         self.flush()
-        check_labels(labels, self.config.num_classes)
+        check_labels(labels, self.config.num_classes, self.config.classes)
         check_ids(ids)
         if self.inputs is not None:
             self.inputs.begin_batch(labels, ids)
@@ -166,8 +166,8 @@ class GateStats:
         y = labels.to(self.device, torch.int64, non_blocking=True)
         ids = ids.to(self.device, torch.int64, non_blocking=True)
         key, shard_hash = sample_hash(ids, cfg.seed)
-        dest_of_sample = self.sampler.add(y, key, ids)
-        perm_row = self._perms[:, None] * cfg.num_classes + permuted_labels(ids, self._perms, cfg.num_classes, cfg.seed)
+        dest_of_sample = self.sampler.add(torch.searchsorted(self._classes, y), key, ids)  # class -> its slot row
+        perm_row = self._perms[:, None] * cfg.num_classes + permuted_labels(ids, self._perms, self._classes, cfg.seed)
         self._batch = {
             "y": y,
             "ids": ids,
@@ -325,7 +325,7 @@ class GateStats:
 
     def perm_moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(count [P, K] int64, sum [P, K, C], sumsq [P, K, C] float64) of s - shift under relabelling
-        p = `keys.pseudo_labels(ids, p, K, config.seed)`, on the CPU."""
+        p = `keys.pseudo_labels(ids, p, config.present, config.seed)`, on the CPU."""
         t, p, k = self.gate_tensors(name), self.config.permutations, self.config.num_classes
         c = t["perm_sum"].shape[1]
         return (t["perm_count"].view(p, k).cpu(), t["perm_sum"].reshape(p, k, c).cpu(),
@@ -346,8 +346,8 @@ class GateStats:
     def reservoir(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(values [n, C] float32, labels [n], ids [n]) of the kept samples, ordered by key."""
         self.flush()
-        slots, labels, ids = self.sampler.kept()
-        return self._block("reservoir", name)[:-1].cpu()[slots], labels, ids
+        slots, rows, ids = self.sampler.kept()
+        return self._block("reservoir", name)[:-1].cpu()[slots], self._classes.cpu()[rows], ids
 
     def top(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(values [C, k], ids [C, k]) of the samples that open each channel most; id -1 = empty."""
@@ -392,8 +392,8 @@ class GateStats:
         self.device = torch.device(device)
         self.sampler.to(device)
         self._held = self._held.to(device)
-        self._first, self._local, self._width, self._perms = (
-            t.to(device) for t in (self._first, self._local, self._width, self._perms))
+        self._first, self._local, self._width, self._perms, self._classes = (
+            t.to(device) for t in (self._first, self._local, self._width, self._perms, self._classes))
         self.fused = {field: value.to(device) for field, value in self.fused.items()}
         if self.inputs is not None:
             self.inputs.to(device)

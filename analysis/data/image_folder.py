@@ -1,4 +1,11 @@
-"""ImageNet-style image folders (one sub-folder per class) read with PIL and the evaluation transform."""
+"""ImageNet-style image folders (one sub-folder per class) read with PIL and the evaluation transform.
+
+Class folders that are all ImageNet-1k WordNet ids (n01443537, ...) are labelled with the models'
+output indices and named from timm's table (`imagenet`): a folder of some of the 1000 classes is a
+source of 1000 classes, only some of them with samples, and its details keep the 1000 wnids
+("wnids", by label). Other folders are labelled 0..K-1 in folder order and named by
+class_names.json or classes.txt (one name per folder), else by the folder names.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from analysis.data.imagenet import imagenet_classes, imagenet_labels
 from analysis.data.source import DataSource
 from analysis.errors import DataError
 
@@ -86,5 +94,12 @@ def open_image_folder(spec: str, path: str, split: str | None, image_size: int, 
         "root": str(root.resolve()), "image_size": image_size, "channels": channels,
         "mean": list(mean), "std": list(std),
     }
-    names = _folder_class_names(root, folder.classes)
+    labels = imagenet_labels(folder.classes)
+    if labels is None:
+        names = _folder_class_names(root, folder.classes)
+    else:
+        folder.samples = folder.imgs = [(file, labels[folder.classes[y]]) for file, y in folder.samples]
+        folder.targets, folder.class_to_idx = [y for _, y in folder.samples], labels
+        wnids, imagenet_names = imagenet_classes()
+        names, details["wnids"] = list(imagenet_names), list(wnids)
     return DataSource(spec, FolderDataset(folder), names, "imagefolder", details)

@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
@@ -153,13 +153,16 @@ class JpegLoader:
     ) -> None:
         if source.kind != "imagefolder":
             raise DataError(f"JPEG decoding reads imagefolder: sources, not {source.kind}.")
-        self.samples: list[tuple[str, int]] = source.dataset.folder.samples
+        selected = isinstance(source.dataset, Subset)  # a class selection (analysis.data.selection)
+        self.samples: list[tuple[str, int]] = (source.dataset.dataset if selected else source.dataset).folder.samples
+        encoded = EncodedImages(self.samples)
+        encoded = Subset(encoded, source.dataset.indices) if selected else encoded
         self.device = torch.device(device)
         self.image_size = source.details["image_size"]
         self.mean = torch.tensor(source.details["mean"], device=self.device).view(-1, 1, 1)
         self.std = torch.tensor(source.details["std"], device=self.device).view(-1, 1, 1)
         self.loader = make_loader(
-            replace(source, dataset=EncodedImages(self.samples)), batch_size, workers=workers, limit=limit,
+            replace(source, dataset=encoded), batch_size, workers=workers, limit=limit,
             collate_fn=collate_encoded, indices=indices,
         )
 

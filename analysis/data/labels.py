@@ -1,17 +1,21 @@
 """The one check that a batch's labels name classes of the data: used wherever labels arrive.
 
-    check_labels(y, num_classes)   # LabelError for a label outside 0..num_classes-1
+    check_labels(y, num_classes)            # LabelError for a label outside 0..num_classes-1
+    check_labels(y, num_classes, (1, 254))  # ... or, for a class subset, not among its labels
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
 from analysis.errors import LabelError
 
 
-def check_labels(labels: torch.Tensor, num_classes: int) -> None:
-    """LabelError for a label outside 0..num_classes-1. labels: [N] integers.
+def check_labels(labels: torch.Tensor, num_classes: int, classes: Sequence[int] | None = None) -> None:
+    """LabelError for a label outside 0..num_classes-1, or not among `classes` where given (the
+    labels that statistics of a class subset were set up for). labels: [N] integers.
 
     Checked only where the labels are on the CPU (as from a DataLoader): on a GPU the check would
     stall it until the host reads the result, so labels already there are trusted."""
@@ -19,3 +23,7 @@ def check_labels(labels: torch.Tensor, num_classes: int) -> None:
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= num_classes:
             raise LabelError(f"label {lo if lo < 0 else hi} is outside the {num_classes} classes 0..{num_classes - 1}.")
+        if classes is not None:
+            other = labels[~torch.isin(labels, torch.as_tensor(classes, dtype=labels.dtype))]
+            if other.numel():
+                raise LabelError(f"label {int(other[0])} is not one of the {len(classes)} classes the statistics hold.")

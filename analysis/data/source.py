@@ -44,7 +44,10 @@ class DataSource:
 
 def dataset_labels(dataset: Dataset) -> np.ndarray:
     """[N] the label of every sample, from the dataset's label list where it keeps one (Fashion-MNIST's
-    `labels`, an image folder's `samples` or `targets`), else by reading every item."""
+    `labels`, an image folder's `samples` or `targets`; a Subset's from its dataset's), else by reading
+    every item."""
+    if isinstance(dataset, Subset):
+        return dataset_labels(dataset.dataset)[np.asarray(dataset.indices, dtype=np.int64)]
     for holder in (dataset, getattr(dataset, "folder", None)):
         for name in ("labels", "targets"):
             if hasattr(holder, name):
@@ -52,6 +55,12 @@ def dataset_labels(dataset: Dataset) -> np.ndarray:
         if hasattr(holder, "samples"):
             return np.asarray([label for _, label in holder.samples])
     return np.asarray([dataset[i][1] for i in range(len(dataset))])
+
+
+def present_classes(source: DataSource) -> tuple[int, ...]:
+    """The labels that the source's samples carry, in increasing order (a class subset has fewer than
+    num_classes)."""
+    return tuple(np.unique(dataset_labels(source.dataset)).tolist())
 
 
 LIMIT_SEED = 0  # the subset of `--limit N` is the same in every run and every process

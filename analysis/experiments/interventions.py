@@ -191,13 +191,20 @@ def predicted_removable(blocks: pd.DataFrame, min_excess: float) -> pd.Series:
     return saturated(b) | (b["eta2_excess"] <= min_excess)
 
 
-def _require_every_class(run: Run, means: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Class-mean gates need images of every class in the run."""
-    unseen = sorted({int(c) for _, cm in means.values() for c in cm.isnan().any(1).nonzero().flatten()})
-    if unseen:
+def _known_classes(means: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """[K] bool: the classes whose class-mean gates the run holds in every block (those it has images of)."""
+    return torch.stack([~cm.isnan().any(1) for _, cm in means.values()]).all(0)
+
+
+def _require_known(run: Run, known: torch.Tensor, labels: torch.Tensor) -> None:
+    """Class-mean gates need the run's means of every class in the batch (labels on the CPU, as from a
+    DataLoader; labels already on a GPU are trusted, as by check_labels); a class subset's run has
+    the means of its own classes only."""
+    unseen = labels[~known[labels]] if labels.device.type == "cpu" else labels[:0]
+    if unseen.numel():
         raise InterventionError(
-            f"{run.path} has no images of class {run.meta['stats']['class_names'][unseen[0]]!r}, "
-            "so its class-mean gates are unknown; collect the run on data with every class."
+            f"{run.path} has no images of class {run.meta['stats']['class_names'][int(unseen[0])]!r}, "
+            "so its class-mean gates are unknown; ablate on data of the run's classes (--classes)."
         )
 
 
@@ -230,8 +237,7 @@ def ablate(
     settings = [(frozenset(blocks), how) for _, _, blocks in group_list for how in interventions]
     k = run.meta["stats"]["config"]["num_classes"]
     means = run_gate_means(run, gates)
-    if "class-mean" in interventions:
-        _require_every_class(run, means)
+    known = _known_classes(means)
     correct, losses = [], []
     with (
         GateReplacement(model, gates, means, seed) as hooks,
@@ -240,6 +246,8 @@ def ablate(
     ):
         for x, y, *_ in loader:
             check_labels(y, k)
+            if "class-mean" in interventions:
+                _require_known(run, known, y)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             hooks.begin_batch(y)
             batch_correct, batch_loss = [], []

@@ -38,7 +38,8 @@ from typing import Annotated, NamedTuple
 import numpy as np
 import pandas as pd
 
-from analysis.data.source import DataSource, dataset_labels
+from analysis.data.selection import PER_CLASS, class_indices
+from analysis.data.source import DataSource, present_classes
 from analysis.errors import DataError, OptionError
 from analysis.experiments.interventions import stages
 from analysis.options import Range, check_fields
@@ -70,7 +71,7 @@ class Protocol:
     classes: tuple[str, ...] | None = None  # Fig. 6's classes: names, WordNet ids or label indices
     blocks: tuple[str, ...] | None = None  # SE blocks, one panel each
     channels: Annotated[int | None, Range(1)] = None  # sampled per block; None: 50, or all of a smaller block
-    per_class: Annotated[int, Range(1)] = PAPER_PER_CLASS  # images of each class collected
+    per_class: Annotated[int, PER_CLASS] = PAPER_PER_CLASS  # images of every class collected
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -85,39 +86,27 @@ class Choice:
     blocks: tuple[str, ...]
 
 
-def _lookup(source: DataSource) -> dict[str, int]:
-    """Label by class name, and by WordNet id for a folder of ImageNet classes."""
-    return {str(w): k for k, w in enumerate(source.details.get("wnids", ()))} | {
-        name: k for k, name in enumerate(source.class_names)}
-
-
-def _class_labels(source: DataSource, names: tuple[str, ...], present: set[int]) -> list[int]:
-    """The label of each of `names` (a class name, a WordNet id of an ImageNet folder, or an index),
-    in the order given, each once; DataError naming the first that is no class of the source or has no images."""
-    lookup, labels = _lookup(source), []
-    for name in (n.strip() for n in names):
-        k = lookup.get(name, int(name) if name.isdigit() else -1)
-        if k not in present:
-            shown = ", ".join(repr(source.class_names[c]) for c in sorted(present)[:3])
-            raise DataError(f"{source.spec} has no images of a class {name!r}; its classes are e.g. {shown}.")
-        labels.append(k)
-    return list(dict.fromkeys(labels))
+def _paper_labels(source: DataSource, present: np.ndarray) -> dict[str, int] | None:
+    """The label of each of the paper's classes by name, when the data holds images of every one."""
+    try:
+        return {c.name: class_indices(source, [c.wnid], present)[0] for c in PAPER_CLASSES}
+    except DataError:
+        return None
 
 
 def _classes(protocol: Protocol, source: DataSource) -> tuple[list[int], list[int]]:
     """(Fig. 6 labels, Fig. 7 labels): those asked for, else the paper's where the data has every one,
     else OTHER_CLASSES spread over the data's classes. Fig. 7 draws the paper's goldfish and planes
     among them, else the first two."""
-    present, lookup = set(np.unique(dataset_labels(source.dataset)).tolist()), _lookup(source)
-    paper = [lookup.get(c.wnid) for c in PAPER_CLASSES]
+    present = np.asarray(present_classes(source))
+    paper = _paper_labels(source, present)
     if protocol.classes is not None:
-        chosen = _class_labels(source, protocol.classes, present)
-    elif all(k in present for k in paper):
-        chosen = paper
+        chosen = class_indices(source, protocol.classes, present)
+    elif paper is not None:
+        chosen = list(paper.values())
     else:
-        ordered = sorted(present)
-        chosen = [ordered[i] for i in np.unique(np.linspace(0, len(ordered) - 1, OTHER_CLASSES).round().astype(int))]
-    spread = {lookup.get(c.wnid) for c in PAPER_CLASSES if c.name in SPREAD_CLASSES}
+        chosen = present[np.unique(np.linspace(0, len(present) - 1, OTHER_CLASSES).round().astype(int))].tolist()
+    spread = {paper[name] for name in SPREAD_CLASSES} if paper is not None else set()
     return chosen, [k for k in chosen if k in spread] or chosen[:2]
 
 

@@ -12,9 +12,13 @@ Bias correction: Miller-Madow on each entropy. The plug-in MI is biased upward b
 (K'-1)(B'-1) / (2N) nats (0.014 bits at K' = 10, B' = 22, N = 10,000, the size of the class effects
 of early blocks); Miller-Madow removes that first-order term with no tuning and no resampling, and
 stays exact under merge (it reads only the merged counts). Its remainder is O(1/N^2) for cells
-that are not nearly empty; the kNN estimate on the shipped network agrees within a few 0.01 bits
-(tests/measures/test_information.py, test_realistic.py). Better corrections (NSB, jackknife over
-shards) need per-shard histograms or a prior, which GateStats does not keep.
+that are not nearly empty. Better corrections (NSB, jackknife over shards) need per-shard
+histograms or a prior, which GateStats does not keep.
+
+Equal-width bins lose information on skewed channels, whose bulk they leave in one or two bins: on
+the shipped SE-ResNet-20 (2000 test images) the block means lie 0.015-0.12 bits below
+scikit-learn's kNN estimate and 0.006-0.09 bits below 20 quantile bins, single skewed channels of
+SE_4_2 up to 0.4 bits below both (tests/measures/test_shipped_measures.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The tables a run folder stores, built from GateStats; their columns are in `schema`.
 
 Inputs, per gate, as CPU tensors (K classes, C channels, S shards, P relabellings, B bins), read
-through `measures._source` (what GateStats offers):
+from GateStats (`capture.stats`):
 
 * `count [S, K]` int64, `sum [S, K, C]` and `sumsq [S, K, C]` float64: moments of x - shift per
   shard and class, `shift [C]`; the same under P pseudo-labellings (`perm_moments`);
@@ -29,7 +29,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.measures import _source
+from analysis.capture.config import StatsConfig
+from analysis.capture.keys import pseudo_labels
+from analysis.measures._arrays import as_numpy
 from analysis.measures.anova import (
     Anova,
     anova,
@@ -67,15 +69,22 @@ class GateLike(Protocol):
 
 
 class StatsLike(Protocol):
-    """What the tables read from GateStats; tensors come back on the CPU."""
+    """What the tables read from GateStats (see its methods); tensors come back on the CPU."""
 
     gates: Sequence[GateLike]
-    num_classes: int
     class_names: Sequence[str]
+    config: StatsConfig
+    inputs: StatsLike | None
 
     def moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
-    def histogram(self, name: str) -> torch.Tensor: ...
+    def shift(self, name: str) -> torch.Tensor: ...
+
+    def perm_moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+    def histogram(self, name: str) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def saturation(self, name: str) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def reservoir(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
@@ -85,9 +94,15 @@ def _ordered_gates(stats: StatsLike) -> list[GateLike]:
     return sorted(stats.gates, key=lambda g: g.depth)
 
 
+def _moments(stats: StatsLike, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(count [S, K] int64, sum [S, K, C], sumsq [S, K, C] of x - shift, shift [C] float64) of one gate."""
+    count, total, total_sq = (as_numpy(m) for m in stats.moments(name))
+    return count, total, total_sq, as_numpy(stats.shift(name))
+
+
 def _totals(stats: StatsLike, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(count [K], sum [K, C], sumsq [K, C] of x - shift, shift [C]) of one gate, summed over shards."""
-    count, total, total_sq, shift = _source.moments(stats, name)
+    count, total, total_sq, shift = _moments(stats, name)
     return count.sum(0), total.sum(0), total_sq.sum(0), shift
 
 
@@ -106,9 +121,9 @@ def _gate_channels(stats: StatsLike, gate: GateLike, q: float) -> pd.DataFrame:
     preferred[a.constant] = present.argmax()
     sel = selectivity(a.means[present])
     sel[a.constant] = 0.0
-    sat_high, sat_low = _source.saturation_shares(stats, gate.name)
     c = t.shape[1]
     with np.errstate(divide="ignore", invalid="ignore"):
+        sat_high, sat_low = (as_numpy(counts).sum(0) / a.n for counts in stats.saturation(gate.name))
         mean = shift + t.sum(0) / a.n
         std = np.sqrt((a.ss_between + a.ss_within) / a.n)
     return pd.DataFrame(
@@ -123,7 +138,7 @@ def _gate_channels(stats: StatsLike, gate: GateLike, q: float) -> pd.DataFrame:
             "p_value": p,
             "significant": benjamini_hochberg(p, q),
             "selectivity": sel,
-            "mi_bits": mutual_information_bits(_source.histogram(stats, gate.name)),
+            "mi_bits": mutual_information_bits(stats.histogram(gate.name)[0]),
             "preferred_class": preferred.astype(np.int64),
             "preferred_class_name": np.asarray(stats.class_names, dtype=object)[preferred],
             "mean": mean,
@@ -159,7 +174,7 @@ def _probes(stats: StatsLike, name: str, probe_args: dict[str, Any]) -> dict[str
     """The logistic probe, its control task on pseudo-labels and the nearest-class-mean probe."""
     values, labels, ids = stats.reservoir(name)
     pr: Probe = probe(values, labels, **probe_args)
-    fake = _source.pseudo_labels(ids, 0, len(stats.class_names), _source.seed(stats))
+    fake = pseudo_labels(ids, 0, stats.config.present, stats.config.seed)
     perm = probe(values, fake, **probe_args).accuracy
     ncm_args = {k: v for k, v in probe_args.items() if k != "device"}
     return {
@@ -175,12 +190,11 @@ def _probes(stats: StatsLike, name: str, probe_args: dict[str, Any]) -> dict[str
 
 def _shape(stats: StatsLike, name: str, a: Anova, present: np.ndarray) -> dict[str, float]:
     """profile_sep, shape_sep with its jackknife interval, and the permutation null's eta2 and
-    shape_sep (NaN without perm_moments)."""
-    count, total, _, shift = _source.moments(stats, name)
+    shape_sep (NaN without relabellings)."""
+    count, total, _, shift = _moments(stats, name)
     profile_sep, shape_sep = profile_separation(a.means[present])
     low, high = shape_sep_jackknife(count, total, shift, estimate=shape_sep)
-    perm = _source.perm_moments(stats, name)
-    null_eta2, null_shape = (np.empty(0), np.empty(0)) if perm is None else permutation_null(*perm, shift)
+    null_eta2, null_shape = permutation_null(*stats.perm_moments(name), shift)
     nan_mean = (lambda x: float(x.mean()) if x.size else math.nan)
     return {
         "profile_sep": profile_sep,
@@ -199,7 +213,7 @@ def _block_row(
 ) -> dict[str, Any]:
     """Block table row of one gate (without rel_depth) from its channel rows, moments, reservoir
     and controls."""
-    count, total, total_sq, shift = _source.moments(stats, gate.name)
+    count, total, total_sq, shift = _moments(stats, gate.name)
     n_k, t = count.sum(0), total.sum(0)
     n, k_present, c = float(n_k.sum()), int((n_k > 0).sum()), t.shape[1]
     a = _anova(stats, gate.name)
@@ -210,7 +224,7 @@ def _block_row(
     shape = _shape(stats, gate.name, a, present)
     null_eta2 = shape.pop("_null_eta2")
     control = _specificity(untrained, gate.name, probe_args)
-    squeeze = _specificity(_source.inputs(stats), gate.name, probe_args)
+    squeeze = _specificity(stats.inputs, gate.name, probe_args)
     means, stds = ch["mean"].to_numpy(), ch["std"].to_numpy()
     gate_mean = float(means.mean())
     return {

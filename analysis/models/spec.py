@@ -2,15 +2,18 @@
 
 Specs: a checkpoint (`checkpoints/fmnist_se20`, see analysis.checkpoint), `se_resnet20` (a project
 architecture, see analysis.models.ARCHITECTURES), `timm:seresnet50`, `torchvision:efficientnet_b0`.
-Nothing is downloaded: timm and torchvision models are built with random weights, and real weights
-come from a local file (`weights=`). Random-init models are the untrained control's networks
-(analysis.models.controls): drawn from `seed`, no zero-initialised BatchNorm, and, once the data is
-known (`open_model_and_data`), BatchNorm statistics recomputed on it.
+A timm or torchvision model's weights come from a local file (`weights=`), from its library's
+pretrained weights (`pretrained=`, or a tag: `timm:legacy_seresnet50.in1k`, fetched into and read
+from the library's cache, see analysis.models.pretrained), or are random (`random_init=`).
+Random-init models are the untrained control's networks (analysis.models.controls): drawn from
+`seed`, no zero-initialised BatchNorm, and, once the data is known (`open_model_and_data`),
+BatchNorm statistics recomputed on it.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,12 @@ from torch import nn
 from analysis.models.checkpoint import apply_weights, is_checkpoint, load_checkpoint, load_state_dict
 from analysis.errors import ModelSpecError
 from analysis.data import DataSource, open_data
+from analysis.data.selection import select
 from analysis.models.architectures import ARCHITECTURES, build_model
 from analysis.models.controls import recompute_batchnorm, seeded, untrained
+from analysis.models.pretrained import NamedWeights, load, resolve
+
+LIBRARIES = ("timm", "torchvision")
 
 
 def build_from_spec(
@@ -29,30 +36,45 @@ def build_from_spec(
     *,
     weights: str | Path | None = None,
     random_init: bool = False,
+    pretrained: bool = False,
     num_classes: int | None = None,
     in_channels: int | None = None,
     seed: int = 0,
 ) -> tuple[nn.Module, dict[str, Any] | None]:
     """(model in eval mode, checkpoint metadata or None) for `spec`.
 
-    Other than for a checkpoint, either `weights` or `random_init` is needed; random weights are
-    drawn from `seed` (see analysis.models.controls.untrained). `num_classes` and `in_channels` size
-    the project's own architectures (for timm and torchvision models the head size does not matter
-    to the gates, so their defaults stay).
+    Other than for a checkpoint, one of `weights`, `pretrained` (see `pretrained_weights`) or
+    `random_init` is needed; random weights are drawn from `seed` (see
+    analysis.models.controls.untrained). `num_classes` and `in_channels` size the project's own
+    architectures (for timm and torchvision models the head size does not matter to the gates, so
+    their defaults stay).
     """
     if is_checkpoint(spec):
-        if weights is not None:
-            raise ModelSpecError(f"{spec} is a checkpoint and carries its weights; drop --weights.")
+        if weights is not None or pretrained:
+            given = "--pretrained" if pretrained else "--weights"
+            raise ModelSpecError(f"{spec} is a checkpoint and carries its weights; drop {given}.")
         return load_checkpoint(spec)
     kind, _, name = spec.partition(":")
-    if not (kind in ("timm", "torchvision") or (not name and kind in ARCHITECTURES)):
+    if not (kind in LIBRARIES or (not name and kind in ARCHITECTURES)):
         raise ModelSpecError(
             f"unknown model spec {spec!r}: no checkpoint is there; use a checkpoint file, timm:NAME, "
             f"torchvision:NAME or one of {', '.join(ARCHITECTURES)}."
         )
+    if pretrained and kind not in LIBRARIES:
+        raise ModelSpecError(f"{spec} is a project architecture without pretrained weights; drop --pretrained.")
+    named = pretrained_weights(spec, pretrained)
+    if named is not None:
+        if weights is not None or random_init:
+            given = "--pretrained" if pretrained else f"the tag .{name.partition('.')[2]}"
+            raise ModelSpecError(
+                f"{spec}: {given} loads {kind}'s pretrained weights; drop it or "
+                f"{'--weights' if weights is not None else '--random-init'}."
+            )
+        return load(named), None
     if weights is None and not random_init:
         raise ModelSpecError(
-            f"{spec} needs weights: pass --weights FILE, or --random-init to study an untrained model."
+            f"{spec} needs weights: pass {'--pretrained, ' if kind in LIBRARIES else ''}--weights FILE, "
+            "or --random-init to study an untrained model."
         )
     try:
         with seeded(seed):  # parameters that no reset_parameters() covers are drawn from the seed too
@@ -79,6 +101,19 @@ def _construct(spec: str, kind: str, name: str, num_classes: int | None, in_chan
     return torchvision.models.get_model(name, weights=None)
 
 
+def pretrained_weights(spec: str, pretrained: bool = False) -> NamedWeights | None:
+    """The library weights a timm or torchvision `spec` is loaded with, None for others.
+
+    A tag (`timm:NAME.TAG`, `torchvision:NAME.WEIGHTS`) names pretrained weights and implies
+    `pretrained`, as timm's create_model reads a tag; a bare NAME with `pretrained` means the
+    library's default weights.
+    """
+    kind, _, name = spec.partition(":")
+    if kind in LIBRARIES and (pretrained or "." in name):
+        return resolve(kind, name)
+    return None
+
+
 def input_shape(model: nn.Module) -> tuple[int, int | None]:
     """(input channels, preferred image size or None) from the first conv and timm's config."""
     channels = next((m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d)), 3)
@@ -102,26 +137,30 @@ def state_sha256(model: nn.Module) -> str:
 
 
 def open_model_and_data(
-    model: str, data: str, *, weights: Path | None = None, random_init: bool = False, image_size: int | None = None,
-    seed: int = 0,
+    model: str, data: str, *, weights: Path | None = None, random_init: bool = False, pretrained: bool = False,
+    image_size: int | None = None, seed: int = 0, classes: Sequence[str] | None = None, per_class: int | None = None,
 ) -> tuple[nn.Module, dict[str, Any] | None, DataSource]:
     """(model, checkpoint metadata or None, data source) with the data shaped for the model.
 
     A project architecture is sized to the data (classes, channels); other models keep their
-    shape and the data is converted to their channels and preferred image size. Random weights are
-    drawn from `seed`, with BatchNorm statistics recomputed on the data (as the untrained control's).
+    shape and the data is converted to their channels and preferred image size. `classes` and
+    `per_class` select samples (analysis.data.selection, drawn with `seed`). Random weights are
+    drawn from `seed`, with BatchNorm statistics recomputed on the selected data (as the untrained
+    control's).
     """
     if model in ARCHITECTURES:
-        source = open_data(data, image_size=image_size)
+        source = select(open_data(data, image_size=image_size), classes=classes, per_class=per_class, seed=seed)
         channels = source.dataset[0][0].shape[0]
         net, checkpoint = build_from_spec(
-            model, weights=weights, random_init=random_init, num_classes=source.num_classes, in_channels=channels,
-            seed=seed,
+            model, weights=weights, random_init=random_init, pretrained=pretrained, num_classes=source.num_classes,
+            in_channels=channels, seed=seed,
         )
     else:
-        net, checkpoint = build_from_spec(model, weights=weights, random_init=random_init, seed=seed)
+        net, checkpoint = build_from_spec(model, weights=weights, random_init=random_init, pretrained=pretrained,
+                                          seed=seed)
         channels, size = input_shape(net)
         source = open_data(data, image_size=image_size or size, channels=channels)
-    if checkpoint is None and weights is None:
+        source = select(source, classes=classes, per_class=per_class, seed=seed)
+    if random_init and checkpoint is None and weights is None:  # build_from_spec drew random weights
         recompute_batchnorm(net, source)
     return net, checkpoint, source

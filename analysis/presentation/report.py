@@ -88,8 +88,9 @@ def run_figures(run: Run) -> dict[str, Figure]:
     names = views.class_names(run)
     means = views.class_mean_arrays(run)
     blocks = views.default_blocks(run)
-    classes = views.spread_out(list(range(len(names))), 4)
+    classes = views.spread_out(views.present_classes(run), 4)
     focus = views.summary(run)["most_specific"]
+    focus_means, focus_names = views.present_means(run, means[focus][0])  # the classes with samples
     onsets = {o["label"]: o["block"] for o in views.onsets(run)}
     found = {
         "depth": figures.depth_curve(run.blocks, onsets),
@@ -97,10 +98,10 @@ def run_figures(run: Run) -> dict[str, Figure]:
         "saturation": figures.saturation(run.blocks),
         "profiles": figures.class_profiles({b: means[b] for b in blocks}, classes, names),
         "profiles_spread": figures.class_profiles({b: means[b] for b in blocks}, classes, names, spread=True),
-        "heatmap": figures.class_channel_heatmap(means[focus][0], views.preferred_order(run, focus), names, focus),
+        "heatmap": figures.class_channel_heatmap(focus_means, views.preferred_order(run, focus), focus_names, focus),
         "distributions": figures.gate_distributions(views.gate_distribution(run, focus, classes=classes),
                                                     f"{focus} (all channels)"),
-        "similarity": figures.similarity_matrix(views.class_similarity(means[focus][0]), names, focus),
+        "similarity": figures.similarity_matrix(views.class_similarity(focus_means), focus_names, focus),
     }
     interventions = views.block_interventions(run)
     if not interventions.empty:

@@ -34,6 +34,22 @@ def block_names(run: Run) -> list[str]:
     return run.blocks["block"].tolist()
 
 
+def present_classes(run: Run) -> list[int]:
+    """The classes with samples in the run, in label order: every class unless the data held some
+    of them only (an ImageNet folder of a few classes, --classes) or a --limit left some out. The
+    class pickers, defaults, chance levels and class x class figures use these."""
+    k = len(class_names(run))
+    count = run.gate_tensor(block_names(run)[0], "count").numpy().reshape(-1, k).sum(0)
+    return np.flatnonzero(count).tolist()
+
+
+def present_means(run: Run, mean: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """A block's class means [K, C] (class_mean_arrays) on the rows of the classes with samples
+    [K', C], and those classes' names."""
+    present, names = present_classes(run), class_names(run)
+    return mean[present], [names[k] for k in present]
+
+
 def spread_out(items: list, n: int) -> list:
     """n items evenly spaced over the list (all of them if there are at most n)."""
     if len(items) <= n:
@@ -180,11 +196,12 @@ def top_samples(run: Run, block: str, channel: int) -> pd.DataFrame:
 def class_drivers(
     run: Run, means: dict[str, tuple[np.ndarray, np.ndarray]], klass: int, top: int = 10
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Where one class drives the gates: per block, the share of channels preferring it (chance 1/K),
+    """Where one class drives the gates: per block, the share of channels preferring it (chance 1/K'
+    over the K' classes with samples),
     and its `top` channels over all blocks by how far its class mean lies above the other classes'.
     `means` is class_mean_arrays(run).
     """
-    k = len(class_names(run))
+    k = len(present_classes(run))
     ch = run.channels
     per_block = (
         ch.assign(prefers=ch["preferred_class"] == klass)
@@ -256,7 +273,7 @@ def summary(run: Run) -> dict:
         "model": str(meta.get("model", "?")),
         "data": str(meta.get("data", {}).get("spec", "?")),
         "samples": int(meta["stats"]["samples"]),
-        "classes": len(class_names(run)),
+        "classes": len(present_classes(run)),
         "blocks": len(b),
         "channels": int(b["channels"].sum()),
         "accuracy": (meta.get("checkpoint") or {}).get("test_accuracy"),

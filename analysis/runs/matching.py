@@ -9,6 +9,7 @@ default to the run's own, read from its meta.json.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from torch import nn
@@ -18,7 +19,7 @@ from analysis.data import DataSource
 from analysis.errors import RunFolderError, RunMismatchError
 from analysis.capture.gates import Gate, find_gates
 from analysis.files import sha256
-from analysis.models.spec import open_model_and_data, state_sha256
+from analysis.models.spec import open_model_and_data, pretrained_weights, state_sha256
 from analysis.runs.folder import Run, load_run
 
 
@@ -52,12 +53,16 @@ def open_for_run(
     *,
     weights: Path | None = None,
     random_init: bool = False,
+    pretrained: bool = False,
     image_size: int | None = None,
+    classes: Sequence[str] | None = None,
+    per_class: int | None = None,
 ) -> tuple[Run, nn.Module, DataSource]:
     """(run, model in eval mode on the CPU, data source), checked to belong together.
 
-    `model` (with `weights` or `random_init`), `data` and `image_size` default to those the run
-    recorded; random weights are drawn from the run's seed. A missing run folder is an error that
+    `model` (with `weights`, `pretrained` or `random_init`), `data`, `image_size` and the class
+    selection (`classes`, `per_class`, see analysis.data.selection) default to those the run recorded;
+    random weights and the per-class sample are drawn from the run's seed. A missing run folder is an error that
     names the `collect` command that makes it; weights other than the run's are refused.
     """
     path = Path(run_path)
@@ -73,13 +78,17 @@ def open_for_run(
         if job.get("weights"):
             weights = weights or Path(job["weights"])
         random_init = random_init or bool(job.get("random_init"))
+        pretrained = pretrained or bool(job.get("pretrained"))
     data = data or _recorded(run, "data", "spec")
     net, checkpoint, source = open_model_and_data(
-        model, data, weights=weights, random_init=random_init, image_size=image_size or job.get("image_size"),
-        seed=job.get("seed", 0),
+        model, data, weights=weights, random_init=random_init, pretrained=pretrained,
+        image_size=image_size or job.get("image_size"), seed=job.get("seed", 0),
+        classes=classes or job.get("classes"), per_class=per_class or job.get("per_class"),
     )
     run_gates(run, net)
-    _check_weights(run, net, weights or (checkpoint_paths(model)[0] if checkpoint else None))
+    weights_file = weights or (checkpoint_paths(model)[0] if checkpoint else None)
+    named = pretrained_weights(model, pretrained)
+    _check_weights(run, net, weights_file, str(weights_file or (named.spec if named else "random ones")))
     names = run.meta["stats"]["class_names"]
     if list(source.class_names) != names:
         raise RunMismatchError(
@@ -99,9 +108,9 @@ def _recorded(run: Run, *keys: str) -> str:
     return value
 
 
-def _check_weights(run: Run, net: nn.Module, weights_file: Path | None) -> None:
+def _check_weights(run: Run, net: nn.Module, weights_file: Path | None, given: str) -> None:
     """RunMismatchError unless `net` holds the run's weights: the state dict's hash where the run
-    recorded it, else the weights file's sha256 (runs of older versions)."""
+    recorded it, else the weights file's sha256 (runs of older versions). `given` names `net`'s weights."""
     recorded, held = run.meta.get("state_sha256"), None
     if recorded:
         held = state_sha256(net)
@@ -109,7 +118,5 @@ def _check_weights(run: Run, net: nn.Module, weights_file: Path | None) -> None:
         recorded = run.meta["weights_sha256"]
         held = sha256(weights_file) if weights_file else None
     if recorded and held != recorded:
-        raise RunMismatchError(
-            f"{run.path} was collected with other weights ({run.meta.get('weights') or 'random ones'}) "
-            f"than {weights_file or 'random ones'}."
-        )
+        used = run.meta.get("weights") or (run.meta.get("pretrained") or {}).get("spec") or "random ones"
+        raise RunMismatchError(f"{run.path} was collected with other weights ({used}) than {given}.")

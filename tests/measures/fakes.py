@@ -9,7 +9,8 @@ from functools import cache
 import numpy as np
 import torch
 
-from analysis.measures import _source
+from analysis.capture.config import StatsConfig
+from analysis.capture.keys import pseudo_labels
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,9 @@ class FakeStats:
 
     blocks: name -> values [N, C] in [0, 1] (listed in forward order); labels [N]. Samples go to
     shards round-robin after a seeded shuffle; the reservoir keeps the first R samples of each class.
-    Offers the issue-14 interface: moments of x - shift (shift: the first 64 samples' mean), P
-    pseudo-labellings (sample id = row index), histograms over each channel's range in the first
-    256 samples with under/overflow bins, exact saturation counts.
+    Moments of x - shift (shift: the first 64 samples' mean), P pseudo-labellings (sample id = row
+    index), histograms over each channel's range in the first 256 samples with under/overflow bins,
+    exact saturation counts; no squeeze inputs.
     """
 
     def __init__(
@@ -47,10 +48,10 @@ class FakeStats:
         self.num_classes = num_classes
         self.class_names = [f"class {k}" for k in range(num_classes)]
         self.gates = [FakeGate(n, i + 1, f"net.{n}", v.shape[1]) for i, (n, v) in enumerate(self.values.items())]
-        n = self.labels.size
-        self.shard = np.random.default_rng(seed).permutation(n) % shards
-        self.shards, self.bins, self.keep, self.permutations = shards, bins, reservoir, permutations
-        self.seed = seed
+        self.config = StatsConfig(num_classes, bins=bins, reservoir=reservoir, shards=shards, seed=seed,
+                                  permutations=permutations)
+        self.inputs = None
+        self.shard = np.random.default_rng(seed).permutation(self.labels.size) % shards
 
     def shift(self, name: str) -> torch.Tensor:
         first = self.values[name][:64].astype(np.float64)
@@ -67,10 +68,10 @@ class FakeStats:
         return tuple(torch.from_numpy(a) for a in (count, total.reshape(rows, k, c), total_sq.reshape(rows, k, c)))
 
     def pseudo(self, p: int) -> np.ndarray:
-        return _source.pseudo_labels(np.arange(self.labels.size), p, self.num_classes, self.seed)
+        return pseudo_labels(torch.arange(self.labels.size), p, self.num_classes, self.config.seed).numpy()
 
     def perm_moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        parts = [self._moments(name, self.pseudo(p), 1) for p in range(self.permutations)]
+        parts = [self._moments(name, self.pseudo(p), 1) for p in range(self.config.permutations)]
         return tuple(torch.cat([part[i] for part in parts]) for i in range(3))
 
     def edges(self, name: str) -> np.ndarray:
@@ -78,7 +79,7 @@ class FakeStats:
         if len(first) == 0:
             first = np.array([[0.0], [1.0]]).repeat(self.values[name].shape[1], 1)
         lo, hi = first.min(0), first.max(0)
-        return np.linspace(lo, hi + (hi == lo), self.bins + 1, axis=1)  # [C, B + 1]
+        return np.linspace(lo, hi + (hi == lo), self.config.bins + 1, axis=1)  # [C, B + 1]
 
     def saturation(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         v, k = self.values[name], self.num_classes
@@ -86,18 +87,20 @@ class FakeStats:
         return tuple(torch.from_numpy(np.stack(x).astype(np.int64)) for x in per_class)
 
     def moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self._moments(name, self.shard * self.num_classes + self.labels, self.shards)
+        return self._moments(name, self.shard * self.num_classes + self.labels, self.config.shards)
 
     def histogram(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         v, e = self.values[name].astype(np.float64), self.edges(name)
         k, c = self.num_classes, v.shape[1]
         b = np.stack([np.searchsorted(e[j], v[:, j], side="right") for j in range(c)], 1)  # 0 under, B+1 over
-        flat = (self.labels[:, None] * c + np.arange(c)) * (self.bins + 2) + b
-        counts = np.bincount(flat.ravel(), minlength=k * c * (self.bins + 2)).reshape(k, c, self.bins + 2)
+        cells = self.config.bins + 2
+        flat = (self.labels[:, None] * c + np.arange(c)) * cells + b
+        counts = np.bincount(flat.ravel(), minlength=k * c * cells).reshape(k, c, cells)
         return torch.from_numpy(counts), torch.from_numpy(e)
 
     def reservoir(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        ids = np.concatenate([np.flatnonzero(self.labels == k)[: self.keep] for k in range(self.num_classes)])
+        keep = self.config.reservoir
+        ids = np.concatenate([np.flatnonzero(self.labels == k)[:keep] for k in range(self.num_classes)])
         return torch.from_numpy(self.values[name][ids]), torch.from_numpy(self.labels[ids]), torch.from_numpy(ids)
 
 

@@ -1,3 +1,4 @@
+# long: one short function and one parser paragraph per subcommand, and the help texts of all their options
 """The `se-analysis` command: thin subcommands over the library.
 
 Every subcommand returns an exit code; any AnalysisError becomes one sentence on stderr and exit 2,
@@ -211,9 +212,25 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_paper(args: argparse.Namespace) -> int:
+    from analysis.experiments.paper import Protocol
+    from analysis.jobs import CollectJob, run_paper
+    from analysis.presentation.paper_page import format_paper
+
+    job = CollectJob(**option_values(args, CollectJob, skip=PAPER_SKIP), progress=not args.quiet)
+    print(format_paper(run_paper(job, Protocol(**option_values(args, Protocol)))))
+    return 0
+
+
+PAPER_SKIP = ("progress", "limit", "classes", "per_class", "distributed")  # CollectJob's fields `paper` sets
+PAPER_HELP = {"classes": "Fig. 6's classes: names, WordNet ids or indices (unset: the paper's where the data has them)",
+              "blocks": "SE blocks to draw (unset: the paper's where the model has them)",
+              "channels": "channels sampled per block with --seed (unset: 50, or all of a smaller block)",
+              "per_class": "images of every class collected, drawn with --seed (all of a class with fewer)"}
+
+
 MODEL_AND_DATA = ("model", "data", "weights", "random_init", "pretrained", "image_size", "limit", "classes",
-                  "per_class", "batch_size",
-                  "workers", "device")
+                  "per_class", "batch_size", "workers", "device")
 HELP = {
     "model": "checkpoint folder, se_resnet20 | timm:NAME[.TAG] | torchvision:NAME[.WEIGHTS] "
              "(a tag implies --pretrained)",
@@ -238,7 +255,7 @@ HELP = {
     "reservoir": "gate vectors kept per class (0: automatic)",
     "topk": "top samples kept per channel",
     "shards": "data shards for jackknife intervals",
-    "seed": "seeds the reservoir, the shards, --per-class, random-init weights and the untrained control",
+    "seed": "seeds the reservoir, the shards, --per-class, random-init weights, the untrained control, paper's channels",
     "onset_min_excess": "detectable onset: eta2 above its null by this",
     "onset_margin": "shape onset: shape_sep above its controls by this",
     "overwrite": "replace an existing run folder",
@@ -249,7 +266,7 @@ HELP = {
     "reduction": "SE reduction ratio r",
     "width": "first-stage width",
     "snapshots": "epochs to keep as snapshots, comma-separated",
-    "groups": "comma-separated: block (each alone), stage, all, or blocks joined by + (SE_4_2+SE_4_3)",
+    "groups": "comma-separated: block (each alone), stage (each), a stage (SE_4_*), all, or blocks joined by + (SE_4_2+SE_4_3)",
     "interventions": "comma-separated subset",
     "resamples": "bootstrap resamples of the images",
     "method": "captum method",
@@ -293,6 +310,7 @@ def _against_run_parser() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per subcommand, in --help order
     from analysis.experiments.attributions import attribute
     from analysis.experiments.interventions import ablate
+    from analysis.experiments.paper import Protocol
     from analysis.jobs import CollectJob
     from analysis.models.train import TrainConfig
 
@@ -342,6 +360,12 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     p = sub.add_parser("show", help="print the per-block table of a run and its onset block")
     p.add_argument("run", type=Path)
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("paper", help="the SE paper's Role-of-Excitation study (Figs. 6-7) as a run folder with its page")
+    _options(p, CollectJob, skip=PAPER_SKIP)
+    add_options(p, Protocol, help=PAPER_HELP)
+    _quiet(p)
+    p.set_defaults(func=cmd_paper)
 
     p = sub.add_parser("ablate", parents=[_against_run_parser()],
                        help="replace the gates of blocks and groups (ones, mean, class-mean, shuffle) "

@@ -6,13 +6,14 @@
 The CLI's `collect` and `demo` are this function; its resolved job goes into meta.json. With
 `control="untrained"` the same architecture with fresh weights from `seed` (analysis.models.controls)
 is collected over the same data with the same settings and stored as the run folder `out/untrained/`.
+`run_paper` is the SE paper's Role-of-Excitation study around one such job (`se-analysis paper`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from analysis.capture.collect import collect, gate_precision
+from analysis.capture.gates import find_gates
 from analysis.capture.distributed import Rank, agree_ranks, join_ranks, merge_ranks, share_model
 from analysis.capture.stats import GateStats, StatsConfig
 from analysis.data.jpeg import make_image_loader
@@ -27,6 +29,8 @@ from analysis.data.selection import PER_CLASS, selection_warnings
 from analysis.data.source import IMAGE_SIZE, DataSource, present_classes
 from analysis.devices import resolve_device
 from analysis.errors import DataError, ModelSpecError
+from analysis.experiments.interventions import ablate
+from analysis.experiments.paper import Protocol, choose, last_stage, paper_table
 from analysis.files import sha256
 from analysis.measures.tables import run_tables
 from analysis.options import Range, check_fields, check_values
@@ -209,3 +213,31 @@ def save_run(
     tables, onset = run_tables(stats, untrained=untrained, min_excess=min_excess, margin=margin)
     meta = {**(meta or {}), "onset": onset, "controls": sorted(inner)}
     return write_run(stats, out, meta, tables, overwrite=overwrite, controls=inner)
+
+
+def run_paper(job: CollectJob, protocol: Protocol) -> Run:
+    """The SE paper's Role-of-Excitation study (analysis.experiments.paper): the protocol checked
+    against the model and data before anything runs; `job` collected over protocol.per_class images
+    of every class (the all-classes curve needs them all); the last stage's gates set to 1 on the same
+    images (`ablate`, table `interventions`); the `paper` table and RUN/paper.html written into the run."""
+    from analysis.presentation.paper_page import write_paper_page  # matplotlib, only for this job
+
+    job = replace(job, classes=None, per_class=protocol.per_class)
+    check_writable(job.out, job.overwrite)
+    model, _, source = open_model_and_data(
+        job.model, job.data, weights=job.weights, random_init=job.random_init, pretrained=job.pretrained,
+        image_size=job.image_size, seed=job.seed, per_class=job.per_class,
+    )
+    gates = find_gates(model, job.gates)
+    choice = choose(protocol, {g.name: g.channels for g in gates}, source)
+    group = last_stage([g.name for g in gates])
+    run = run_collect(job)
+    device = resolve_device(job.device)
+    loader = make_image_loader(source, job.batch_size, device, decode=job.decode, workers=job.workers)
+    table = ablate(model.to(device), loader, run, groups=group, interventions=("ones",),
+                   amp=None if job.amp == "none" else job.amp, seed=job.seed, progress=job.progress,
+                   total=len(source.dataset))
+    run.add_table("interventions", table)
+    run.add_table("paper", paper_table(run, choice, protocol.channels, job.seed))
+    write_paper_page(run)
+    return run

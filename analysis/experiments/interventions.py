@@ -63,29 +63,38 @@ CI_LEVEL = 0.95
 _STAGE_NAME = re.compile(r"^SE_(\d+)_\d+$")
 
 
+def stages(names: list[str]) -> dict[str, list[str]]:
+    """{"SE_{stage}_*": its blocks} in forward order, for the names of the form SE_{stage}_{block}."""
+    found: dict[str, list[str]] = {}
+    for name in names:
+        if m := _STAGE_NAME.match(name):
+            found.setdefault(f"SE_{m[1]}_*", []).append(name)
+    return found
+
+
 def block_groups(gates: list[Gate], spec: str = DEFAULT_GROUPS) -> list[tuple[str, str, list[str]]]:
     """(group name, kind, block names) for a comma-separated `spec` of `block` (each block alone),
-    `stage` (the blocks of each stage together; needs SE_{stage}_{block} names), `all` (every
-    block at once) and explicit sets of blocks joined by `+`. Raises InterventionError."""
+    `stage` (the blocks of each stage together; needs SE_{stage}_{block} names), one stage by name
+    (`SE_5_*`), `all` (every block at once) and explicit sets of blocks joined by `+`. Raises
+    InterventionError."""
     names = [g.name for g in gates]
+    by_stage = stages(names)
     groups: list[tuple[str, str, list[str]]] = []
     for item in (part.strip() for part in spec.split(",")):
         if item == "block":
             groups += [(name, "block", [name]) for name in names]
         elif item == "stage":
-            stages: dict[str, list[str]] = {}
-            for name in names:
-                if m := _STAGE_NAME.match(name):
-                    stages.setdefault(f"SE_{m[1]}_*", []).append(name)
-            groups += [(stage, "stage", blocks) for stage, blocks in stages.items()]
+            groups += [(stage, "stage", blocks) for stage, blocks in by_stage.items()]
+        elif item in by_stage:
+            groups.append((item, "stage", by_stage[item]))
         elif item == "all":
             groups.append(("all", "all", names))
         elif item and all(b in names for b in item.split("+")):
             groups.append((item, "set", item.split("+")))
         else:
             raise InterventionError(
-                f"group {item!r} is neither block, stage, all nor blocks of this model joined by + "
-                f"(e.g. {'+'.join(names[-2:])})."
+                f"group {item!r} is neither block, stage, a stage of this model ({', '.join(by_stage) or 'none'}), "
+                f"all nor blocks of this model joined by + (e.g. {'+'.join(names[-2:])})."
             )
     return groups
 

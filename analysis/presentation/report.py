@@ -6,6 +6,7 @@
     reports/a/report.html            figures embedded as data URIs: opens offline from the one file
     reports/a/figures/*.png, *.svg   the same figures, for papers
     reports/a/report.pdf             with --pdf
+    reports/a/paper.html             the SE paper's study, for a run made by `se-analysis paper`
 
 Each run's folder is written under a temporary name and renamed, so a failed report never leaves
 a half-written one in place of an older one. A report replaces only a report folder (one holding
@@ -14,9 +15,7 @@ nothing but what `write_run_report` writes) and never writes into or over a run 
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,21 +28,15 @@ from tqdm import tqdm
 from analysis.errors import OptionError
 from analysis.files import check_creatable, replacing
 from analysis.measures.schema import ONSETS
-from analysis.presentation import figures, views
+from analysis.presentation import figures, paper_page, views
+from analysis.presentation.html import data_uri, figure, html_page, table, text_list
 from analysis.runs.folder import Run, is_run_folder, load_run
 
-STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }
-table { border-collapse: collapse; font-size: 0.8em; } td, th { padding: 2px 6px; border-bottom: 1px solid #ddd; }
-img { max-width: 100%; } .summary li { margin: 0.2em 0; }
-"""
-
-
-REPORT_FILES = ("report.html", "report.pdf", "figures")  # all that a run's report folder holds
+REPORT_FILES = ("report.html", "report.pdf", "paper.html", "figures")  # all that a run's report folder holds
 
 
 def is_report_folder(path: Path) -> bool:
-    """Whether `path` holds only a report: report.html, report.pdf and figures/ of PNG and SVG files."""
+    """Whether `path` holds only a report: report.html, report.pdf, paper.html and figures/ of PNG and SVG files."""
     names = {p.name for p in path.iterdir()}
     figures = list((path / "figures").iterdir()) if (path / "figures").is_dir() else []
     return ("report.html" in names and names <= set(REPORT_FILES)
@@ -118,21 +111,6 @@ def run_figures(run: Run) -> dict[str, Figure]:
     return found
 
 
-def _data_uri(fig: Figure) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def _page(title: str, body: str) -> str:
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
-
-
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0)
-
-
 def _text_page(pdf: PdfPages, title: str, lines: list[str]) -> None:
     fig = Figure(figsize=(8.27, 11.69))
     fig.text(0.08, 0.95, title, fontsize=14, weight="bold", va="top")
@@ -152,20 +130,23 @@ def write_run_report(run: Run, folder: Path, pdf: bool = False) -> Report:
         for name, fig in figs.items():
             fig.savefig(tmp / "figures" / f"{name}.png", dpi=150)
             fig.savefig(tmp / "figures" / f"{name}.svg")
-            sections.append(f"<h3>{name.replace('_', ' ')}</h3><img alt='{name}' src='{_data_uri(fig)}'>")
+            sections.append(figure(name, fig))
         extra = ""
         if run.has_table("interventions"):
-            extra = f"<h2>Interventions</h2>{_table(run.table('interventions'))}"
+            extra = f"<h2>Interventions</h2>{table(run.table('interventions'))}"
         if run.has_table("attribution_blocks"):
-            extra += f"<h2>Attributions</h2>{_table(run.table('attribution_blocks'))}"
+            extra += f"<h2>Attributions</h2>{table(run.table('attribution_blocks'))}"
+        if run.has_table("paper"):
+            (tmp / paper_page.PAGE).write_text(paper_page.page_html(run))
+            extra += f"<h2>The SE paper's study</h2><p><a href='{paper_page.PAGE}'>Role of Excitation (Figs. 6-7)</a></p>"
         body = (
             f"<h1>SE gate report: {html.escape(run.path.name)}</h1>"
-            f"<ul class='summary'>{''.join(f'<li>{html.escape(line)}</li>' for line in lines)}</ul>"
-            f"{''.join(sections)}<h2>Blocks</h2>{_table(run.blocks[views.present(run, views.BLOCK_COLUMNS)])}{extra}"
+            f"{text_list(lines)}"
+            f"{''.join(sections)}<h2>Blocks</h2>{table(run.blocks[views.present(run, views.BLOCK_COLUMNS)])}{extra}"
             f"<p><small>run folder {html.escape(str(run.path))}; created {html.escape(run.meta.get('created', '?'))}; "
             f"software {html.escape(str(run.meta.get('software', {})))}</small></p>"
         )
-        (tmp / "report.html").write_text(_page(f"SE gate report: {run.path.name}", body))
+        (tmp / "report.html").write_text(html_page(f"SE gate report: {run.path.name}", body))
         if pdf:
             with PdfPages(tmp / "report.pdf") as document:
                 _text_page(document, f"SE gate report: {run.path.name}", lines)
@@ -181,16 +162,17 @@ def write_index(reports: list[Report], out: Path) -> Path:
                          for r in reports])
     rows["saturated"] = rows["saturated"].map(lambda b: ", ".join(b) or "none")
     rows["warnings"] = rows["warnings"].map(len)
-    links = "".join(f"<li><a href='{html.escape(r.folder.name)}/report.html'>{html.escape(r.folder.name)}</a></li>"
-                    for r in reports)
+    links = "".join(f"<li><a href='{html.escape(r.folder.name)}/report.html'>{html.escape(r.folder.name)}</a>"
+                    + (f" (<a href='{html.escape(r.folder.name)}/{paper_page.PAGE}'>the SE paper's study</a>)"
+                       if r.run.has_table("paper") else "") + "</li>" for r in reports)
     curves = {}
     for metric in ("eta2_excess", "probe_acc"):
         fig = figures.compare_curves(views.compare({r.folder.name: r.run for r in reports}), metric)
-        curves[metric] = f"<img alt='{metric}' src='{_data_uri(fig)}'>"
-    body = f"<h1>SE gate reports</h1><ul>{links}</ul><h2>Comparison</h2>{_table(rows)}{''.join(curves.values())}"
+        curves[metric] = f"<img alt='{metric}' src='{data_uri(fig)}'>"
+    body = f"<h1>SE gate reports</h1><ul>{links}</ul><h2>Comparison</h2>{table(rows)}{''.join(curves.values())}"
     index = out / "index.html"
     with replacing(index) as tmp:
-        tmp.write_text(_page("SE gate reports", body))
+        tmp.write_text(html_page("SE gate reports", body))
     return index
 
 

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import RunFolderError
+from analysis.experiments.paper import PAPER_BLOCKS
 from analysis.measures.saturation import SATURATION_RULE, saturated
 from analysis.measures.schema import ONSETS
 from analysis.runs.folder import Run
 
-PAPER_BLOCKS = ("SE_2_3", "SE_3_4", "SE_4_6", "SE_5_1", "SE_5_2", "SE_5_3")  # the SE paper's Fig. 6
 # The block-table columns the reports and the dashboard's tables lead with, controls beside each
 # measure; `present` keeps those a run has (older runs lack the controls).
 BLOCK_COLUMNS = ("block", "channels", "eta2_mean", "eta2_null", "eta2_perm", "perm_p", "eta2_untrained", "eta2_z",

@@ -7,6 +7,7 @@
     runs/x/channels.parquet     one row per gate channel
     runs/x/class_means.parquet  one row per block x class x channel
     runs/x/<extra>.parquet      tables added later by other commands (EXTRA_TABLES), e.g. ablations
+    runs/x/paper.html           the SE paper's study drawn from the run (`se-analysis paper`)
     runs/x/untrained/           a control (CONTROLS): a run folder of its own, `Run.control("untrained")`
 
 The folder is written under a temporary name and renamed into place, so an interrupted run never
@@ -43,7 +44,7 @@ RUN_FORMAT = "se-analysis run"  # meta.json's mark of a folder the toolkit wrote
 # Keys of meta.json that show, report and the dashboard read, as (key, sub-keys).
 META_KEYS = (("onset", ("block", "rule")), ("stats", ("samples", "config", "gates", "class_names")))
 TABLES = ("blocks", "channels", "class_means")
-EXTRA_TABLES = ("interventions", "attributions", "attribution_blocks")
+EXTRA_TABLES = ("interventions", "attributions", "attribution_blocks", "paper")
 
 
 def is_run_folder(path: str | Path) -> bool:

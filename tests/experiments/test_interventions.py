@@ -159,7 +159,8 @@ def test_groups_and_the_removability_rule():
     groups = block_groups(gates, "block,stage,all,SE_4_2+SE_4_3")
     assert [g[0] for g in groups][-6:] == ["SE_4_3", "SE_2_*", "SE_3_*", "SE_4_*", "all", "SE_4_2+SE_4_3"]
     assert groups[-1] == ("SE_4_2+SE_4_3", "set", ["SE_4_2", "SE_4_3"])
-    for bad in ("stages", "SE_9_1", ""):
+    assert block_groups(gates, "SE_3_*") == [("SE_3_*", "stage", ["SE_3_1", "SE_3_2", "SE_3_3"])]
+    for bad in ("stages", "SE_9_1", "SE_5_*", ""):
         with pytest.raises(InterventionError):
             block_groups(gates, bad)
     blocks = pd.DataFrame({"block": ["a", "b", "c"], "sat_high": [0.6, 0.0, 0.0], "eta2_excess": [0.5, 0.05, 0.5]})

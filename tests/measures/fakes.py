@@ -162,3 +162,18 @@ def depth_model() -> FakeStats:
         "SE_3_2": planted(y, 10, 32, 3.0, rng),
     }
     return FakeStats(blocks, y, num_classes=10, reservoir=30)
+
+
+def sklearn_fold_correct(x: np.ndarray, y: np.ndarray, fold: np.ndarray) -> int:
+    """Test predictions scikit-learn's L2 logistic regression gets right over the folds `fold`
+    (standardised on each training part, as the probe does): the probe's independent reference."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    correct = 0
+    for f in np.unique(fold):
+        tr, te = fold != f, fold == f
+        scale = StandardScaler().fit(x[tr].astype(np.float64))
+        model = LogisticRegression(C=1.0, tol=1e-8, max_iter=10000).fit(scale.transform(x[tr]), y[tr])
+        correct += int((model.predict(scale.transform(x[te])) == y[te]).sum())
+    return correct

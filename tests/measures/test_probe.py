@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from fakes import balanced_labels, planted
+from fakes import balanced_labels, planted, sklearn_fold_correct
 
 from analysis.measures.probe import fit_logistic, ncm_probe, probe, stratified_folds
 
@@ -45,21 +45,12 @@ def test_probe_chance_is_the_majority_rate_even_when_folds_split_classes():
 
 
 def test_logistic_probe_matches_scikit_learn_on_the_same_folds() -> None:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     rng = np.random.default_rng(14)
     y = balanced_labels(600, 6, rng)
     # correlated channels within a class: the case where logistic regression beats class means
     x = (planted(y, 6, 12, 0.4, rng) + 0.3 * rng.normal(size=(600, 1))).astype(np.float32)
     ours = probe(x, y, folds=5, seed=3)
-    fold = stratified_folds(y, 5, 3)
-    correct = 0
-    for f in range(5):
-        tr, te = fold != f, fold == f
-        scale = StandardScaler().fit(x[tr].astype(np.float64))
-        model = LogisticRegression(C=1.0, tol=1e-8, max_iter=10000).fit(scale.transform(x[tr]), y[tr])
-        correct += int((model.predict(scale.transform(x[te])) == y[te]).sum())
+    correct = sklearn_fold_correct(x, y, stratified_folds(y, 5, 3))
     # tolerance: up to 3 of 600 test predictions may flip on near-ties of two optima agreeing to ~1e-4
     assert ours.accuracy == pytest.approx(correct / 600, abs=3 / 600)
     assert ours.per_class == 100.0 and ours.accuracy > ncm_probe(x, y, folds=5, seed=3).accuracy - 0.02

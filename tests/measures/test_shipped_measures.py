@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fakes import sklearn_fold_correct
 from scipy import stats as sps
 
 from analysis.capture.keys import pseudo_labels
@@ -102,20 +103,11 @@ def test_probe_matches_scikit_learn_on_the_same_folds(shipped: Shipped) -> None:
     """Our probe against scikit-learn's LogisticRegression on the same folds of the reservoir's
     vectors (every one of the 2000); tolerance, stated before the run: 1% of the test predictions
     (near-ties between two optima that agree to the solvers' tolerance)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     for block in ("SE_3_2", "SE_4_2"):
         values, labels, _ = shipped.stats.reservoir(block)
         x, y = values.numpy(), labels.numpy()
         ours = probe(x, y, folds=5, seed=0)
-        fold = stratified_folds(y, 5, 0)
-        correct = 0
-        for f in range(5):
-            tr, te = fold != f, fold == f
-            scale = StandardScaler().fit(x[tr].astype(np.float64))
-            ref = LogisticRegression(C=1.0, tol=1e-8, max_iter=10000).fit(scale.transform(x[tr]), y[tr])
-            correct += int((ref.predict(scale.transform(x[te])) == y[te]).sum())
+        correct = sklearn_fold_correct(x, y, stratified_folds(y, 5, 0))
         assert ours.accuracy == pytest.approx(correct / IMAGES, abs=0.01), block
 
 

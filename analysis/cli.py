@@ -26,47 +26,27 @@ if TYPE_CHECKING:
 
 RUN_TIME = ("progress", "total")  # keyword parameters the command sets itself, not options
 PORT = Range(1, 65535)
-SHOW_COLUMNS = {  # block-table column: its short heading in `show`; controls beside their measure
-    "block": "block",
-    "channels": "C",
-    "eta2_mean": "eta2",
-    "eta2_null": "null",
-    "eta2_perm": "perm",
-    "eta2_untrained": "untr",
-    "eta2_z": "z",
-    "eta2_ci_low": "ci_low",
-    "eta2_ci_high": "ci_high",
-    "shape_sep": "shape",
-    "shape_sep_untrained": "shape_untr",
-    "class_mod": "mod",
-    "frac_significant": "sig",
-    "mi_bits_mean": "MI_bits",
-    "probe_acc": "probe",
-    "probe_perm": "probe_perm",
-    "probe_untrained": "probe_untr",
-    "probe_z": "probe_z",
-    "probe_chance": "chance",
-    "sat_high": ">=0.9",
-    "sat_low": "<=0.1",
-}
+TERMINAL = 120  # columns the printed block table and lines fit
 
 
 def format_blocks(run: Run) -> str:
-    """The per-block table (the columns of SHOW_COLUMNS this run has) and both onsets, each with its
-    rule and what it means, as printed by `show`, `collect` and `demo`."""
-    from analysis.presentation import views
+    """What `show`, `collect` and `demo` print: what was measured, the headline table (each measure
+    beside its controls), the chance levels, one line per onset in words, the run's warnings."""
+    import textwrap
 
-    blocks = run.blocks[views.present(run, tuple(SHOW_COLUMNS))].rename(columns=SHOW_COLUMNS)
+    from analysis.presentation import views
+    from analysis.presentation.answer import onset_lines
+    from analysis.presentation.numbers import text_table
+
     s = views.summary(run)
-    head = (
-        f"run {run.path}: model {s['model']}, data {s['data']}, {s['samples']} samples, {s['classes']} classes, "
-        f"{len(blocks)} SE blocks"
-    )
-    with pd.option_context("display.width", 250, "display.max_rows", 500, "display.max_columns", 50):
-        table = blocks.to_string(index=False, float_format=lambda v: f"{v:.3f}")
-    onsets = [f"{o['label']}: {o['block'] or 'none'}, {o['meaning']}  [rule: {o['rule']}]" for o in views.onsets(run)]
-    warnings = [f"warning: {w}" for w in run.meta.get("warnings", [])]
-    return "\n".join([head, table, *onsets, *warnings])
+    head = (f"run {views.shown_path(run.path)}: model {s['model']}, data {s['data']}, {s['samples']:,} samples, "
+            f"{s['classes']} classes, {s['blocks']} SE blocks")
+    chance = (f"chance: eta2 {s['eta2_null']:.3g} without a class effect, probe accuracy {s['probe_chance']:.3g}. "
+              "Columns: README 'Table columns'; all of them: se-analysis report.")
+    lines = [*onset_lines(run), *(f"warning: {w}" for w in s["warnings"])]
+    wrapped = [textwrap.fill(line, TERMINAL, subsequent_indent="  ", break_on_hyphens=False)
+               for line in [head, chance, *lines]]
+    return "\n".join([wrapped[0], text_table(views.headline(run)), *wrapped[1:]])
 
 
 def cmd_collect(args: argparse.Namespace) -> int:

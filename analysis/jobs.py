@@ -220,6 +220,7 @@ def run_paper(job: CollectJob, protocol: Protocol) -> Run:
     against the model and data before anything runs; `job` collected over protocol.per_class images
     of every class (the all-classes curve needs them all); the last stage's gates set to 1 on the same
     images (`ablate`, table `interventions`); the `paper` table and RUN/paper.html written into the run."""
+    from analysis.presentation import views
     from analysis.presentation.paper_page import write_paper_page  # matplotlib, only for this job
 
     job = replace(job, classes=None, per_class=protocol.per_class)
@@ -238,6 +239,8 @@ def run_paper(job: CollectJob, protocol: Protocol) -> Run:
                    amp=None if job.amp == "none" else job.amp, seed=job.seed, progress=job.progress,
                    total=len(source.dataset))
     run.add_table("interventions", table)
+    if protocol.blocks is None:  # the defaults with the run's onsets, known now (the rule of every profile figure)
+        choice = replace(choice, blocks=tuple(views.default_blocks(run)))
     run.add_table("paper", paper_table(run, choice, protocol.channels, job.seed))
     write_paper_page(run)
     return run

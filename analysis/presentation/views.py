@@ -7,11 +7,14 @@ of an ImageNet-scale run stays fast.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from analysis.errors import RunFolderError
-from analysis.experiments.paper import PAPER_BLOCKS
+from analysis.experiments.paper import default_blocks as _default_blocks
+from analysis.experiments.paper import spread_out  # noqa: F401 - the pages pick classes with it too
 from analysis.measures.saturation import SATURATION_RULE, saturated
 from analysis.measures.schema import ONSETS
 from analysis.runs.folder import Run
@@ -23,6 +26,19 @@ BLOCK_COLUMNS = ("block", "channels", "eta2_mean", "eta2_null", "eta2_perm", "pe
                  "shape_sep_untrained", "frac_significant", "selectivity_median", "mi_bits_mean", "class_corr_mean",
                  "probe_acc", "probe_perm", "probe_selectivity", "probe_untrained", "probe_z", "probe_ncm",
                  "probe_chance", "probe_per_class", "sat_high", "sat_low", "gate_mean", "gate_std")
+# The headline: the few columns that answer where gating becomes class-specific, each measure beside
+# its controls (a 120-column terminal holds them); the chance levels, the same in every block, go below it.
+HEADLINE_COLUMNS = ("block", "eta2_mean", "eta2_untrained", "shape_sep", "shape_sep_perm_max", "shape_sep_untrained",
+                    "probe_acc", "probe_untrained", "sat_high")
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as pages and the terminal show it: relative to the working directory where it lies
+    inside it (a model spec such as timm:seresnet50 is no absolute path and stays as it is)."""
+    path = Path(path)
+    if path.is_absolute() and path.resolve().is_relative_to(Path.cwd().resolve()):
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    return str(path)
 
 
 def class_names(run: Run) -> list[str]:
@@ -49,18 +65,20 @@ def present_means(run: Run, mean: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return mean[present], [names[k] for k in present]
 
 
-def spread_out(items: list, n: int) -> list:
-    """n items evenly spaced over the list (all of them if there are at most n)."""
-    if len(items) <= n:
-        return list(items)
-    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+def onset_blocks(run: Run) -> list[str]:
+    """The blocks where the run's onsets lie (those found)."""
+    return [o["block"] for o in onsets(run) if o["block"] is not None]
 
 
-def default_blocks(run: Run, n: int = 6) -> list[str]:
-    """The paper's blocks where the run has them, else n blocks spread over the depth."""
-    names = block_names(run)
-    paper = [b for b in PAPER_BLOCKS if b in names]
-    return paper if len(paper) >= 3 else spread_out(names, n)
+def default_blocks(run: Run) -> list[str]:
+    """The blocks the profile figures draw by default: experiments.paper.default_blocks's rule (the
+    SE paper's choice of blocks) with the run's onset blocks, in depth order."""
+    return _default_blocks(block_names(run), include=onset_blocks(run))
+
+
+def headline(run: Run) -> pd.DataFrame:
+    """The blocks table in HEADLINE_COLUMNS, those the run has."""
+    return run.blocks[present(run, HEADLINE_COLUMNS)]
 
 
 def check_block(run: Run, block: str) -> None:
@@ -265,7 +283,7 @@ def summary(run: Run) -> dict:
     found = {o["key"]: o for o in onsets(run)}
     best = b["probe_acc"].idxmax() if b["probe_acc"].notna().any() else None
     return {
-        "model": str(meta.get("model", "?")),
+        "model": shown_path(meta.get("model", "?")),
         "data": str(meta.get("data", {}).get("spec", "?")),
         "samples": int(meta["stats"]["samples"]),
         "classes": len(present_classes(run)),

@@ -1,0 +1,69 @@
+"""The run's answer in words: one plain line per onset with the numbers that make it certain, and
+the rules in full for whoever wants them. The terminal, the reports, the PDF and the dashboard's
+overview print these lines, so the answer reads the same everywhere.
+
+    for line in onset_lines(run): print(line)
+    for label, rule in onset_rules(run): ...     # an expander, a "rules" section
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from analysis.presentation import views
+from analysis.runs.folder import Run
+
+
+def _number(value: float) -> str:
+    """A measure in a sentence: 3 significant digits, NaN as 'not measured'."""
+    return "not measured" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:#.3g}"
+
+
+def _interval(row: pd.Series, column: str) -> str:
+    low, high = row.get(f"{column}_ci_low", math.nan), row.get(f"{column}_ci_high", math.nan)
+    return "" if math.isnan(low) or math.isnan(high) else f" (95% interval {_number(low)}-{_number(high)})"
+
+
+def _shape(block: str | None, blocks: pd.DataFrame) -> str:
+    if block is None:
+        return ("none: in no block from which on to the last the class curves differ beyond a per-class shift and "
+                "scale above their controls.")
+    row = blocks.loc[block]
+    controls = [f"{_number(row['shape_sep_perm_max'])} with shuffled labels"]
+    if not math.isnan(row.get("shape_sep_untrained", math.nan)):
+        controls.insert(0, f"{_number(row['shape_sep_untrained'])} untrained")
+    unchecked = "" if len(controls) == 2 else " Not checked against an untrained network (--control untrained)."
+    return (f"{block}. From this block on, the class curves differ beyond a per-class shift and scale of the "
+            f"all-class curve: shape_sep {_number(row['shape_sep'])}{_interval(row, 'shape_sep')} against "
+            f"{' and '.join(controls)}, and above them in every later block.{unchecked}")
+
+
+def _detectable(block: str | None, blocks: pd.DataFrame) -> str:
+    if block is None:
+        return "none: no block's gates carry class information clearly above chance."
+    row = blocks.loc[block]
+    return (f"{block}. The first block whose gates carry class information clearly above chance: eta2 "
+            f"{_number(row['eta2_mean'])}{_interval(row, 'eta2')} against {_number(row['eta2_null'])} by chance; "
+            f"{row['frac_significant']:.0%} of its channels significant.")
+
+
+_LINES = {"block": _shape, "detectable": _detectable}
+
+
+def onset_lines(run: Run) -> list[str]:
+    """One line per onset of the run, in plain words, with its numbers against its controls."""
+    blocks = run.blocks.set_index("block")
+    lines = []
+    for onset in views.onsets(run):
+        if onset["rule"].startswith("not measured"):
+            lines.append(f"{onset['label']}: {onset['rule']}.")
+        else:
+            lines.append(f"{onset['label']}: {_LINES[onset['key']](onset['block'], blocks)}")
+    return lines
+
+
+def onset_rules(run: Run) -> list[tuple[str, str]]:
+    """(label, the rule in full as meta.json records it, with what the onset means) per onset."""
+    return [(o["label"], f"{o['meaning']}. Rule: {o['rule']}.") for o in views.onsets(run)]

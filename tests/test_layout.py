@@ -155,6 +155,18 @@ def test_the_cycle_check_catches_a_planted_cycle():
     assert cycles(graph) == [{"analysis.a", "analysis.b", "analysis.c"}]
 
 
+def test_tests_import_no_test_module():
+    """Shared test code lives in analysis.testing: a test never imports conftest or another test file."""
+    files = sorted((ROOT / "tests").rglob("*.py"))
+    local = {p.stem for p in files}
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            wrong = [n for n in names if n.split(".")[0] in local]
+            assert not wrong, f"{path.relative_to(ROOT)}:{node.lineno} imports {wrong}; use analysis.testing"
+
+
 def _reason(lines: list[str], start: int) -> str:
     """The `# long:` reason written on or beside line `start` (0-based), or ''."""
     for line in lines[max(0, start - 2):start + 3]:

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from analysis.data.source import limited_indices
-from conftest import cli_error
 from analysis.capture.collect import collect
 from analysis.capture.stats import StatsConfig
 from analysis.cli import main
@@ -21,6 +20,7 @@ from analysis.models.checkpoint import load_checkpoint
 from analysis.models.controls import BN_BATCH, BN_SAMPLES, recompute_batchnorm, untrained
 from analysis.models.spec import build_from_spec
 from analysis.runs.folder import load_run
+from analysis.testing.runs import cli_error
 
 timm = pytest.importorskip("timm")
 

@@ -5,6 +5,7 @@
 - `planted`: `planted_stats`, GateStats with planted class structure at any scale, without a model.
 - `fakes`: `FakeStats`, GateStats' reading interface over raw gate values, and the fake data sets of the
   measures' tests; `sklearn_fold_correct`, the probe's independent reference.
+- `brute`: brute-force moments and histograms; `data`: `write_idx`, Fashion-MNIST's IDX files.
 - `runs`: the CLI's one-line error (`cli_error`) and small run folders made by the CLI.
 
 Shipped with the package so that tests and `bench/` import them like any module; nothing in the

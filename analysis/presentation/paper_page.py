@@ -20,7 +20,7 @@ from analysis.measures.saturation import GATE_HIGH, GATE_LOW, SATURATION_RULE, s
 from analysis.measures.schema import doc
 from analysis.presentation import views
 from analysis.presentation.captions import caption
-from analysis.presentation.figures import Scale, class_profiles
+from analysis.presentation.profile_figure import Scale, class_profiles
 from analysis.presentation.html import figure, html_page, png, table, text_list
 from analysis.presentation.numbers import text_table
 from analysis.presentation.style import class_styles

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.capture.planted import planted_stats, resnet_gates
 from analysis.capture.stats import StatsConfig
 from analysis.cli import TERMINAL, format_blocks
 from analysis.experiments.paper import NUMBER_COLUMNS
@@ -21,7 +20,8 @@ from analysis.presentation import views
 from analysis.presentation.answer import onset_lines, onset_rules
 from analysis.presentation.numbers import MISSING, decimals, formatted
 from analysis.runs.folder import load_run
-from conftest import with_new_columns
+from analysis.testing.planted import planted_stats, resnet_gates
+from analysis.testing.runs import with_new_columns
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 sys.path.insert(0, str(README.parent / "scripts"))

@@ -32,6 +32,7 @@ from analysis.errors import DataError, ModelSpecError
 from analysis.experiments.interventions import ablate
 from analysis.experiments.paper import Protocol, choose, last_stage, paper_table
 from analysis.files import sha256
+from analysis.measures.onset import ONSET_MIN_EXCESS
 from analysis.measures.tables import run_tables
 from analysis.options import Range, check_fields, check_values
 from analysis.models.checkpoint import checkpoint_paths
@@ -67,7 +68,7 @@ class CollectJob:
     topk: int = StatsConfig.topk
     shards: int = StatsConfig.shards
     seed: int = StatsConfig.seed
-    onset_min_excess: float | None = None  # the detectable onset's effect size, see analysis.measures.onset
+    onset_min_excess: float = ONSET_MIN_EXCESS  # the detectable onset's effect size, see analysis.measures.onset
     onset_margin: float = 0.0  # the shape onset's margin over its controls, see analysis.measures.onset
     overwrite: bool = False
     progress: bool = True

@@ -265,3 +265,17 @@ def test_torchrun_without_distributed_runs_distributed(tmp_path):
     assert done.stdout.count("onset (shape):") == 1  # one writer, not one per process
     run = load_run(tmp_path / "run", verify=True)
     assert run.meta["processes"] == 2 and run.meta["stats"]["samples"] == 96
+
+
+def test_subcommands_describe_themselves_and_show_their_real_defaults(capsys):
+    from analysis.measures.onset import ONSET_MIN_EXCESS
+
+    for command in ("paper", "collect", "ablate", "show"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        usage, description, *_ = capsys.readouterr().out.split("\n\n")
+        assert usage.startswith(f"usage: se-analysis {command}") and description[:1].isupper(), command
+    with pytest.raises(SystemExit):
+        main(["collect", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"detectable onset: eta2 above its null by this (default: {ONSET_MIN_EXCESS})" in text

@@ -209,9 +209,9 @@ def top_samples(run: Run, block: str, channel: int) -> pd.DataFrame:
 def class_drivers(
     run: Run, means: dict[str, tuple[np.ndarray, np.ndarray]], klass: int, top: int = 10
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Where one class drives the gates: per block, the share of channels preferring it (chance 1/K'
-    over the K' classes with samples),
-    and its `top` channels over all blocks by how far its class mean lies above the other classes'.
+    """Where one class drives the gates (schema tables class_blocks and class_channels): per block, the
+    share of channels preferring it (chance 1/K' over the K' classes with samples), and the `top`
+    channels over all blocks that prefer it, by how far its class mean lies above the other classes'.
     `means` is class_mean_arrays(run).
     """
     k = len(present_classes(run))
@@ -221,19 +221,20 @@ def class_drivers(
         .groupby("block", sort=False, observed=True)
         .agg(depth=("depth", "first"), channels=("channel", "size"), preferring=("prefers", "sum"))
         .reset_index()
+        .astype({"block": str, "preferring": "int64"})
     )
     per_block["share"] = per_block["preferring"] / per_block["channels"]
     per_block["chance"] = 1 / k
     lifts = []
     for block, (mean, _) in means.items():
         others = np.nanmean(np.delete(mean, klass, axis=0), axis=0)
-        lifts.append(pd.DataFrame({"block": block, "channel": np.arange(mean.shape[1]), "mean": mean[klass], "others": others}))
+        lifts.append(pd.DataFrame({"block": block, "channel": np.arange(mean.shape[1]), "class_mean": mean[klass],
+                                   "others_mean": others}))
     lift = pd.concat(lifts, ignore_index=True)
-    lift["lift"] = lift["mean"] - lift["others"]
-    lift = lift.nlargest(top, "lift").merge(
-        ch[["block", "channel", "eta2", "selectivity", "preferred_class_name"]].astype({"block": str}), on=["block", "channel"]
-    )
-    return per_block, lift.sort_values("lift", ascending=False).reset_index(drop=True)
+    lift["lift"] = lift["class_mean"] - lift["others_mean"]
+    own = ch.loc[ch["preferred_class"] == klass, ["block", "channel", "eta2", "selectivity"]].astype({"block": str})
+    lift = lift.merge(own, on=["block", "channel"]).nlargest(top, "lift")
+    return per_block, lift.reset_index(drop=True)
 
 
 def compare(runs: dict[str, Run]) -> pd.DataFrame:

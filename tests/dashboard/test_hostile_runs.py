@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.capture.planted import planted_stats, resnet_gates
+from analysis.testing.planted import planted_stats, resnet_gates
 from analysis.capture.stats import StatsConfig
 from analysis.jobs import save_run
 

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from fakes import balanced_labels, planted, sklearn_fold_correct
+from analysis.testing.fakes import balanced_labels, planted, sklearn_fold_correct
 from scipy import stats as sps
 
 from analysis.experiments.interventions import unchanged_bound

@@ -10,7 +10,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
-from analysis.capture.planted import planted_stats, resnet_gates
+from analysis.testing.planted import planted_stats, resnet_gates
 from analysis.capture.stats import StatsConfig
 from analysis.jobs import save_run
 from analysis.presentation import figures, report, views

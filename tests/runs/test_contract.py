@@ -11,9 +11,9 @@ import shutil
 import sys
 
 import pytest
-from conftest import cli_error
+from analysis.testing.runs import cli_error
 
-from analysis.capture.planted import planted_stats, resnet_gates
+from analysis.testing.planted import planted_stats, resnet_gates
 from analysis.capture.stats import StatsConfig
 from analysis.cli import main
 from analysis.errors import RunFolderError

@@ -179,35 +179,38 @@ class Watched:
         return any(os.path.realpath(p) == os.path.realpath(path) for p in self.seen)
 
 
+@pytest.fixture
+def outside(run_copy):
+    """A file beside the run folder, outside it."""
+    (run_copy.parent / "OUTSIDE").write_bytes(b"secret" * 1000)
+    return run_copy.parent / "OUTSIDE"
+
+
+def refused_unread(run, outside, monkeypatch, name: str, says: str) -> None:
+    """With meta.json recording `name` with the size and sha256 of `outside`, load_run (verify) says
+    `says`, and neither stats nor opens `outside`."""
+    record = {"size": outside.stat().st_size, "sha256": hashlib.sha256(outside.read_bytes()).hexdigest()}
+    rewrite(run, lambda meta: meta["files"].update({name: record}))
+    watched = Watched(monkeypatch)
+    try:
+        with pytest.raises(RunFolderError, match=says):
+            load_run(run, verify=True)
+    finally:
+        watched.on = False
+    assert not watched.touched(outside)
+
+
 @pytest.mark.parametrize("name", ["OUTSIDE", "../OUTSIDE", "./../OUTSIDE", "sub/../../OUTSIDE", "..\\OUTSIDE", ""])
-def test_files_outside_the_run_are_refused_before_any_read(run_copy, monkeypatch, name):
-    outside = run_copy.parent / "OUTSIDE"
-    outside.write_bytes(b"secret" * 1000)
-    record = {"size": outside.stat().st_size, "sha256": hashlib.sha256(outside.read_bytes()).hexdigest()}
-    name = name.replace("OUTSIDE", str(outside)) if name == "OUTSIDE" else name
-    rewrite(run_copy, lambda meta: meta["files"].update({name: record}))
-    watched = Watched(monkeypatch)
-    try:
-        with pytest.raises(RunFolderError, match=r"meta.json is damaged: its 'files' names .*, not a file inside the run folder"):
-            load_run(run_copy, verify=True)
-    finally:
-        watched.on = False
-    assert not watched.touched(outside)
+def test_files_outside_the_run_are_refused_before_any_read(run_copy, outside, monkeypatch, name):
+    name = str(outside) if name == "OUTSIDE" else name
+    refused_unread(run_copy, outside, monkeypatch, name,
+                   r"meta.json is damaged: its 'files' names .*, not a file inside the run folder")
 
 
-def test_a_link_out_of_the_run_is_refused_before_any_read(run_copy, monkeypatch):
-    outside = run_copy.parent / "OUTSIDE"
-    outside.write_bytes(b"secret" * 1000)
+def test_a_link_out_of_the_run_is_refused_before_any_read(run_copy, outside, monkeypatch):
     (run_copy / "inside.bin").symlink_to(outside)
-    record = {"size": outside.stat().st_size, "sha256": hashlib.sha256(outside.read_bytes()).hexdigest()}
-    rewrite(run_copy, lambda meta: meta["files"].update({"inside.bin": record}))
-    watched = Watched(monkeypatch)
-    try:
-        with pytest.raises(RunFolderError, match=r"inside.bin is a link out of its run folder; nothing is read through it"):
-            load_run(run_copy, verify=True)
-    finally:
-        watched.on = False
-    assert not watched.touched(outside)
+    refused_unread(run_copy, outside, monkeypatch, "inside.bin",
+                   r"inside.bin is a link out of its run folder; nothing is read through it")
     (run_copy / "meta.json").rename(run_copy / "real.json")
     (run_copy / "meta.json").symlink_to(run_copy.parent / "elsewhere.json")
     shutil.copy(run_copy / "real.json", run_copy.parent / "elsewhere.json")

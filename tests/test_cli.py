@@ -113,7 +113,11 @@ def test_truncated_and_mismatched_weights(tmp_path, capsys):
     torch.save(model.state_dict(), tmp_path / "ok.pth")
     data = (tmp_path / "ok.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
-    assert "not a readable weights file" in cli_error(capsys, collect_args(tmp_path / "r", "--weights", str(tmp_path / "cut.pth")))
+    assert "not a readable weights file: it is empty or cut short (an interrupted download?)." in cli_error(
+        capsys, collect_args(tmp_path / "r", "--weights", str(tmp_path / "cut.pth")))
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    assert "not a readable weights file: it is empty or cut short" in cli_error(
+        capsys, collect_args(tmp_path / "r", "--weights", str(tmp_path / "empty.safetensors")))
     torch.save(build_model("se_resnet56", in_channels=1, num_classes=4).state_dict(), tmp_path / "other.pth")
     assert "do not fit" in cli_error(capsys, collect_args(tmp_path / "r", "--weights", str(tmp_path / "other.pth")))
 

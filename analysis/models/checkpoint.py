@@ -32,7 +32,8 @@ def load_failure(error: BaseException) -> str:
     file holds (never its advice to load it with weights_only=False, which would run that code); an
     empty or cut file (an interrupted download) says so."""
     text = str(error)
-    if isinstance(error, EOFError) or "Ran out of input" in text:
+    cut = ("Ran out of input", "header too small", "not fully covered", "failed finding central directory")
+    if isinstance(error, EOFError) or any(sign in text for sign in cut):
         return "it is empty or cut short (an interrupted download?)"
     if "Weights only load failed" in text:
         found = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", text)

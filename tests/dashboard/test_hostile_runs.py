@@ -16,6 +16,7 @@ from analysis.jobs import save_run
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 DOLLAR = r"price_$\frac{$"
+WARNING = "2 of 4 classes have fewer than 5 images (class 0 1, class 1 3): their numbers are unreliable"
 HOSTILE = {  # run folder: (what its meta.json becomes, what its pages say)
     "deep": (lambda meta: "[" * 100_000 + "]" * 100_000, "nests deeper than a run's meta.json may"),
     "typed": (lambda meta: json.dumps({**meta, "files": {"blocks.parquet": 5}}),
@@ -39,6 +40,7 @@ def runs_dir(tmp_path_factory):
     for name, (rewrite, _) in HOSTILE.items():
         shutil.copytree(root / "good", root / name)
         (root / name / "meta.json").write_text(rewrite(json.loads((root / "good" / "meta.json").read_text())))
+    save_run(stats, root / "warned", {"model": "synthetic", "warnings": [WARNING]})
     stats.class_names = [DOLLAR, r"$x^2$", "plain", "a$b"]
     save_run(stats, root / DOLLAR, {"model": f"model {DOLLAR}", "data": {"spec": "synthetic:classes=4"}})
     return root
@@ -78,3 +80,11 @@ def test_dollar_names_render_on_every_page_with_figures(runs_dir, monkeypatch, p
     at = app_test(runs_dir, monkeypatch, DOLLAR, page)
     assert not at.exception and not at.error, at.exception or [e.value for e in at.error]
     assert len(at.image) >= 1
+
+
+@pytest.mark.parametrize("page", ["screens/overview.py", "screens/blocks.py", "screens/channels.py", "screens/classes.py",
+                                  "screens/compare.py", "screens/interventions.py"])
+def test_the_runs_warnings_are_on_every_page(runs_dir, monkeypatch, page):
+    at = app_test(runs_dir, monkeypatch, "warned", page)
+    assert not at.exception, at.exception
+    assert [plain(w.value) for w in at.warning if "This run warns" in w.value] == [f"This run warns: {WARNING}"]

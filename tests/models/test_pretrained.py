@@ -121,7 +121,7 @@ def test_a_cached_torchvision_file_that_would_run_code_is_refused(caches, tmp_pa
         build_from_spec("torchvision:mobilenet_v3_small.IMAGENET1K_V1")
     assert str(error.value) == (f"the pretrained weights of torchvision:mobilenet_v3_small.IMAGENET1K_V1 in the torch hub "
                                 f"cache {caches[1]} do not load: it holds code or objects other than tensors "
-                                "(builtins.open), which se-analysis never runs; delete the cached file to fetch it again.")
+                                "(io.open), which se-analysis never runs; delete the cached file to fetch it again.")
     assert "weights_only" not in str(error.value)
     assert not (tmp_path / "code_ran").exists()
 

@@ -173,6 +173,7 @@ def _against_run(args: argparse.Namespace, function: Callable) -> tuple:
     options are checked first."""
     from analysis.devices import resolve_device
     from analysis.data.jpeg import make_image_loader
+    from analysis.files import check_creatable
     from analysis.jobs import CollectJob
     from analysis.runs.matching import open_for_run
 
@@ -186,6 +187,7 @@ def _against_run(args: argparse.Namespace, function: Callable) -> tuple:
         path, args.model, args.data, weights=args.weights, random_init=args.random_init, pretrained=args.pretrained,
         image_size=args.image_size, classes=args.classes, per_class=args.per_class,
     )
+    check_creatable(run.path, "the run folder")  # where the new table goes, before the pass that makes it
     loader = make_image_loader(source, args.batch_size, device, workers=args.workers, limit=args.limit)
     return run, model.to(device), loader, min(len(source.dataset), args.limit or len(source.dataset))
 

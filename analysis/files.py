@@ -80,24 +80,26 @@ def recover(final: str | Path) -> None:
 
 
 def check_creatable(path: str | Path, what: str = "--out") -> Path:
-    """OptionError, before any work, if `path` cannot be created as a folder: a file stands in
-    its way, or its nearest existing parent cannot be written."""
+    """OptionError, before any work, if `path` cannot be created as a folder (or, if it is one,
+    written into): a file stands in its way, or its nearest existing parent (itself, if it exists)
+    cannot be written."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OptionError(f"{what} {path} is a file, not a folder.")
+    failure = f"{what} {path} cannot be {'written' if path.is_dir() else 'created'}"
     parent = path.absolute()
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise OptionError(f"{what} {path} cannot be created: {parent} is a file.")
+        raise OptionError(f"{failure}: {parent} is a file.")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise OptionError(f"{what} {path} cannot be created: {parent} is not writable.")
+        raise OptionError(f"{failure}: {parent} is not writable.")
     try:  # what a write does there: make a folder, rename it (os.access says yes to root on /proc, say)
         probe = Path(tempfile.mkdtemp(prefix=f".{path.name}.probe-", dir=parent))
         probe.rename(probe.with_name(f"{probe.name}-renamed"))
         probe.with_name(f"{probe.name}-renamed").rmdir()
     except OSError as e:
-        raise OptionError(f"{what} {path} cannot be created: a folder cannot be made and renamed in {parent} "
+        raise OptionError(f"{failure}: a folder cannot be made and renamed in {parent} "
                           f"({e.strerror or type(e).__name__}).") from None
     return path
 

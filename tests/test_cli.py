@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -343,3 +345,22 @@ def test_ablate_refuses_a_stats_file_swapped_for_one_of_the_same_size(small_run,
     shutil.copy(inputs, stats)
     err = cli_error(capsys, ["ablate", str(run), "--groups", "all", "--quiet"])
     assert err.endswith(f"{stats} is damaged: its sha256 differs from the one meta.json recorded.")
+
+
+def test_ablate_into_a_run_folder_that_cannot_be_written_stops_before_the_pass(small_run, tmp_path, capsys, monkeypatch):
+    """A read-only run folder (simulated: root may write anywhere) is refused before the pass whose table
+    would go into it."""
+    import analysis.files
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    access = os.access
+    monkeypatch.setattr(analysis.files.os, "access", lambda path, mode: access(path, mode) and Path(path) != run)
+    import analysis.experiments.interventions as interventions
+
+    @functools.wraps(interventions.ablate)  # its options stay the parser's
+    def never(*args, **kwargs):
+        pytest.fail("the pass ran")
+    monkeypatch.setattr(interventions, "ablate", never)
+    err = cli_error(capsys, ["ablate", str(run), "--groups", "all", "--quiet"])
+    assert err.endswith(f"the run folder {run} cannot be written: {run} is not writable.")

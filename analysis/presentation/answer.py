@@ -14,6 +14,7 @@ import pandas as pd
 
 from analysis.presentation import views
 from analysis.runs.folder import Run
+from analysis.runs.meta import SHAPE_NOT_MEASURED
 
 
 def _number(value: float) -> str:
@@ -57,7 +58,7 @@ def onset_lines(run: Run) -> list[str]:
     blocks = run.blocks.set_index("block")
     lines = []
     for onset in views.onsets(run):
-        if onset["rule"].startswith("not measured"):
+        if onset["rule"] == SHAPE_NOT_MEASURED:
             lines.append(f"{onset['label']}: {onset['rule']}.")
         else:
             lines.append(f"{onset['label']}: {_LINES[onset['key']](onset['block'], blocks)}")

@@ -67,7 +67,8 @@ class Document:
         step = size * LINE / 72
         for line in lines:
             page = self._room(step)
-            page.text(MARGIN / A4[0], 1 - (self._y + step * 0.8) / A4[1], line, fontsize=size, va="baseline", **style)
+            page.text(MARGIN / A4[0], 1 - (self._y + step * 0.8) / A4[1], line, fontsize=size, va="baseline",
+                      parse_math=False, **style)  # a run's names are text, `$` included
             self._y += step
 
     def heading(self, text: str, size: float = 13, keep: float = 1.2) -> None:

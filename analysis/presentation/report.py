@@ -133,8 +133,7 @@ def content(run: Run, images: dict[str, bytes]) -> Content:
     lines = summary_lines(views.summary(run))
     extra = {heading: run.table(name) for heading, name in (("Interventions", "interventions"),
                                                            ("Attributions", "attribution_blocks")) if run.has_table(name)}
-    footer = (f"run folder {views.shown_path(run.path)}; created {run.meta.get('created', '?')}; "
-              f"software {run.meta.get('software', {})}")
+    footer = f"run folder {views.shown_path(run.path)}; created {run.meta.created}; software {run.meta.software}"
     return Content(f"SE gate report: {run.path.name}", lines[0], onset_lines(run), lines[1:], views.headline(run),
                    images, run.blocks[views.present(run, views.BLOCK_COLUMNS)], onset_rules(run), extra, footer)
 

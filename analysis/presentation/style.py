@@ -23,9 +23,10 @@ from matplotlib.figure import Figure
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
            "#332288", "#999933", "#882255")
 LINE_STYLES = ("-", "--", ":", "-.")
-# sns.set_theme(style="whitegrid", context="notebook") as a plain dict, so that nothing is set at import
+# sns.set_theme(style="whitegrid", context="notebook") as a plain dict, so that nothing is set at import;
+# text as text: a run's names (classes, blocks, runs) may hold `$`, which mathtext would parse (and fail on)
 STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook"), "font.family": "sans-serif",
-         "axes.prop_cycle": cycler(color=PALETTE)}
+         "axes.prop_cycle": cycler(color=PALETTE), "text.parse_math": False}
 # matplotlib reads its style from the process-wide rcParams both while a figure is built and while it
 # is drawn ("C0", tick label sizes); the lock keeps two threads (Streamlit's sessions) from swapping
 # them under each other or restoring the other's style. Re-entrant: a figure may draw while built.

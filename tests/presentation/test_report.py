@@ -78,7 +78,7 @@ def test_summary_numbers_match_the_run_tables(runs, tmp_path):
     top, low = b["eta2_excess"].idxmax(), b["eta2_excess"].idxmin()
     assert f"Most class-specific block: {top} (mean eta2 {b.loc[top, 'eta2_mean']:.3f})" in page
     assert f"least: {low} (mean eta2 {b.loc[low, 'eta2_mean']:.3f})" in page
-    onset = runs[1].meta["onset"]
+    onset = runs[1].document["onset"]
     assert f"onset (detectable): {onset['detectable'] or 'none'}" in page
     assert f"onset (shape): {onset['block'] or 'none'}" in page
     if onset["detectable"]:  # the line's numbers are the block's
@@ -126,7 +126,7 @@ def test_a_run_with_controls_reports_both_onsets_the_controls_and_its_warnings(r
     with_new_columns(runs[1].path, tmp_path / "new")
     (report,) = write_reports([tmp_path / "new"], tmp_path / "out", progress=False)
     page = report.html.read_text()
-    onset = load_run(tmp_path / "new").meta["onset"]
+    onset = load_run(tmp_path / "new").document["onset"]
     for key, label in (("block", "shape"), ("detectable", "detectable")):  # the block in the answer, the rule folded
         assert f"<li>onset ({label}): {onset[key]}. " in page
         rule = onset["rule" if key == "block" else "rule_detectable"]

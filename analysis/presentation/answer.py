@@ -52,9 +52,39 @@ def _detectable(block: str | None, blocks: pd.DataFrame) -> str:
 
 _LINES = {"block": _shape, "detectable": _detectable}
 
+def _certainty(notion) -> str:
+    """How sure a notion's block is: the share of its draws giving it, over how many resamples and
+    control seeds."""
+    seeds = len(notion.control_seeds)
+    over = f"{notion.resamples} resamples x {seeds} control seed{'s' if seeds != 1 else ''}" if seeds else \
+        f"{notion.resamples} resamples"
+    if notion.certainty is None:
+        return f"certainty not estimated ({over})"
+    return f"certainty {notion.certainty:.0%} of {notion.draws} draws ({over})"
+
+
+def notion_line(name: str, notion) -> str:
+    """One notion of meta.json's onset record (runs.meta's NotionRecord) in one line: its block, the
+    statistic there against its null and its untrained band, and its certainty with the control seeds
+    behind it. An undetermined notion says why; no notion reads a bare "none"."""
+    label = f"onset ({name})"
+    if notion.status == "undetermined":
+        return f"{label}: undetermined ({notion.reason})."
+    if notion.block is None:
+        return f"{label}: no block. No block from which on to the last shows {notion.meaning}; {_certainty(notion)}."
+    against = [f"null {_number(notion.null_value)}"] if notion.null_value is not None else []
+    if notion.band:
+        against.append(f"untrained {_number(notion.band[0])}-{_number(notion.band[-1])}")
+    return (f"{label}: {notion.block}. From this block on, {notion.meaning}: {notion.statistic} "
+            f"{_number(notion.value)}{' against ' + ' and '.join(against) if against else ''}; {_certainty(notion)}.")
+
 
 def onset_lines(run: Run) -> list[str]:
-    """One line per onset of the run, in plain words, with its numbers against its controls."""
+    """One line per onset of the run, in plain words, with its numbers against its controls: per
+    notion where the run records them (issue 23 on), else its two onsets."""
+    notions = getattr(run.meta.onset, "notions", None)
+    if notions:
+        return [notion_line(name, notion) for name, notion in notions.items()]
     blocks = run.blocks.set_index("block")
     lines = []
     for onset in views.onsets(run):

@@ -8,6 +8,7 @@ import math
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ from analysis.cli import TERMINAL, format_blocks
 from analysis.experiments.paper import NUMBER_COLUMNS
 from analysis.jobs import save_run
 from analysis.presentation import views
-from analysis.presentation.answer import onset_lines, onset_rules
+from analysis.presentation.answer import notion_line, onset_lines, onset_rules
 from analysis.presentation.numbers import MISSING, decimals, formatted
 from analysis.runs.folder import load_run
 from analysis.testing.planted import planted_stats, resnet_gates
@@ -110,3 +111,25 @@ def test_paths_are_shown_relative_to_the_working_directory(runs, monkeypatch):
     assert views.summary(plain)["model"] == str(Path("checkpoints") / "model")
     assert format_blocks(plain).startswith("run plain: model checkpoints/model")
     assert views.shown_path("timm:seresnet50") == "timm:seresnet50" and views.shown_path("/elsewhere/x") == "/elsewhere/x"
+
+
+def test_a_notion_reads_as_one_line_with_its_certainty():
+    """The record answer's runs write (runs.meta NotionRecord), field by field."""
+    def notion(**fields):
+        base = dict(status="found", block="SE_4_2", reason=None, certainty=0.97, draws=600, resamples=200,
+                    control_seeds=(1, 2, 3), statistic="shape_sep", control="untrained", value=0.504,
+                    null_value=0.0224, band=(0.05, 0.08), meaning="class curves that are not shifted copies")
+        return SimpleNamespace(**(base | fields))
+
+    assert notion_line("shape", notion()) == (
+        "onset (shape): SE_4_2. From this block on, class curves that are not shifted copies: shape_sep 0.504 "
+        "against null 0.0224 and untrained 0.0500-0.0800; certainty 97% of 600 draws (200 resamples x 3 control "
+        "seeds).")
+    undetermined = notion_line("shape", notion(status="undetermined", block=None, reason="no untrained control"))
+    assert undetermined == "onset (shape): undetermined (no untrained control)."
+    nothing = notion_line("magnitude", notion(status="none", block=None, certainty=0.9, value=None, band=None))
+    assert nothing.startswith("onset (magnitude): no block. No block from which on") and "90% of 600 draws" in nothing
+    assert "none" not in nothing + undetermined
+    detectable = notion(certainty=None, band=None, control_seeds=(), statistic="eta2_mean")
+    assert notion_line("detectable", detectable).endswith(
+        "eta2_mean 0.504 against null 0.0224; certainty not estimated (200 resamples).")

@@ -190,7 +190,6 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     run, model, loader, images = _against_run(args, ablate)
     options = option_values(args, ablate, skip=RUN_TIME)
-    options["amp"] = None if options["amp"] == "none" else options["amp"]
     table = ablate(model, loader, run, **options, progress=not args.quiet, total=images)
     run.add_table("interventions", table)
     print(format_interventions(table))

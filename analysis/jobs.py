@@ -36,6 +36,7 @@ from analysis.measures.tables import run_tables
 from analysis.options import Range, check_fields, check_values
 from analysis.models.checkpoint import checkpoint_paths
 from analysis.models.controls import untrained, untrained_record
+from analysis.models.precision import amp_name
 from analysis.models.spec import open_model_and_data, pretrained_weights, state_sha256
 from analysis.runs.folder import Run, check_writable, write_run
 
@@ -59,7 +60,7 @@ class CollectJob:
     per_class: Annotated[int | None, PER_CLASS] = None  # a sample of N per class, drawn with `seed`
     image_size: Annotated[int | None, IMAGE_SIZE] = None  # default: the model's preferred size, else the data's own
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    amp: str = "none"  # none, bf16, fp16
+    amp: str = "none"  # none, bf16, fp16: see analysis.models.precision
     channels_last: bool = False
     compile: bool = False
     bins: int = StatsConfig.bins  # what the statistics keep: see StatsConfig
@@ -124,7 +125,7 @@ def run_collect(job: CollectJob) -> Run | None:
         "job": asdict(job),
         "processes": rank.world if rank else 1,
         "warnings": [*selection_warnings(source), *data_warnings(stats)],
-        "gate_precision": gate_precision(model, stats.gates, None if job.amp == "none" else job.amp),
+        "gate_precision": gate_precision(model, stats.gates, amp_name(job.amp)),
     }
     controls = {}
     if control_stats is not None:
@@ -156,7 +157,7 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
     stats = collect(
         model, loader, source.num_classes,
         gate_pattern=job.gates, class_names=source.class_names, config=config,
-        amp=None if job.amp == "none" else job.amp, channels_last=job.channels_last, compile=job.compile,
+        amp=job.amp, channels_last=job.channels_last, compile=job.compile,
         progress=job.progress and (not rank or rank.rank == 0), total=len(shard) if rank else total,
         agree=agree_ranks if rank else None,
     )
@@ -235,7 +236,7 @@ def run_paper(job: CollectJob, protocol: Protocol) -> Run:
     device = resolve_device(job.device)
     loader = make_image_loader(source, job.batch_size, device, decode=job.decode, workers=job.workers)
     table = ablate(model.to(device), loader, run, groups=group, interventions=("ones",),
-                   amp=None if job.amp == "none" else job.amp, seed=job.seed, progress=job.progress,
+                   amp=job.amp, seed=job.seed, progress=job.progress,
                    total=len(source.dataset))
     run.add_table("interventions", table)
     run.add_table("paper", paper_table(run, choice, protocol.channels, job.seed))

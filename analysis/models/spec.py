@@ -87,6 +87,23 @@ def build_from_spec(
     return untrained(model, seed), None
 
 
+def open_model(
+    spec: str,
+    *,
+    weights: str | Path | None = None,
+    pretrained: bool = False,
+    random_init: bool = False,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    seed: int = 0,
+) -> nn.Module:
+    """The model `spec` names, in eval mode: a checkpoint, a project architecture, `timm:NAME[.TAG]` or
+    `torchvision:NAME[.WEIGHTS]`, with the weights of `build_from_spec` (which also returns a
+    checkpoint's metadata). ModelSpecError or CheckpointError when it cannot be opened."""
+    return build_from_spec(spec, weights=weights, random_init=random_init, pretrained=pretrained,
+                           num_classes=num_classes, in_channels=in_channels, seed=seed)[0]
+
+
 def _construct(spec: str, kind: str, name: str, num_classes: int | None, in_channels: int | None) -> nn.Module:
     """The module a non-checkpoint spec names, with its library's initial weights."""
     if not name and kind in ARCHITECTURES:

@@ -23,8 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from analysis.devices import resolve_device
-from analysis.errors import OptionError
-from analysis.files import check_creatable, replacing
+from analysis.files import check_replaceable, replacing
 from analysis.models.checkpoint import FORMAT, parameter_count, save_checkpoint
 from analysis.data import make_loader, open_data
 from analysis.models.architectures import build_model
@@ -137,13 +136,7 @@ def is_checkpoint_folder(path: Path) -> bool:
 def check_checkpoint_folder(out: str | Path, overwrite: bool = False) -> Path:
     """Refuse, before training, an `out` that cannot be made, or that exists (without `overwrite`,
     or that is not a checkpoint folder `train` wrote: nothing else is ever replaced)."""
-    out = check_creatable(out)
-    if out.exists() and not overwrite:
-        raise OptionError(f"{out} already exists; choose another --out or pass --overwrite.")
-    if out.exists() and not is_checkpoint_folder(out):
-        raise OptionError(f"{out} is not a checkpoint folder that se-analysis wrote, so it is never replaced; "
-                          "choose another --out.")
-    return out
+    return check_replaceable(out, "a checkpoint folder", is_checkpoint_folder, overwrite=overwrite)
 
 
 def train(

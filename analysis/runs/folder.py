@@ -32,8 +32,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from analysis.errors import OptionError, RunFolderError, first_line
-from analysis.files import check_creatable, manifest, recover, replacing, sha256
+from analysis.errors import RunFolderError, first_line
+from analysis.files import check_replaceable, manifest, recover, replacing, sha256
 from analysis.capture.stats import GateStats
 from analysis.models.controls import CONTROLS
 from analysis.versions import software_versions
@@ -59,12 +59,7 @@ def is_run_folder(path: str | Path) -> bool:
 def check_writable(out: str | Path, overwrite: bool = False) -> Path:
     """Refuse early (before a long collection) to write where a run folder cannot be made, or to
     replace anything but a run folder, and that only with `overwrite`."""
-    out = check_creatable(out)
-    if out.exists() and not overwrite:
-        raise RunFolderError(f"{out} already exists; choose another --out or pass --overwrite.")
-    if out.exists() and not is_run_folder(out):
-        raise OptionError(f"{out} is not a run folder that se-analysis wrote, so it is never replaced; choose another --out.")
-    return out
+    return check_replaceable(out, "a run folder", is_run_folder, overwrite=overwrite, exists=RunFolderError)
 
 
 def write_run(

@@ -37,7 +37,7 @@ _LAZY = {  # public name -> the module that defines it
     "open_model": "analysis.models.spec",
     "build_model": "analysis.models.architectures",
     "se_resnet": "analysis.models.architectures",
-    "open_data": "analysis.data.sources",
+    "open_data": "analysis.data.source",
     "DataSource": "analysis.data.source",
     "make_loader": "analysis.data.source",
     "find_gates": "analysis.capture.gates",
@@ -86,8 +86,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from analysis.capture.config import StatsConfig
     from analysis.capture.gates import Gate, find_gates
     from analysis.capture.stats import GateStats
-    from analysis.data.source import DataSource, make_loader
-    from analysis.data.sources import open_data
+    from analysis.data.source import DataSource, make_loader, open_data
     from analysis.experiments.attributions import attribute
     from analysis.experiments.interventions import ablate
     from analysis.jobs import save_run

@@ -12,12 +12,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from functools import cache
 from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
 from analysis.errors import AnalysisError, OptionError, first_line
-from analysis.models.controls import CONTROLS
 from analysis.options import Range, add_options, check_values, option_values
 from analysis.resources import dashboard_app, shipped_checkpoint
 
@@ -231,9 +231,6 @@ PAPER_HELP = {"classes": "Fig. 6's classes: names, WordNet ids or indices (unset
 MODEL_AND_DATA = ("model", "data", "weights", "random_init", "pretrained", "image_size", "limit", "classes",
                   "per_class", "batch_size", "workers", "device")
 HELP = {
-    "model": "checkpoint folder, se_resnet20 | timm:NAME[.TAG] | torchvision:NAME[.WEIGHTS] "
-             "(a tag implies --pretrained)",
-    "data": "fashion-mnist[:train|:test] | imagefolder:PATH | synthetic:k=v,...",
     "out": "run folder to write",
     "weights": "state dict (.pth, .pt) or .safetensors file, loaded without code",
     "random_init": "allow a model with random weights",
@@ -272,19 +269,30 @@ HELP = {
     "target": "which class logit to attribute",
     "steps": "integrated-gradient steps",
 }
-CHOICES = {
-    "decode": ("auto", "cpu", "gpu"),
-    "amp": ("none", "bf16", "fp16"),
-    "control": CONTROLS,
-    "se": ("se", "nosqueeze", "none"),
-    "schedule": ("cosine", "step"),
-    "method": ("grad-x-act", "ig"),
-    "target": ("pred", "true"),
-}
+
+
+@cache
+def _registered() -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """(help texts, choices) that the library's registries and constants hold: the kinds of model and
+    data spec, and the values of each option with a fixed set."""
+    from analysis.data import spec_forms as data_forms
+    from analysis.data.jpeg import DECODE_CHOICES
+    from analysis.experiments.attributions import METHODS, TARGETS
+    from analysis.models.architectures import ARCHITECTURES, SE_VARIANTS
+    from analysis.models.controls import CONTROLS
+    from analysis.models.precision import AMP_NAMES
+    from analysis.models.spec import spec_forms as model_forms
+    from analysis.models.train import SCHEDULES
+
+    texts = {"model": f"{model_forms()} (a tag implies --pretrained)", "data": data_forms()}
+    choices = {"decode": DECODE_CHOICES, "amp": AMP_NAMES, "control": CONTROLS, "arch": tuple(ARCHITECTURES),
+               "se": SE_VARIANTS, "schedule": SCHEDULES, "method": METHODS, "target": TARGETS}
+    return {**HELP, **texts}, choices
 
 
 def _options(p: argparse.ArgumentParser, source: Callable | type, **kwargs) -> None:
-    add_options(p, source, help=HELP, choices=CHOICES, **kwargs)
+    texts, choices = _registered()
+    add_options(p, source, help=texts, choices=choices, **kwargs)
 
 
 def _quiet(p: argparse.ArgumentParser) -> None:
@@ -299,8 +307,9 @@ def _against_run_parser() -> argparse.ArgumentParser:
     p.add_argument("run", nargs="?", type=Path, help="run folder; model, weights and data default to its own")
     p.add_argument("--out", type=Path, help="the run folder, as an option")
     # Model and data are given only to override the run's own, and then checked against it.
-    p.add_argument("--model", help=f"{HELP['model']} (default: the run's)")
-    p.add_argument("--data", help=f"{HELP['data']} (default: the run's)")
+    texts = _registered()[0]
+    p.add_argument("--model", help=f"{texts['model']} (default: the run's)")
+    p.add_argument("--data", help=f"{texts['data']} (default: the run's)")
     _options(p, CollectJob, only=[name for name in MODEL_AND_DATA if name not in ("model", "data")])
     _quiet(p)
     return p

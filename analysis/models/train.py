@@ -32,12 +32,15 @@ from analysis.options import Range, check_fields
 from analysis.versions import software_versions
 
 
+SCHEDULES = ("cosine", "step")  # the learning-rate schedules of TrainConfig.schedule
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run; saved in every checkpoint's metadata."""
 
     arch: str = "se_resnet20"
-    se: str = "se"  # "se", "nosqueeze" or "none"
+    se: str = "se"  # one of SE_VARIANTS (analysis.models.architectures): "se", "nosqueeze" or "none"
     reduction: Annotated[int, Range(1)] = 4  # r; small stages (16..64 channels) need a smaller r than ResNet-50's 16
     width: Annotated[int | None, Range(1)] = None  # first-stage width; None = the architecture's default
     data: str = "fashion-mnist"  # training spec; the test split is the same kind with :test
@@ -45,7 +48,7 @@ class TrainConfig:
     batch_size: Annotated[int, Range(1)] = 128
     lr: Annotated[float, Range(0)] = 0.1  # SGD, Nesterov momentum 0.9, scaled linearly with batch_size / 128
     weight_decay: Annotated[float, Range(0)] = 5e-4
-    schedule: str = "cosine"  # "cosine" or "step" (x0.1 at 50% and 75% of the epochs)
+    schedule: str = "cosine"  # one of SCHEDULES: "step" is x0.1 at 50% and 75% of the epochs
     pad: Annotated[int, Range(0)] = 2  # random translation in pixels
     flip: bool = True
     seed: Annotated[int, Range(0)] = 0

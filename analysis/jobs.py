@@ -54,7 +54,7 @@ class CollectJob:
     gates: str | None = None  # regex naming the gate modules, instead of discovery by type
     batch_size: Annotated[int, Range(1)] = 128
     workers: Annotated[int, Range(0)] = 0
-    decode: str = "auto"  # auto, cpu (PIL in the workers), gpu (nvjpeg, imagefolder only); see analysis.jpeg
+    decode: str = "auto"  # auto, cpu (PIL in the workers), gpu (nvjpeg, imagefolder only); see analysis.data.jpeg
     limit: Annotated[int | None, Range(1)] = None  # a seeded stratified subset of N samples, see make_loader
     classes: tuple[str, ...] | None = None  # class names, WordNet ids or indices to keep, see analysis.data.selection
     per_class: Annotated[int | None, PER_CLASS] = None  # a sample of N per class, drawn with `seed`
@@ -72,7 +72,7 @@ class CollectJob:
     onset_margin: float = 0.0  # the shape onset's margin over its controls, see analysis.measures.onset
     overwrite: bool = False
     progress: bool = True
-    distributed: bool = False  # one shard per torchrun process, merged; see analysis.distributed
+    distributed: bool = False  # one shard per torchrun process, merged; see analysis.capture.distributed
     control: str | None = None  # untrained: also collect the architecture untrained, into out/untrained/
 
     def __post_init__(self) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from analysis.data.labels import present_labels
 from analysis.errors import DataError
 from analysis.options import Range
 
@@ -126,7 +127,7 @@ def dataset_labels(dataset: Dataset) -> np.ndarray:
 def present_classes(source: DataSource) -> tuple[int, ...]:
     """The labels that the source's samples carry, in increasing order (a class subset has fewer than
     num_classes)."""
-    return tuple(np.unique(dataset_labels(source.dataset)).tolist())
+    return present_labels(np.bincount(dataset_labels(source.dataset), minlength=source.num_classes))
 
 
 LIMIT_SEED = 0  # the subset of `--limit N` is the same in every run and every process

@@ -95,7 +95,7 @@ def run_figures(run: Run) -> dict[str, Figure]:
     found = {
         "depth": figures.depth_curve(run.blocks, onsets),
         **({"shape": figures.shape_curve(run.blocks, onsets)} if views.present(run, ("shape_sep",)) else {}),
-        "saturation": figures.saturation(run.blocks),
+        "saturation": figures.saturation_bars(run.blocks),
         "profiles": figures.class_profiles({b: means[b] for b in blocks}, classes, names),
         "profiles_spread": figures.class_profiles({b: means[b] for b in blocks}, classes, names, spread=True),
         "heatmap": figures.class_channel_heatmap(focus_means, views.preferred_order(run, focus), focus_names, focus),

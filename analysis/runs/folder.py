@@ -3,7 +3,7 @@
     runs/x/meta.json            what was analysed and how (model, data, gates, versions, onset)
     runs/x/stats.safetensors    the raw GateStats, enough to recompute every table or merge runs
     runs/x/inputs.safetensors   the GateStats of the SE blocks' squeezed inputs z (meta["inputs"]), if collected
-    runs/x/blocks.parquet       one row per SE block (see analysis.metrics)
+    runs/x/blocks.parquet       one row per SE block (see analysis.measures.tables)
     runs/x/channels.parquet     one row per gate channel
     runs/x/class_means.parquet  one row per block x class x channel
     runs/x/<extra>.parquet      tables added later by other commands (EXTRA_TABLES), e.g. ablations

@@ -12,7 +12,6 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from functools import cache
 from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
@@ -222,11 +221,6 @@ def cmd_paper(args: argparse.Namespace) -> int:
 
 
 PAPER_SKIP = ("progress", "limit", "classes", "per_class", "distributed")  # CollectJob's fields `paper` sets
-PAPER_HELP = {"classes": "Fig. 6's classes: names, WordNet ids or indices (unset: the paper's where the data has them)",
-              "blocks": "SE blocks to draw (unset: the paper's where the model has them)",
-              "channels": "channels sampled per block with --seed (unset: 50, or all of a smaller block)",
-              "per_class": "images of every class collected, drawn with --seed (all of a class with fewer)"}
-
 
 MODEL_AND_DATA = ("model", "data", "weights", "random_init", "pretrained", "image_size", "limit", "classes",
                   "per_class", "batch_size", "workers", "device")
@@ -258,10 +252,6 @@ HELP = {
     "control": "also collect the same architecture untrained (fresh weights from --seed, BatchNorm statistics "
                "recomputed on the data) into RUN/untrained/",
     "distributed": "under torchrun: each process collects a shard of the data, rank 0 writes the merged run",
-    "se": "SE block or the paper's ablations",
-    "reduction": "SE reduction ratio r",
-    "width": "first-stage width",
-    "snapshots": "epochs to keep as snapshots, comma-separated",
     "groups": "comma-separated: block (each alone), stage (each), a stage (SE_4_*), all, or blocks joined by + (SE_4_2+SE_4_3)",
     "interventions": "comma-separated subset",
     "resamples": "bootstrap resamples of the images",
@@ -271,10 +261,9 @@ HELP = {
 }
 
 
-@cache
 def _registered() -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
     """(help texts, choices) that the library's registries and constants hold: the kinds of model and
-    data spec, and the values of each option with a fixed set."""
+    data spec as registered now, and the values of each option with a fixed set."""
     from analysis.data import spec_forms as data_forms
     from analysis.data.jpeg import DECODE_CHOICES
     from analysis.experiments.attributions import METHODS, TARGETS
@@ -371,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
 
     p = sub.add_parser("paper", help="the SE paper's Role-of-Excitation study (Figs. 6-7) as a run folder with its page")
     _options(p, CollectJob, skip=PAPER_SKIP)
-    add_options(p, Protocol, help=PAPER_HELP)
+    add_options(p, Protocol)
     _quiet(p)
     p.set_defaults(func=cmd_paper)
 

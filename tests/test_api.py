@@ -69,7 +69,8 @@ def test_tables_are_the_run_folders_tables_without_writing(tmp_path):
     for name in ("blocks", "channels", "class_means"):
         pd.testing.assert_frame_equal(getattr(tables, name), getattr(run, name), check_dtype=False,
                                       check_categorical=False)
-    assert tables.onset == run.meta["onset"] and tables.onset["block"] == run.onset
+    assert tables.onset["block"] == run.meta.onset.block
+    assert tables.onset["detectable"] == run.meta.onset.detectable
     found, onset = run_tables(stats)
     assert onset == tables.onset and list(found) == ["blocks", "channels", "class_means"]
 

@@ -84,7 +84,7 @@ def figure_inputs(tmp_path_factory) -> dict[str, tuple]:
     return {
         "depth_curve": (controls, onsets),
         "shape_curve": (controls, onsets),
-        "saturation": (run.blocks,),
+        "saturation_bars": (run.blocks,),
         "class_profiles": ({b: means[b] for b in views.default_blocks(run)}, [0, 2], names, True, 4),
         "class_channel_heatmap": (means[block][0], views.preferred_order(run, block), names, block),
         "gate_distributions": (views.gate_distribution(run, block, None, [0, 1]), block),
@@ -225,11 +225,11 @@ def test_classes_keep_apart_under_red_green_colour_blindness():
 
 
 def test_saturation_says_when_no_gate_is_saturated_and_fits_the_shares(figure_inputs):
-    (blocks,) = figure_inputs["saturation"]
+    (blocks,) = figure_inputs["saturation_bars"]
     none = blocks.assign(sat_high=0.0, sat_low=0.0)
-    assert any("no block is saturated" in t.get_text() for t in figures.saturation(none).axes[0].texts)
+    assert any("no block is saturated" in t.get_text() for t in figures.saturation_bars(none).axes[0].texts)
     some = blocks.assign(sat_high=np.linspace(0, 0.02, len(blocks)), sat_low=0.01)
-    ax = figures.saturation(some).axes[0]
+    ax = figures.saturation_bars(some).axes[0]
     assert not ax.texts and ax.get_ylim()[1] == pytest.approx(1.15 * 0.03)
 
 
@@ -239,7 +239,7 @@ def test_similarity_colours_span_the_values_found():
 
 
 def test_legends_cover_no_point_and_runs_are_compared_at_block_names(figure_inputs):
-    for name in ("depth_curve", "shape_curve", "saturation"):
+    for name in ("depth_curve", "shape_curve", "saturation_bars"):
         fig = getattr(figures, name)(*figure_inputs[name])
         renderer = FigureCanvasAgg(fig).get_renderer()
         fig.draw(renderer)

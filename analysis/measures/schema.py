@@ -43,6 +43,7 @@ class Column:
 
 _BLOCK = Column("block", "str", "Gate name, e.g. SE_3_4.")
 _DEPTH = Column("depth", "int64", "1-based forward position of the gate.")
+_CHANNELS = Column("channels", "int64", "Channels of the gate (C).")
 _SHARE = (
     "Exact: GateStats counts the values past the threshold. "
     "NaN without samples."
@@ -147,7 +148,7 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
             _DEPTH,
             Column("rel_depth", "float64", "depth / number of gates."),
             Column("path", "str", "Module path of the hooked gate."),
-            Column("channels", "int64", "Channels of the gate (C)."),
+            _CHANNELS,
             Column("samples", "int64", "Samples seen (N)."),
             Column("classes", "int64", "Classes with samples (K')."),
             Column("eta2_mean", "float64", "Mean eta2 over channels."),
@@ -307,7 +308,7 @@ VIEW_TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {  # tables the pages c
         (
             _BLOCK,
             _DEPTH,
-            Column("channels", "int64", "Channels of the gate (C)."),
+            _CHANNELS,
             Column("preferring", "int64", "Channels whose preferred class (largest class mean) is this class."),
             Column("share", "float64", "preferring / channels."),
             Column("chance", "float64", "1/K', the share expected if every class were preferred equally often."),

@@ -37,6 +37,7 @@ def pick_run(names: list[str]) -> str:
 
 
 def main() -> None:
+    st.set_option("client.toolbarMode", "viewer")  # no Deploy button or developer menu: a viewer, not an editor
     st.set_page_config(page_title="SE gate atlas", layout="wide")
     page = st.navigation([st.Page(SCREENS / file, title=title, url_path=url, default=i == 0)
                           for i, (url, (file, title)) in enumerate(PAGES.items())])

@@ -1,5 +1,6 @@
-"""Pieces that several pages show: a cached figure of the selected run, a class picker, a run's
-strings made safe for Markdown, its warnings, a block table with each column's meaning."""
+"""Pieces that several pages show: a cached figure of the selected run, the clickable heatmap, a
+class picker, choices that follow the page's address, links between pages, a run's strings made
+safe for Markdown, its warnings, a block table with each column's meaning."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ import streamlit as st
 from analysis.measures import schema
 from analysis.presentation import views
 from analysis.runs.folder import Run
+from dashboard import charts, loaders
 from dashboard.loaders import figure, stamp
 
 # Every ASCII punctuation character may be backslash-escaped in CommonMark; escaping them all keeps
 # links, images, emphasis, HTML tags and Streamlit's :color[...] directives of a run's text inert.
 _MARKDOWN = re.compile(r"([!-/:-@\[-`{-~])")
+PAGE_FILES = {"overview": "screens/overview.py", "blocks": "screens/blocks.py", "channels": "screens/channels.py",
+              "classes": "screens/classes.py", "compare": "screens/compare.py",
+              "interventions": "screens/interventions.py"}
 
 
 def md(text: object) -> str:
@@ -27,6 +32,51 @@ def md(text: object) -> str:
 
 def show(kind: str, run: Run, *key) -> None:
     st.image(figure(kind, str(run.path), stamp(run.path), tuple(key)), width="stretch")
+
+
+def show_compare(runs: dict[str, Run], metric: str) -> None:
+    """The Compare figure of `runs`, in their order."""
+    st.image(loaders.compare_figure(tuple((name, str(run.path), stamp(run.path)) for name, run in runs.items()), metric),
+             width="stretch")
+
+
+def open_page(page: str, run: Run, **params: object) -> None:
+    """Go to `page` (a key of PAGE_FILES) on `run`, with the page's choices (block=..., channel=...)."""
+    st.switch_page(PAGE_FILES[page], query_params={loaders.RUN_KEY: st.session_state[loaders.RUN_KEY],
+                                                   **{k: str(v) for k, v in params.items()}})
+
+
+def link(page: str, label: str, **params: object) -> None:
+    """A link to `page` (a key of PAGE_FILES) on the selected run, with the page's choices."""
+    st.page_link(PAGE_FILES[page], label=label, query_params={loaders.RUN_KEY: st.session_state[loaders.RUN_KEY],
+                                                              **{k: str(v) for k, v in params.items()}})
+
+
+def show_heatmap(run: Run, block: str) -> None:
+    """The clickable class x channel heatmap of `block`: a click opens that channel's page."""
+    h = loaders.heatmap(str(run.path), stamp(run.path), block)
+    event = st.altair_chart(charts.heatmap_chart(h, block), on_select="rerun", selection_mode=charts.PICK,
+                            key=f"heatmap:{block}", width="stretch")
+    picked = event.selection.get(charts.PICK) or []
+    if picked and "channel" in picked[0]:
+        open_page("channels", run, block=block, channel=int(picked[0]["channel"]))
+    st.caption(f"Colour: class mean minus the all-class mean, blue {-h.limit:.3g} to red {h.limit:+.3g}. "
+               "Hover a column for its numbers; click it to open its channel.")
+
+
+def linked_choice(label: str, options: list, param: str, default: int = 0, **kwargs):
+    """A selectbox that starts from the address's ?param= (a link from another page) and writes the
+    choice back, so that the address names what the page shows."""
+    linked = st.query_params.get(param)
+    texts = [str(o) for o in options]
+    choice = st.selectbox(label, options, index=texts.index(linked) if linked in texts else default, **kwargs)
+    st.query_params[param] = str(choice)
+    return choice
+
+
+def block_choice(run: Run, label: str = "block") -> str:
+    names = views.block_names(run)
+    return linked_choice(label, names, "block", names.index(loaders.default_block(run)))
 
 
 def pick_classes(run: Run, label: str, n: int = 4, key: str | None = None) -> list[int]:
@@ -49,8 +99,15 @@ def onsets(run: Run) -> None:
                     f"rule: {md(onset['rule'])}")
 
 
-def block_table(table: pd.DataFrame) -> None:
-    """A blocks table with each column's meaning as its help text (schema, the one place of column docs)."""
+def block_table(table: pd.DataFrame, key: str | None = None) -> int | None:
+    """A blocks table with each column's meaning as its help text (schema, the one place of column
+    docs); with `key`, its rows can be selected: the position of the selected row, else None."""
     known = {c.name for c in schema.columns("blocks")}
-    st.dataframe(table, hide_index=True, column_config={
-        c: st.column_config.Column(help=schema.doc("blocks", c)) for c in table.columns if c in known})
+    config = {c: st.column_config.Column(help=schema.doc("blocks", c)) for c in table.columns if c in known}
+    if key is None:
+        st.dataframe(table, hide_index=True, column_config=config)
+        return None
+    event = st.dataframe(table, hide_index=True, column_config=config, key=key, on_select="rerun",
+                         selection_mode="single-row")
+    rows = event.selection.rows
+    return rows[0] if rows else None

@@ -112,6 +112,22 @@ def preferred_order(run: Run, block: str) -> np.ndarray:
     return ch.sort_values(["preferred_class", "eta2"], ascending=[True, False])["channel"].to_numpy()
 
 
+def heatmap_matrix(mean: np.ndarray, order: np.ndarray, max_columns: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The class x channel map: class-mean gates minus the channel's all-class mean, channels in
+    `order` (preferred_order); with `max_columns`, neighbouring channels (same preferred class,
+    mostly) averaged in groups so that no more than max_columns columns remain.
+
+    mean [K, C], order [C] -> (matrix [K, G], starts [G]: each column's first position in `order`).
+    """
+    centred = (mean - mean.mean(0, keepdims=True))[:, order]
+    channels = centred.shape[1]
+    group = -(-channels // max_columns) if max_columns else 1
+    starts = np.arange(0, channels, group)
+    if group > 1:
+        centred = np.add.reduceat(centred, starts, axis=1) / np.diff(np.append(starts, channels))
+    return centred, starts
+
+
 def gate_histogram(run: Run, block: str) -> tuple[np.ndarray, np.ndarray]:
     """(counts [K, C, B + 2] int64, edges [C, B + 1] float64) of one gate's stored histogram: each
     channel's B bins (GateStats: equiprobable on its first batch, so of unequal widths, some of
@@ -291,17 +307,26 @@ def summary(run: Run) -> dict:
     }
 
 
-def block_interventions(run: Run) -> pd.DataFrame:
-    """The single-block rows of the run's interventions table in depth order, changes in points,
-    beside the block's specificity excess and saturated share (empty without the table)."""
+def intervention_rows(run: Run) -> pd.DataFrame:
+    """Every row of the run's interventions table (blocks, stages, sets, all, in the order asked)
+    with its changes in points, as `se-analysis ablate` prints them, beside the block's specificity
+    excess and saturated share (NaN for a group of blocks); empty without the table."""
     if not run.has_table("interventions"):
         return pd.DataFrame()
-    table = run.table("interventions")
-    rows = table[table["kind"] == "block"].copy()
-    depth = {name: i for i, name in enumerate(run.blocks["block"])}
-    rows["depth"] = rows["group"].map(depth)
+    rows = run.table("interventions").copy()
+    rows["top1_pct"] = 100 * rows["acc"]
     for column in ("acc_change", "acc_change_ci_low", "acc_change_ci_high"):
         rows[column.replace("acc_change", "change_pp")] = 100 * rows[column]
-    columns = ["group", "depth", "intervention", "change_pp", "change_pp_ci_low", "change_pp_ci_high",
+    columns = ["group", "kind", "intervention", "top1_pct", "change_pp", "change_pp_ci_low", "change_pp_ci_high",
                "loss_change", "eta2_excess", "sat_high", "sat_low", "predicted_removable", "measured_removable"]
-    return rows.sort_values("depth", kind="stable")[columns].rename(columns={"group": "block"})
+    return rows[columns].rename(columns={"group": "block"}).reset_index(drop=True)
+
+
+def block_interventions(run: Run) -> pd.DataFrame:
+    """The single-block rows of intervention_rows in depth order (empty without the table)."""
+    rows = intervention_rows(run)
+    if rows.empty:
+        return rows
+    rows = rows[rows["kind"] == "block"].copy()
+    rows.insert(1, "depth", rows["block"].map({name: i for i, name in enumerate(run.blocks["block"])}))
+    return rows.sort_values("depth", kind="stable").drop(columns="kind")

@@ -1,11 +1,11 @@
 """Overview: what was measured, both onsets, specificity with its controls, shape and saturation by
-depth, the blocks table."""
+depth, the blocks table (a row opens its block in the Block explorer)."""
 
 import streamlit as st
 
 from analysis.presentation import views
 from dashboard.loaders import selected_run
-from dashboard.widgets import block_table, md, onsets, show, warnings
+from dashboard.widgets import block_table, md, onsets, open_page, show, warnings
 
 run = selected_run()
 s = views.summary(run)
@@ -29,6 +29,10 @@ if views.present(run, ("shape_sep",)):
     show("shape", run)
 show("saturation", run)
 st.subheader("Blocks")
-block_table(run.blocks[views.present(run, views.BLOCK_COLUMNS)])
+st.caption("Select a row to open that block in the Block explorer.")
+columns = views.present(run, views.BLOCK_COLUMNS)
+row = block_table(run.blocks[columns], key="blocks_table")
+if row is not None:
+    open_page("blocks", run, block=run.blocks["block"].iloc[row])
 with st.expander("every column"):
     block_table(run.blocks)

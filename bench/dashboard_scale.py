@@ -7,7 +7,8 @@ Makes (once) a run with SE-ResNet-50's 16 blocks (15,104 gate channels) and K cl
 analysis' planted statistics, then drives the real app with Streamlit's AppTest the way a user
 clicks: the first load of the run, then every page and new choices on each page. Each pass starts
 with empty caches (the operating system's file cache stays warm), so every step draws what it
-shows afresh. Prints the machine's load before and after, and per step the min, median and max
+shows afresh; the app's modules are imported before the first pass, as a server imports them
+once. Prints the machine's load before and after, and per step the min, median and max
 wall time over the passes. The browser's own drawing is not included (each chart it draws is an
 image or a few thousand marks).
 """
@@ -21,15 +22,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import dashboard.loaders  # noqa: F401  imported once (matplotlib, seaborn, altair), as a server does at start
+from analysis.capture.stats import StatsConfig
+from analysis.jobs import save_run
+from analysis.presentation import views
+from analysis.resources import dashboard_app
+from analysis.runs.folder import load_run
+from analysis.testing.planted import planted_stats, resnet_gates
+
 STEPS_FIRST = "first load: Overview (run opened and checked, class means read, Block explorer drawn)"
 
 
 def make_run(root: Path, classes: int, per_class: int, channels: tuple[int, ...] | None) -> Path:
-    from analysis.capture.planted import planted_stats, resnet_gates
-    from analysis.capture.stats import StatsConfig
-    from analysis.jobs import save_run
-    from analysis.runs.folder import load_run
-
     path = root / (f"synthetic_{classes}" + ("" if channels is None else "_tiny"))
     if not (path / "meta.json").exists():
         t = time.perf_counter()
@@ -86,12 +93,6 @@ def journey(at, run: str, blocks: list[str], channels: list[int], classes: list[
 
 def one_pass(app: Path, runs: Path, run: str) -> list[tuple[str, float]]:
     """Every step of a journey from empty caches: (step, seconds)."""
-    import streamlit as st
-    from streamlit.testing.v1 import AppTest
-
-    from analysis.presentation import views
-    from analysis.runs.folder import load_run
-
     st.cache_data.clear()
     st.cache_resource.clear()
     opened = load_run(runs / run)
@@ -121,8 +122,6 @@ def main() -> None:
     if args.tiny:
         args.classes, args.per_class, args.repeats = 10, 20, 1
     os.environ["SE_ANALYSIS_RUNS"] = str(args.runs)
-    from analysis.resources import dashboard_app
-
     path = make_run(args.runs, args.classes, args.per_class, (8,) * 16 if args.tiny else None)
     print(f"machine: {os.cpu_count()} cores; load average (1, 5, 15 min) before: {load()}")
     passes = [one_pass(dashboard_app(), args.runs, path.name) for _ in range(args.repeats)]

@@ -14,17 +14,9 @@ import streamlit as st
 
 from analysis.errors import AnalysisError
 from dashboard import loaders
-from dashboard.widgets import md
+from dashboard.widgets import PAGES, md
 
 SCREENS = Path(__file__).resolve().parent / "screens"
-PAGES = {  # url_path: (file, title); the first is the default page, at /
-    "overview": ("overview.py", "Overview"),
-    "blocks": ("blocks.py", "Block explorer"),
-    "channels": ("channels.py", "Channel explorer"),
-    "classes": ("classes.py", "Classes"),
-    "compare": ("compare.py", "Compare"),
-    "interventions": ("interventions.py", "Interventions"),
-}
 
 
 def pick_run(names: list[str]) -> str:
@@ -37,7 +29,6 @@ def pick_run(names: list[str]) -> str:
 
 
 def main() -> None:
-    st.set_option("client.toolbarMode", "viewer")  # no Deploy button or developer menu: a viewer, not an editor
     st.set_page_config(page_title="SE gate atlas", layout="wide")
     page = st.navigation([st.Page(SCREENS / file, title=title, url_path=url, default=i == 0)
                           for i, (url, (file, title)) in enumerate(PAGES.items())])

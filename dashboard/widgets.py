@@ -18,9 +18,14 @@ from dashboard.loaders import figure, stamp
 # Every ASCII punctuation character may be backslash-escaped in CommonMark; escaping them all keeps
 # links, images, emphasis, HTML tags and Streamlit's :color[...] directives of a run's text inert.
 _MARKDOWN = re.compile(r"([!-/:-@\[-`{-~])")
-PAGE_FILES = {"overview": "screens/overview.py", "blocks": "screens/blocks.py", "channels": "screens/channels.py",
-              "classes": "screens/classes.py", "compare": "screens/compare.py",
-              "interventions": "screens/interventions.py"}
+PAGES = {  # url_path: (file in screens/, title); the first is the default page, at /
+    "overview": ("overview.py", "Overview"),
+    "blocks": ("blocks.py", "Block explorer"),
+    "channels": ("channels.py", "Channel explorer"),
+    "classes": ("classes.py", "Classes"),
+    "compare": ("compare.py", "Compare"),
+    "interventions": ("interventions.py", "Interventions"),
+}
 
 
 def md(text: object) -> str:
@@ -40,16 +45,19 @@ def show_compare(runs: dict[str, Run], metric: str) -> None:
              width="stretch")
 
 
-def open_page(page: str, run: Run, **params: object) -> None:
-    """Go to `page` (a key of PAGE_FILES) on `run`, with the page's choices (block=..., channel=...)."""
-    st.switch_page(PAGE_FILES[page], query_params={loaders.RUN_KEY: st.session_state[loaders.RUN_KEY],
-                                                   **{k: str(v) for k, v in params.items()}})
+def address(**params: object) -> dict[str, str]:
+    """The query of a link to a page on the selected run, with the page's choices (block=..., channel=...)."""
+    return {loaders.RUN_KEY: st.session_state[loaders.RUN_KEY], **{k: str(v) for k, v in params.items()}}
+
+
+def open_page(page: str, **params: object) -> None:
+    """Go to `page` (a key of PAGES) on the selected run, with the page's choices."""
+    st.switch_page(f"screens/{PAGES[page][0]}", query_params=address(**params))
 
 
 def link(page: str, label: str, **params: object) -> None:
-    """A link to `page` (a key of PAGE_FILES) on the selected run, with the page's choices."""
-    st.page_link(PAGE_FILES[page], label=label, query_params={loaders.RUN_KEY: st.session_state[loaders.RUN_KEY],
-                                                              **{k: str(v) for k, v in params.items()}})
+    """A link to `page` (a key of PAGES) on the selected run, with the page's choices."""
+    st.page_link(f"screens/{PAGES[page][0]}", label=label, query_params=address(**params))
 
 
 def show_heatmap(run: Run, block: str) -> None:
@@ -59,7 +67,7 @@ def show_heatmap(run: Run, block: str) -> None:
                             key=f"heatmap:{block}", width="stretch")
     picked = event.selection.get(charts.PICK) or []
     if picked and "channel" in picked[0]:
-        open_page("channels", run, block=block, channel=int(picked[0]["channel"]))
+        open_page("channels", block=block, channel=int(picked[0]["channel"]))
     st.caption(f"Colour: class mean minus the all-class mean, blue {-h.limit:.3g} to red {h.limit:+.3g}. "
                "Hover a column for its numbers; click it to open its channel.")
 
@@ -93,10 +101,13 @@ def warnings(run: Run) -> None:
 
 
 def onsets(run: Run) -> None:
-    """Both onsets, each with its rule and one line on what it means (from the schema)."""
-    for onset in views.onsets(run):
-        st.markdown(f"**{onset['label']}: {md(onset['block'] or 'none')}**: {md(onset['meaning'])}.  \n"
-                    f"rule: {md(onset['rule'])}")
+    """Both onsets, each with one line on what it means (from the schema); their rules in an expander."""
+    found = views.onsets(run)
+    for onset in found:
+        st.markdown(f"**{onset['label']}: {md(onset['block'] or 'none')}**: {md(onset['meaning'])}.")
+    with st.expander("the onsets' rules"):
+        for onset in found:
+            st.markdown(f"**{onset['label']}**: {md(onset['rule'])}")
 
 
 def block_table(table: pd.DataFrame, key: str | None = None) -> int | None:

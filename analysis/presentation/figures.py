@@ -144,9 +144,6 @@ def saturation(blocks: pd.DataFrame) -> Figure:
     x, names = np.arange(len(blocks)), blocks["block"].tolist()
     ax.bar(x, blocks["sat_high"], color="C1", label=">= 0.9")
     ax.bar(x, blocks["sat_low"], bottom=blocks["sat_high"], color="C4", label="<= 0.1")
-    if not (blocks["sat_high"] > 0).any() and not (blocks["sat_low"] > 0).any():
-        ax.text(0.5, 0.5, "no saturated gates:\nno gate value reaches 0.9 or 0.1", transform=ax.transAxes,
-                ha="center", va="center", color="0.3")
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of gate values")
     ax.set_title("Saturation")
@@ -271,15 +268,11 @@ def gate_distributions(dist: pd.DataFrame, title: str) -> Figure:
 
 @styled
 def similarity_matrix(sim: np.ndarray, class_names: list[str], block: str) -> Figure:
-    """Correlation between the class-mean gate profiles of one block, coloured over the range of the
-    values between different classes (the diagonal is 1 by definition): profiles that all correlate
-    at 0.5..1 would be one colour on a -1..1 scale."""
+    """Correlation between the class-mean gate profiles of one block."""
     k = len(class_names)
     fig = StyledFigure(figsize=(6.5, 5.5), layout="constrained")
     ax = fig.subplots()
-    between = sim[~np.eye(k, dtype=bool)]
-    low, high = (float(between.min()), float(between.max())) if between.size else (0.0, 1.0)
-    image = ax.imshow(sim, cmap="viridis", vmin=low, vmax=max(high, low + 1e-6), interpolation="antialiased")
+    image = ax.imshow(sim, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="antialiased")
     fig.colorbar(image, ax=ax, label="correlation of class-mean profiles")
     if k <= MAX_TICK_LABELS:
         ax.set_xticks(range(k), class_names, rotation=60, ha="right", fontsize=8)

@@ -21,4 +21,4 @@ st.markdown("Channels this class opens most above the other classes (select a ro
 event = st.dataframe(top, hide_index=True, key="drivers", on_select="rerun", selection_mode="single-row")
 if event.selection.rows:
     row = top.iloc[event.selection.rows[0]]
-    open_page("channels", run, block=row["block"], channel=int(row["channel"]))
+    open_page("channels", block=row["block"], channel=int(row["channel"]))

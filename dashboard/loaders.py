@@ -52,7 +52,8 @@ def training_order(runs: dict[str, Run]) -> list[str]:
     """Run names by folder, then by the epoch of their checkpoint where recorded (an epoch snapshot's
     meta.json has it), then by name with numbers in numeric order (epoch_2 before epoch_10)."""
     def key(name: str) -> tuple:
-        epoch = (runs[name].meta.get("checkpoint") or {}).get("epoch")
+        checkpoint = runs[name].meta.checkpoint
+        epoch = checkpoint.epoch if checkpoint else None
         parts = [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name)]
         folder, _, _ = name.rpartition("/")
         return folder, epoch if isinstance(epoch, int) else float("inf"), parts

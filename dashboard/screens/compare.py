@@ -27,8 +27,8 @@ def onset_table(runs: dict[str, Run]) -> tuple[pd.DataFrame, list[str]]:
             if rule not in rules:
                 rules.append(rule)
             numbers.append(rules.index(rule) + 1)
-        controls = run.meta.get("controls") or []
-        rows.append({"run": name, "epoch": (run.meta.get("checkpoint") or {}).get("epoch"),
+        controls, checkpoint = run.meta.controls, run.meta.checkpoint
+        rows.append({"run": name, "epoch": checkpoint.epoch if checkpoint else None,
                      "onset (shape)": s["onset"] or "none", "onset (detectable)": s["onset_detectable"] or "none",
                      "measured against": ", ".join(controls) if controls else "permutation null only (no control)",
                      "rules": f"shape: rule {numbers[0]}; detectable: rule {numbers[1]}"})

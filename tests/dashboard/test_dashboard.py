@@ -170,7 +170,7 @@ def test_compare_says_what_each_onset_was_measured_against(runs_dir, monkeypatch
     assert table.loc["controlled", "measured against"] == "untrained"
     assert table.loc["good", "measured against"] == "permutation null only (no control)"
     for run in ("good", "controlled"):
-        onset = load_run(runs_dir / run).meta["onset"]
+        onset = load_run(runs_dir / run).document["onset"]
         assert table.loc[run, "onset (shape)"] == (onset["block"] or "none")
     assert "different rules or against other controls" in at.warning[0].value
 
@@ -189,14 +189,14 @@ def test_every_page_renders_each_kind_of_run(runs_dir, monkeypatch, page, run):
     if page == "Overview":
         assert [m.label for m in at.metric] == ["samples", "classes", "SE blocks", "gate channels", "accuracy",
                                                 "onset (shape)", "onset (detectable)"]
-        assert at.metric[0].value == f"{load_run(runs_dir / run).meta['stats']['samples']:,}"
+        assert at.metric[0].value == f"{load_run(runs_dir / run).meta.stats.samples:,}"
         assert at.metric[3].value == f"{load_run(runs_dir / run).blocks['channels'].sum():,}"
-        onset = load_run(runs_dir / run).meta["onset"]
+        onset = load_run(runs_dir / run).document["onset"]
         shape, detectable = (onset["block"], onset["detectable"]) if "detectable" in onset else ("none", onset["block"])
         assert [plain(m.value) for m in at.metric[5:]] == [shape or "none", detectable or "none"]
         texts = " ".join(plain(t) for t in markdown_texts(at))
         assert schema.ONSETS["block"] in texts and schema.ONSETS["detectable"] in texts
-        warned = load_run(runs_dir / run).meta.get("warnings", [])
+        warned = load_run(runs_dir / run).meta.warnings
         assert [plain(w.value) for w in at.warning] == [f"This run warns: {w}" for w in warned]
     if page == "Overview" and run == "new":
         measured = set(views.present(load_run(runs_dir / run), NEW_COLUMNS))  # what this run has
@@ -204,7 +204,7 @@ def test_every_page_renders_each_kind_of_run(runs_dir, monkeypatch, page, run):
         assert len(at.image) == 3  # depth, shape (shape_sep is measured), saturation
     if page == "Block explorer":  # the block shown first: the shape onset, else the last block
         blocks = load_run(runs_dir / run).blocks
-        first = load_run(runs_dir / run).meta["onset"]["block"] if run != "new" else "SE_4_2"
+        first = load_run(runs_dir / run).document["onset"]["block"] if run != "new" else "SE_4_2"
         first = first if first in blocks["block"].tolist() else blocks["block"].iloc[-1]
         assert at.selectbox[0].value == first and at.dataframe[0].value["block"].tolist() == [first]
         assert charts(at)[0]["title"] == f"{first}: class-mean gates"
@@ -293,7 +293,7 @@ def test_a_distribution_reads_only_its_classes_and_counts_as_the_statistics_do(r
 
 
 @pytest.mark.parametrize("name, message", [
-    ("damaged", "is damaged"), ("old", "format version 99"), ("empty", "meta.json is missing"),
+    ("damaged", "is damaged"), ("old", "without se-analysis's format mark"), ("empty", "meta.json is missing"),
 ])
 @pytest.mark.parametrize("page", PAGES)
 def test_broken_runs_show_a_message_not_a_traceback(runs_dir, monkeypatch, name, message, page):

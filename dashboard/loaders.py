@@ -113,7 +113,7 @@ def _draw(kind: str, path: str, files: tuple, key: tuple) -> Figure:
     if kind == "shape":
         return figures.shape_curve(run.blocks, onsets)
     if kind == "saturation":
-        return figures.saturation(run.blocks)
+        return figures.saturation_bars(run.blocks)
     if kind == "interventions":  # key: ("block",) the single blocks, ("group",) stages, sets and all
         rows = views.block_interventions(run) if key == ("block",) else views.intervention_rows(run)
         return figures.intervention_effects(rows if key == ("block",) else rows[rows["kind"] != "block"])

@@ -41,18 +41,18 @@ CAPTIONS: dict[str, str] = {
         "one channel even where their means differ; the class shows in the pattern over many channels."
     ),
     "heatmap": (
-        "The most class-specific block: one row per class, one column per channel, channels sorted by the class whose "
-        "mean gate is highest (the class they prefer). Colour: the class's mean gate minus the channel's mean over "
-        "all classes (red: opened more for this class, blue: less). Red blocks along the diagonal: channels that "
-        "open for one class each."
+        "The block (in the report the most class-specific): one row per class, one column per channel, channels "
+        "sorted by the class whose mean gate is highest (the class they prefer). Colour: the class's mean gate minus "
+        "the channel's mean over all classes (red: opened more for this class, blue: less). Red blocks along the "
+        "diagonal: channels that open for one class each."
     ),
     "distributions": (
-        "The most class-specific block's gate values pooled over its channels, one density per class (the share of "
+        "The block's gate values pooled over its channels, one density per class (the share of "
         "values per unit of gate value). Curves that peak apart: the classes are gated differently; curves on top of "
         "each other: alike."
     ),
     "similarity": (
-        "How alike two classes are gated in the most class-specific block: the correlation across channels of their "
+        "How alike two classes are gated in the block: the correlation across channels of their "
         "mean gates (1: the same pattern). The colour scale runs from the lowest value found to 1. Dark cells: classes "
         "gated differently."
     ),

@@ -111,6 +111,7 @@ def test_paths_are_shown_relative_to_the_working_directory(runs, monkeypatch):
     assert views.summary(plain)["model"] == str(Path("checkpoints") / "model")
     assert format_blocks(plain).startswith("run plain: model checkpoints/model")
     assert views.shown_path("timm:seresnet50") == "timm:seresnet50" and views.shown_path("/elsewhere/x") == "/elsewhere/x"
+    assert views.shown_path("http://x/y") == "http://x/y"  # a spec that is no path keeps its //
 
 
 def test_a_notion_reads_as_one_line_with_its_certainty():

@@ -22,7 +22,7 @@ from torch import nn
 
 from analysis.capture.collect import collect, gate_precision
 from analysis.capture.gates import find_gates
-from analysis.capture.distributed import Rank, agree_ranks, join_ranks, merge_ranks, share_model
+from analysis.capture.distributed import Rank, gather_ranks, join_ranks, merge_ranks, share_model
 from analysis.capture.stats import GateStats, StatsConfig
 from analysis.data.jpeg import make_image_loader
 from analysis.data.selection import PER_CLASS, selection_warnings
@@ -67,6 +67,8 @@ class CollectJob:
     topk: int = StatsConfig.topk
     shards: int = StatsConfig.shards
     seed: int = StatsConfig.seed
+    permutations: int = StatsConfig.permutations
+    calibration: int = StatsConfig.calibration
     onset_min_excess: float | None = None  # the detectable onset's effect size, see analysis.measures.onset
     onset_margin: float = 0.0  # the shape onset's margin over its controls, see analysis.measures.onset
     overwrite: bool = False
@@ -77,7 +79,8 @@ class CollectJob:
     def __post_init__(self) -> None:
         check_fields(self)
         check_values(StatsConfig, {"bins": self.bins, "reservoir": self.reservoir, "topk": self.topk,
-                                   "shards": self.shards, "seed": self.seed})
+                                   "shards": self.shards, "seed": self.seed, "permutations": self.permutations,
+                                   "calibration": self.calibration})
 
 
 def run_collect(job: CollectJob) -> Run | None:
@@ -146,7 +149,7 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
         share_model(model)
     config = StatsConfig(
         source.num_classes, bins=job.bins, reservoir=job.reservoir, topk=job.topk, shards=job.shards, seed=job.seed,
-        classes=present_classes(source),
+        permutations=job.permutations, calibration=job.calibration, classes=present_classes(source),
     )
     total = min(len(source.dataset), job.limit) if job.limit else len(source.dataset)
     shard = rank.shard(total) if rank else None
@@ -158,7 +161,7 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
         gate_pattern=job.gates, class_names=source.class_names, config=config,
         amp=None if job.amp == "none" else job.amp, channels_last=job.channels_last, compile=job.compile,
         progress=job.progress and (not rank or rank.rank == 0), total=len(shard) if rank else total,
-        agree=agree_ranks if rank else None,
+        gather=gather_ranks if rank else None,
     )
     if rank:
         merge_ranks(stats)

@@ -38,8 +38,10 @@ from analysis.capture.stats import GateStats
 from analysis.models.controls import CONTROLS
 from analysis.versions import software_versions
 
-RUN_VERSION = 3  # 2: shifted moments, per-channel histogram ranges, permutation tables, squeeze inputs;
-# 3: per-channel histogram edges equiprobable on the first batch (`{gate}/edges`, was edge_lo/edge_hi)
+RUN_VERSION = 4  # 2: shifted moments, per-channel histogram ranges, permutation tables, squeeze inputs;
+# 3: per-channel histogram edges equiprobable on the first batch (`{gate}/edges`, was edge_lo/edge_hi);
+# 4: the fields of capture.fields (permutation sums only, float32; hist [K, C, B+2]; problem counters per
+# channel; squeeze inputs without null, histogram, top-k and shards; calibration by sample id)
 RUN_FORMAT = "se-analysis run"  # meta.json's mark of a folder the toolkit wrote
 # Keys of meta.json that show, report and the dashboard read, as (key, sub-keys).
 META_KEYS = (("onset", ("block", "rule")), ("stats", ("samples", "config", "gates", "class_names")))
@@ -202,15 +204,13 @@ class Run:
 
     @cached_property
     def stats(self) -> GateStats:
-        """The raw statistics, rebuilt on the CPU; their `inputs` are read on first access."""
-        stats = self._read_stats("stats", self.meta["stats"])
-        if self.meta.get("inputs"):
-            stats.inputs = lambda: self._read_stats("inputs", self.meta["inputs"])
-        return stats
+        """The raw statistics with their squeeze inputs, rebuilt on the CPU on first access."""
+        inputs = self._read_stats("inputs", self.meta["inputs"]) if self.meta.get("inputs") else None
+        return self._read_stats("stats", self.meta["stats"], inputs)
 
-    def _read_stats(self, name: str, description: dict[str, Any]) -> GateStats:
+    def _read_stats(self, name: str, description: dict[str, Any], inputs: GateStats | None = None) -> GateStats:
         try:
-            return GateStats.from_state(description, load_file(str(self.path / f"{name}.safetensors")))
+            return GateStats.from_state(description, load_file(str(self.path / f"{name}.safetensors")), inputs)
         except (OSError, KeyError, ValueError, SafetensorError) as e:
             raise RunFolderError(f"{self.path}/{name}.safetensors does not match meta.json or is damaged: {e}.") from None
 

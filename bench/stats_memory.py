@@ -14,7 +14,7 @@ import argparse
 
 from analysis.capture.config import StatsConfig
 from analysis.capture.fields import Layout
-from analysis.capture.planted import resnet_gates
+from analysis.testing.planted import resnet_gates
 from analysis.capture.stats import GateStats
 
 MIB = 2**20

@@ -17,7 +17,7 @@ def cells(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.bincount(np.searchsorted(edges, values, side="right"), minlength=edges.size + 1)
 
 
-def test_a_gates_bins_are_equiprobable_on_its_first_batch_and_span_it_widened():
+def test_a_gates_bins_are_equiprobable_on_its_calibration_sample_and_span_it_widened():
     """Skewed channels of one gate, fed to GateStats: the first batch (n = 100 distinct values per
     channel) falls into every one of the 18 bins, 100 / 18 = 5 or 6 in each, none outside; the outer
     edges are its min and max widened by MARGIN of the span (within [0, BOUNDED_TOP] for gates)."""
@@ -55,7 +55,7 @@ def test_ties_give_empty_zero_width_bins_and_saturated_gates_stay_inside_the_ran
     assert set(counts[1:8]) == {5, 6} and counts[1:-1].sum() == 102
 
 
-def test_a_channel_constant_in_its_first_batch_gets_equal_bins_that_separate_later_values():
+def test_a_channel_constant_in_its_calibration_sample_gets_equal_bins_that_separate_later_values():
     quantiles = shift_and_quantiles(torch.full((50, 1), 0.7, dtype=torch.float64), BINS)[1]
     e = histogram_edges(quantiles, bounded=True)[0].numpy()
     widths = np.diff(e)

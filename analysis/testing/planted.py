@@ -61,8 +61,8 @@ def planted_stats(
         t["sum"] = (count[..., None] * (shard_mu - base)).view(s * k, c)
         t["sumsq"] = (count[..., None] * ((shard_mu - base) ** 2 + noise**2)).view(s * k, c)
         pooled, spread = mu.mean(0), mu.var(0, unbiased=False) + noise**2  # [C]
-        perm_mu = pooled + (spread / (n + 1)).sqrt() * torch.randn(p, k, c, generator=g)
-        t["perm_sum"] = (perm_count[..., None] * (perm_mu - base.float())).view(p * k, c)
+        perm_mu = (pooled - base).float() + (spread / (n + 1)).sqrt().float() * torch.randn(p, k, c, generator=g)
+        t["perm_sum"] = (perm_count[..., None] * perm_mu).view(p * k, c)  # float32, as GateStats keeps them
         # Histogram: expected counts of N(mu, noise) over edges drawn as GateStats draws them from a
         # first batch (FIRST values of random classes), with under/overflow.
         first = mu[torch.randint(0, k, (FIRST,), generator=g)]

@@ -35,6 +35,7 @@ def data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     y = torch.randint(0, K, (N,), generator=g)
     offsets = torch.randn(K, 12, generator=g)
     values = torch.sigmoid(torch.randn(N, 12, generator=g) + offsets[y])
+    values[:, ::4] = torch.sigmoid(40 * values[:, ::4] - 20)  # saturated channels: many gates exactly 1.0, some near 0
     z = torch.randn(N, 12, generator=g) * 3 + offsets[y]
     return y, values, z
 
@@ -87,7 +88,8 @@ def test_the_statistics_keep_every_field_of_the_table_and_z_what_the_tables_read
 
 
 def test_split_and_merge_equals_the_whole_for_every_field():
-    """Two halves of the data merged equal the whole; a half alone differs in every summed field.
+    """Two halves of the data merged equal the whole; a half alone differs in every summed field the
+    data fills (the problem counters stay 0 in clean data).
     The second half is given the whole's calibration (its own would be other samples: merging then
     moves its histograms by bin centre, tested in test_stats)."""
     whole = feed(empty(), list(range(N)))
@@ -101,8 +103,7 @@ def test_split_and_merge_equals_the_whole_for_every_field():
     half = feed(empty(), list(range(N // 2)))
     assert_fields_equal(first.merge(second), whole)
     summed = whole.layout.by_merge(Merge.ADD, Merge.SHIFTED, Merge.BINNED)
-    problems = ("nonfinite", "below", "above")  # 0 in clean data, half or whole
-    assert all(not torch.equal(half.fused[name], whole.fused[name]) for name in summed if name not in problems)
+    assert all(not torch.equal(half.fused[name], whole.fused[name]) for name in summed if whole.fused[name].any())
 
 
 def test_save_and_load_round_trip_is_exact_for_every_field():

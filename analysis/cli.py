@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Callable
 import pandas as pd
 
 from analysis.errors import AnalysisError, OptionError, first_line
-from analysis.models.controls import CONTROLS
 from analysis.options import Range, add_options, check_values, option_values
 from analysis.resources import dashboard_app, shipped_checkpoint
 
@@ -65,8 +64,13 @@ def format_blocks(run: Run) -> str:
     with pd.option_context("display.width", 250, "display.max_rows", 500, "display.max_columns", 50):
         table = blocks.to_string(index=False, float_format=lambda v: f"{v:.3f}")
     onsets = [f"{o['label']}: {o['block'] or 'none'}, {o['meaning']}  [rule: {o['rule']}]" for o in views.onsets(run)]
-    warnings = [f"warning: {w}" for w in run.meta.get("warnings", [])]
-    return "\n".join([head, table, *onsets, *warnings])
+    return "\n".join([head, table, *onsets, *warning_lines(run)])
+
+
+def warning_lines(run: Run) -> list[str]:
+    """The run's own warnings (too few images and the like), one line each, as every command that
+    reads or writes a run prints them."""
+    return [f"warning: {w}" for w in run.meta.warnings]
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -102,7 +106,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     reports = write_reports(args.runs, args.out, pdf=args.pdf, progress=not args.quiet)
     for report in reports:
-        print(f"report {report.html}")
+        print("\n".join([f"report {report.html}", *warning_lines(report.run)]))
     if len(reports) > 1:
         print(f"index {Path(args.out) / 'index.html'}")
     return 0
@@ -168,6 +172,7 @@ def _against_run(args: argparse.Namespace, function: Callable) -> tuple:
     options are checked first."""
     from analysis.devices import resolve_device
     from analysis.data.jpeg import make_image_loader
+    from analysis.files import check_creatable
     from analysis.jobs import CollectJob
     from analysis.runs.matching import open_for_run
 
@@ -181,6 +186,7 @@ def _against_run(args: argparse.Namespace, function: Callable) -> tuple:
         path, args.model, args.data, weights=args.weights, random_init=args.random_init, pretrained=args.pretrained,
         image_size=args.image_size, classes=args.classes, per_class=args.per_class,
     )
+    check_creatable(run.path, "the run folder")  # where the new table goes, before the pass that makes it
     loader = make_image_loader(source, args.batch_size, device, workers=args.workers, limit=args.limit)
     return run, model.to(device), loader, min(len(source.dataset), args.limit or len(source.dataset))
 
@@ -190,11 +196,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     run, model, loader, images = _against_run(args, ablate)
     options = option_values(args, ablate, skip=RUN_TIME)
-    options["amp"] = None if options["amp"] == "none" else options["amp"]
     table = ablate(model, loader, run, **options, progress=not args.quiet, total=images)
     run.add_table("interventions", table)
-    print(format_interventions(table))
-    print(f"table interventions written to {run.path}")
+    print("\n".join([format_interventions(table), *warning_lines(run), f"table interventions written to {run.path}"]))
     return 0
 
 
@@ -208,7 +212,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     run.add_table("attribution_blocks", blocks)
     with pd.option_context("display.width", 200):
         print(blocks.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"tables attributions, attribution_blocks written to {run.path}")
+    print("\n".join([*warning_lines(run), f"tables attributions, attribution_blocks written to {run.path}"]))
     return 0
 
 
@@ -223,18 +227,12 @@ def cmd_paper(args: argparse.Namespace) -> int:
 
 
 PAPER_SKIP = ("progress", "limit", "classes", "per_class", "distributed")  # CollectJob's fields `paper` sets
-PAPER_HELP = {"classes": "Fig. 6's classes: names, WordNet ids or indices (unset: the paper's where the data has them)",
-              "blocks": "SE blocks to draw (unset: the paper's where the model has them)",
-              "channels": "channels sampled per block with --seed (unset: 50, or all of a smaller block)",
-              "per_class": "images of every class collected, drawn with --seed (all of a class with fewer)"}
 
-
+# ablate's own seed; the model's random-init weights and the per-class sample come from the run's
+ABLATE_SEED = "seeds the shuffle intervention and the bootstrap (random-init weights and --per-class come from the run)"
 MODEL_AND_DATA = ("model", "data", "weights", "random_init", "pretrained", "image_size", "limit", "classes",
                   "per_class", "batch_size", "workers", "device")
 HELP = {
-    "model": "checkpoint folder, se_resnet20 | timm:NAME[.TAG] | torchvision:NAME[.WEIGHTS] "
-             "(a tag implies --pretrained)",
-    "data": "fashion-mnist[:train|:test] | imagefolder:PATH | synthetic:k=v,...",
     "out": "run folder to write",
     "weights": "state dict (.pth, .pt) or .safetensors file, loaded without code",
     "random_init": "allow a model with random weights",
@@ -266,10 +264,6 @@ HELP = {
     "control": "also collect the same architecture untrained (fresh weights from --seed, BatchNorm statistics "
                "recomputed on the data) into RUN/untrained/",
     "distributed": "under torchrun: each process collects a shard of the data, rank 0 writes the merged run",
-    "se": "SE block or the paper's ablations",
-    "reduction": "SE reduction ratio r",
-    "width": "first-stage width",
-    "snapshots": "epochs to keep as snapshots, comma-separated",
     "groups": "comma-separated: block (each alone), stage (each), a stage (SE_4_*), all, or blocks joined by + (SE_4_2+SE_4_3)",
     "interventions": "comma-separated subset",
     "resamples": "bootstrap resamples of the images",
@@ -277,19 +271,29 @@ HELP = {
     "target": "which class logit to attribute",
     "steps": "integrated-gradient steps",
 }
-CHOICES = {
-    "decode": ("auto", "cpu", "gpu"),
-    "amp": ("none", "bf16", "fp16"),
-    "control": CONTROLS,
-    "se": ("se", "nosqueeze", "none"),
-    "schedule": ("cosine", "step"),
-    "method": ("grad-x-act", "ig"),
-    "target": ("pred", "true"),
-}
+
+
+def _registered() -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """(help texts, choices) that the library's registries and constants hold: the kinds of model and
+    data spec as registered now, and the values of each option with a fixed set."""
+    from analysis.data import spec_forms as data_forms
+    from analysis.data.jpeg import DECODE_CHOICES
+    from analysis.experiments.attributions import METHODS, TARGETS
+    from analysis.models.architectures import ARCHITECTURES, SE_VARIANTS
+    from analysis.models.controls import CONTROLS
+    from analysis.models.precision import AMP_NAMES
+    from analysis.models.spec import spec_forms as model_forms
+    from analysis.models.train import SCHEDULES
+
+    texts = {"model": f"{model_forms()} (a tag implies --pretrained)", "data": data_forms()}
+    choices = {"decode": DECODE_CHOICES, "amp": AMP_NAMES, "control": CONTROLS, "arch": tuple(ARCHITECTURES),
+               "se": SE_VARIANTS, "schedule": SCHEDULES, "method": METHODS, "target": TARGETS}
+    return {**HELP, **texts}, choices
 
 
 def _options(p: argparse.ArgumentParser, source: Callable | type, **kwargs) -> None:
-    add_options(p, source, help=HELP, choices=CHOICES, **kwargs)
+    texts, choices = _registered()
+    add_options(p, source, help=texts, choices=choices, **kwargs)
 
 
 def _quiet(p: argparse.ArgumentParser) -> None:
@@ -304,8 +308,9 @@ def _against_run_parser() -> argparse.ArgumentParser:
     p.add_argument("run", nargs="?", type=Path, help="run folder; model, weights and data default to its own")
     p.add_argument("--out", type=Path, help="the run folder, as an option")
     # Model and data are given only to override the run's own, and then checked against it.
-    p.add_argument("--model", help=f"{HELP['model']} (default: the run's)")
-    p.add_argument("--data", help=f"{HELP['data']} (default: the run's)")
+    texts = _registered()[0]
+    p.add_argument("--model", help=f"{texts['model']} (default: the run's)")
+    p.add_argument("--data", help=f"{texts['data']} (default: the run's)")
     _options(p, CollectJob, only=[name for name in MODEL_AND_DATA if name not in ("model", "data")])
     _quiet(p)
     return p
@@ -367,14 +372,15 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
 
     p = sub.add_parser("paper", help="the SE paper's Role-of-Excitation study (Figs. 6-7) as a run folder with its page")
     _options(p, CollectJob, skip=PAPER_SKIP)
-    add_options(p, Protocol, help=PAPER_HELP)
+    add_options(p, Protocol)
     _quiet(p)
     p.set_defaults(func=cmd_paper)
 
     p = sub.add_parser("ablate", parents=[_against_run_parser()],
                        help="replace the gates of blocks and groups (ones, mean, class-mean, shuffle) "
                             "and measure the accuracy change; stored in the run folder")
-    _options(p, ablate, skip=RUN_TIME)
+    texts, choices = _registered()
+    add_options(p, ablate, skip=RUN_TIME, choices=choices, help={**texts, "seed": ABLATE_SEED})
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("attribute", parents=[_against_run_parser()],

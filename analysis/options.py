@@ -3,9 +3,11 @@
     add_options(parser, CollectJob, help={"model": "se_resnet20 | timm:NAME"})
     job = CollectJob(**option_values(args, CollectJob))
 
-Each default is written once, where the library keeps it; the CLI adds only help texts and choices.
-A range is written beside its default as `Annotated[int, Range(1)]`: dataclasses check their fields
-with `check_fields(self)` in `__post_init__`, and the CLI checks a function's options with
+Each default is written once, where the library keeps it, and so is each help text where one is
+written beside it (`Annotated[int, Help("epochs to train")]`, shown by the CLI, read by Python users
+where the field is declared); the CLI adds the other help texts and the choices. A range is written
+beside its default as `Annotated[int, Range(1)]`: dataclasses check their fields with
+`check_fields(self)` in `__post_init__`, and the CLI checks a function's options with
 `check_values(function, values)` before any work starts.
 """
 
@@ -32,20 +34,38 @@ class Range:
     low: float | None = None
     high: float | None = None
 
+    def contains(self, value: Any) -> bool:
+        """Whether `value` lies in the range (None and booleans always do)."""
+        if value is None or isinstance(value, bool):
+            return True
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+    @property
+    def wanted(self) -> str:
+        """The range in words: "at least 1", "at most 9", "between 0 and 1"."""
+        if self.high is None:
+            return f"at least {self.low}"
+        if self.low is None:
+            return f"at most {self.high}"
+        return f"between {self.low} and {self.high}"
+
     def check(self, name: str, value: Any, label: str | None = None) -> None:
         """OptionError naming the option as a user types it (or as `label` says), if `value` lies
         outside the range."""
-        if value is None or isinstance(value, bool):
-            return
-        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+        if not self.contains(value):
             flag = label or f"--{name.replace('_', '-')}"
-            if self.high is None:
-                wanted = f"at least {self.low}"
-            elif self.low is None:
-                wanted = f"at most {self.high}"
-            else:
-                wanted = f"between {self.low} and {self.high}"
-            raise OptionError(f"{flag} must be {wanted}, not {value}.")
+            raise OptionError(f"{flag} must be {self.wanted}, not {value}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Help:
+    """An option's help text, written once beside its field or keyword parameter."""
+
+    text: str
+
+
+def _help_of(annotation: Any) -> str | None:
+    return next((extra.text for extra in getattr(annotation, "__metadata__", ()) if isinstance(extra, Help)), None)
 
 
 def ranges(source: Source) -> dict[str, Range]:
@@ -97,9 +117,22 @@ def _parser_of(annotation: Any) -> Callable[[str], Any]:
         return _parser_of(args[0])
     origin = typing.get_origin(annotation)
     if origin in (tuple, Sequence, list):
-        item = _parser_of(args[0])
-        return lambda text: tuple(item(part) for part in text.split(",") if part)
+        return _comma_separated(_parser_of(args[0]))
     return annotation if annotation in (int, float, str, Path) else str
+
+
+_ITEMS = {int: "whole numbers", float: "numbers"}
+
+
+def _comma_separated(item: Callable[[str], Any]) -> Callable[[str], tuple]:
+    """The argparse `type` of a comma-separated list of `item`s, whose error names what it wants."""
+    def comma_separated(text: str) -> tuple:
+        try:
+            return tuple(item(part) for part in text.split(",") if part)
+        except ValueError:
+            wanted = _ITEMS.get(item, "values")
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {wanted}") from None
+    return comma_separated
 
 
 def add_options(
@@ -112,12 +145,14 @@ def add_options(
     choices: dict[str, Sequence[str]] | None = None,
 ) -> None:
     """One `--name` option per field of `source` (a dataclass) or keyword parameter (a function),
-    all of them or `only` those, less `skip`."""
+    all of them or `only` those, less `skip`. Its help text is the one written beside it (`Help`),
+    else `help[name]`."""
     help, choices = help or {}, choices or {}
     for name, annotation, default in _parameters(source):
         if name in skip or (only is not None and name not in only):
             continue
-        flag, text = f"--{name.replace('_', '-')}", help.get(name)
+        flag, text = f"--{name.replace('_', '-')}", _help_of(annotation) or help.get(name)
+        text = text.replace("%", "%%") if text else text  # argparse expands % in help texts
         if annotation is bool:
             action = argparse.BooleanOptionalAction if default is True else "store_true"
             parser.add_argument(flag, action=action, default=default, help=text)

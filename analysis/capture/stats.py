@@ -145,7 +145,11 @@ class GateStats:
 
     def update(self, name: str, s: torch.Tensor) -> None:
         """Copy one batch of gate values s [N, C] (any float dtype) of gate `name` into the batch's
-        buffer, to be added with every other gate's (a copy: the model may change s in place)."""
+        buffer, to be added with every other gate's (a copy: the model may change s in place).
+        A second call for one gate in one batch would overwrite the first: it is refused."""
+        if name in self._fired:
+            raise GateValueError(f"gate {name} was given values twice in one batch; a module that runs several "
+                                 "times per forward pass needs one gate per run (find_gates names them NAME.k).")
         self._held[:, self.columns[name]].copy_(s.detach())
         self._fired.add(name)
 

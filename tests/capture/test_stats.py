@@ -250,3 +250,24 @@ def test_a_gate_that_skips_batches_leaves_the_others_exact():
     assert int(together.gate_tensors("SE_2_1")["count"].sum()) == 12
     with pytest.raises(GateValueError, match="SE_2_1 .* saw 12 of 24 samples"):
         together.check()
+
+
+def test_a_gate_given_values_twice_in_one_batch_is_refused():
+    """An SE module run twice per forward pass through a user's own hook: the second run would
+    overwrite the first and the counts would still match (issue 18.1)."""
+    gates = [Gate("SE_2_1", 1, "a", 3)]
+    stats = GateStats(gates, StatsConfig(2, topk=2, reservoir=2, calibration=4))
+    se = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Sigmoid())
+    se[1].register_forward_hook(lambda module, args, out: stats.update("SE_2_1", out))
+    x, y = torch.randn(4, 3), torch.tensor([0, 1, 0, 1])
+    stats.begin_batch(y, torch.arange(4))
+    se(x)
+    with pytest.raises(GateValueError, match="gate SE_2_1 was given values twice in one batch"):
+        se(se[0](x))
+    stats.end_batch()
+    stats.begin_batch(y, torch.arange(4, 8))  # the next batch takes the gate again
+    se(x)
+    stats.end_batch()
+    stats.finish()
+    stats.check()  # every gate saw every sample once
+    assert torch.equal(stats_moments(stats, "SE_2_1")[0], torch.tensor([4, 4]))

@@ -19,6 +19,7 @@ import torch
 from scipy import sparse
 from scipy import stats as sps
 
+from analysis.capture.keys import sample_hash
 from analysis.measures._arrays import Array, as_numpy
 
 PROBE_STD_FLOOR = 1e-6  # smallest feature std used to standardise the probe's inputs
@@ -46,6 +47,18 @@ def stratified_folds(labels: Array, folds: int, seed: int) -> np.ndarray:
     fold = np.empty(y.size, dtype=np.int64)
     fold[order] = np.arange(y.size) % folds
     return fold
+
+
+def control_labels(labels: Array, ids: Array, seed: int) -> np.ndarray:
+    """The control task's labels (Hewitt & Liang 2019): the true labels dealt out again, in order
+    of sample id, to the samples in a seeded order (a hash of the id). Each class keeps its count, so
+    the control's chance level is the probe's, and the labels depend on the samples alone, not on the
+    order they are listed in. labels [n], ids [n] int -> [n] int64."""
+    y, i = as_numpy(labels).astype(np.int64), as_numpy(ids).astype(np.int64)
+    dealt = np.argsort(as_numpy(sample_hash(torch.from_numpy(i), seed)[1]), kind="stable")
+    out = np.empty_like(y)
+    out[dealt] = y[np.argsort(i, kind="stable")]
+    return out
 
 
 def _probe_set(values: Array, labels: Array, folds: int, seed: int, max_classes: int | None):

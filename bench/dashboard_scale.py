@@ -23,11 +23,13 @@ from analysis.capture.planted import planted_stats, resnet_gates
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 
 
-def make_run(root: Path, classes: int, per_class: int) -> Path:
+def make_run(root: Path, classes: int, per_class: int, channels: int | None = None) -> Path:
+    """The run (made once): SE-ResNet-50's blocks, with `channels` each instead of theirs if given."""
     path = root / f"synthetic_{classes}"
     if not (path / "meta.json").exists():
         t = time.perf_counter()
-        stats = planted_stats(resnet_gates(), classes, per_class, config=StatsConfig(num_classes=classes, reservoir=16))
+        gates = resnet_gates((channels,) * 16) if channels else resnet_gates()
+        stats = planted_stats(gates, classes, per_class, config=StatsConfig(num_classes=classes, reservoir=16))
         save_run(stats, path, {"model": "synthetic SE-ResNet-50 layout", "data": {"spec": "synthetic"}}, overwrite=True)
         print(f"made {path} in {time.perf_counter() - t:.0f} s")
     size = sum(f.stat().st_size for f in path.iterdir()) / 2**30
@@ -41,8 +43,11 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("/tmp/imagenet_runs"))
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--per-class", type=int, default=50)
+    parser.add_argument("--tiny", action="store_true", help="6 classes, 5 images each, 8 channels a block: does it run (CI)")
     args = parser.parse_args()
-    make_run(args.runs, args.classes, args.per_class)
+    classes, per_class = (6, 5) if args.tiny else (args.classes, args.per_class)
+    pick = lambda k: k * classes // 1000  # noqa: E731  (class k of 1000, scaled to the run's classes)
+    make_run(args.runs, classes, per_class, 8 if args.tiny else None)
     os.environ["SE_ANALYSIS_RUNS"] = str(args.runs)
     from streamlit.testing.v1 import AppTest
 
@@ -63,12 +68,12 @@ def main() -> None:
     step("Block explorer (6 blocks, 4 classes, heatmap 1000 x 2048)", lambda: at.switch_page("screens/blocks.py"))
     step("  heatmap/distribution block -> SE_4_6", lambda: at.selectbox[0].set_value("SE_4_6"))
     step("  mean and spread on", lambda: at.toggle[0].set_value(True))
-    step("  classes -> 3 others", lambda: at.multiselect[1].set_value([1, 500, 998]))
+    step("  classes -> 3 others", lambda: at.multiselect[1].set_value([pick(1), pick(500), pick(998)]))
     step("Channel explorer", lambda: at.switch_page("screens/channels.py"))
     step("  channel -> 7", lambda: at.number_input[0].set_value(7))
     step("  block -> SE_3_2", lambda: at.selectbox[0].set_value("SE_3_2"))
     step("Classes (similarity 1000 x 1000)", lambda: at.switch_page("screens/classes.py"))
-    step("  class -> 421", lambda: at.selectbox[1].set_value(421))
+    step("  class -> 421", lambda: at.selectbox[1].set_value(pick(421)))
     step("  block -> SE_4_1", lambda: at.selectbox[0].set_value("SE_4_1"))
     step("Compare", lambda: at.switch_page("screens/compare.py"))
     step("Overview (cached)", lambda: at.switch_page("screens/overview.py"))

@@ -31,6 +31,7 @@ def card_copy(tmp: Path) -> Path:
 SMOKE = {
     "ablation_card.py": (lambda tmp: ["--run", str(tmp / "run"), "--out", str(tmp / "ABLATION.md"),
                                       "--card", str(card_copy(tmp)), "--tiny"], r"wrote .*ABLATION\.md"),
+    "ablate_replay.py": (lambda tmp: ["--tiny"], r"prefix replayed"),
     "amp_gates.py": (lambda tmp: ["--limit", "40", "--batch", "40"], r"SE_4_3"),
     "collect_overhead.py": (lambda tmp: ["--batch", "2", "--batches", "1", "--repeats", "1", "--size", "16"],
                             r"collect"),
@@ -46,7 +47,7 @@ SMOKE = {
     "traced_gates.py": (lambda tmp: ["--model", "timm:seresnet18", "--size", "32", "--batch", "2", "--batches", "1",
                                      "--repeats", "1"], r"ratio to plain"),
 }
-NEEDS_FASHION_MNIST = {"ablation_card.py", "amp_gates.py"}
+NEEDS_FASHION_MNIST = {"ablate_replay.py", "ablation_card.py", "amp_gates.py"}
 
 
 def run_script(name: str, args: list[str]) -> str:

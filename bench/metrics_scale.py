@@ -4,7 +4,7 @@
 
 16 blocks with SE-ResNet-50's channel counts (15,104 channels), K classes, 50 images per class,
 GateStats' default configuration (8 shards, 8 relabellings, 18 bins, 16 reservoir vectors per
-class), made by `capture.planted.planted_stats`. Each K runs in a process of its own, so that its
+class), made by `analysis.testing.planted.planted_stats`. Each K runs in a process of its own, so that its
 peak memory (max RSS) is its own. One row per K: wall and CPU seconds of each table (best of
 --repeats), of which the probes (logistic and its control task, every block), the statistics'
 size, the process's peak RSS. --tiny: 2 small blocks, K = 5 (the CI smoke test).
@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from analysis.capture.planted import RESNET50_CHANNELS, planted_stats, resnet_gates
+from analysis.testing.planted import planted_stats, resnet_gates
 from analysis.measures import tables
 from analysis.measures.probe import control_labels, probe
 

@@ -7,11 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
-import fakes
-from fakes import balanced_labels, planted, sklearn_fold_correct
 
 from analysis.measures.probe import control_labels, fit_logistic, ncm_probe, probe, stratified_folds
 from analysis.measures.tables import block_table
+from analysis.testing.fakes import FakeStats, balanced_labels, planted, sklearn_fold_correct
 
 
 def test_probe_separates_planted_classes_is_deterministic_and_subsamples_classes() -> None:
@@ -90,7 +89,7 @@ def test_the_probe_controls_chance_is_its_labels_majority_share() -> None:
     counted here; a pseudo-label drawn per sample (the control before) would give another share."""
     rng = np.random.default_rng(1)
     y = rng.choice(4, size=500, p=[0.4, 0.3, 0.2, 0.1])
-    stats = fakes.FakeStats({"SE_1": planted(y, 5, 6, 0.3, rng)}, y, num_classes=5, reservoir=500)
+    stats = FakeStats({"SE_1": planted(y, 5, 6, 0.3, rng)}, y, num_classes=5, reservoir=500)
     row = block_table(stats).iloc[0]
     labels = stats.reservoir("SE_1")[1].numpy()
     share = np.bincount(labels).max() / labels.size

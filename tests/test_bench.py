@@ -44,6 +44,7 @@ SMOKE = {
     "make_jpeg_folder.py": (lambda tmp: [str(tmp / "jpegs"), "--classes", "2", "--per-class", "2",
                                          "--size", "40x30", "--jobs", "1"], r"4 JPEGs in 2 classes"),
     "metrics_scale.py": (lambda tmp: ["--tiny"], r"peak RSS GiB"),
+    "stats_memory.py": (lambda tmp: ["--classes", "10", "--permutations", "9", "--allocate"], r"allocated z: [\d.]+ MiB"),
     "stats_kernels.py": (lambda tmp: ["--classes", "10", "--batch", "8"], r"operations per batch: \d+"),
     "traced_gates.py": (lambda tmp: ["--model", "timm:seresnet18", "--size", "32", "--batch", "2", "--batches", "1",
                                      "--repeats", "1"], r"ratio to plain"),

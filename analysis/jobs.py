@@ -24,7 +24,7 @@ from torch import nn
 
 from analysis.capture.collect import collect, gate_precision
 from analysis.capture.gates import find_gates
-from analysis.capture.distributed import Rank, agree_ranks, join_ranks, merge_ranks, share_model
+from analysis.capture.distributed import Rank, gather_ranks, join_ranks, merge_ranks, share_model
 from analysis.capture.stats import GateStats, StatsConfig
 from analysis.data.jpeg import make_image_loader
 from analysis.data.selection import PER_CLASS, selection_warnings
@@ -71,6 +71,8 @@ class CollectJob:
     topk: int = StatsConfig.topk
     shards: int = StatsConfig.shards
     seed: int = StatsConfig.seed
+    permutations: int = StatsConfig.permutations
+    calibration: int = StatsConfig.calibration
     onset_min_excess: float = ONSET_MIN_EXCESS  # the detectable onset's effect size, see analysis.measures.onset
     onset_margin: float = 0.0  # the shape onset's margin over its controls, see analysis.measures.onset
     overwrite: bool = False
@@ -81,7 +83,8 @@ class CollectJob:
     def __post_init__(self) -> None:
         check_fields(self)
         check_values(StatsConfig, {"bins": self.bins, "reservoir": self.reservoir, "topk": self.topk,
-                                   "shards": self.shards, "seed": self.seed})
+                                   "shards": self.shards, "seed": self.seed, "permutations": self.permutations,
+                                   "calibration": self.calibration})
 
 
 # Images per class below which a class's numbers rest on a handful: the probe's 5 folds cannot each test it.
@@ -142,7 +145,7 @@ def run_collect(job: CollectJob) -> Run | None:
         "pretrained": named.record() if named else None,
         "state_sha256": state_sha256(model),
         "random_init": untrained_record(model, job.seed, source) if weights_file is None and named is None else None,
-        "data": source.describe(),
+        "data": {**source.describe(), "limit": job.limit},
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "job": asdict(job),
         "processes": rank.world if rank else 1,
@@ -169,7 +172,7 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
         share_model(model)
     config = StatsConfig(
         source.num_classes, bins=job.bins, reservoir=job.reservoir, topk=job.topk, shards=job.shards, seed=job.seed,
-        classes=present_classes(source),
+        permutations=job.permutations, calibration=job.calibration, classes=present_classes(source),
     )
     total = min(len(source.dataset), job.limit) if job.limit else len(source.dataset)
     shard = rank.shard(total) if rank else None
@@ -181,7 +184,7 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
         gate_pattern=job.gates, class_names=source.class_names, config=config,
         amp=job.amp, channels_last=job.channels_last, compile=job.compile,
         progress=job.progress and (not rank or rank.rank == 0), total=len(shard) if rank else total,
-        agree=agree_ranks if rank else None,
+        gather=gather_ranks if rank else None,
     )
     if rank:
         merge_ranks(stats)

@@ -124,7 +124,7 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
                 "mi_bits",
                 "float64",
                 "Mutual information between class and the binned gate, in bits, from the histogram over "
-                "the channel's own bins (B bins, equiprobable on the first batch, plus an underflow and an "
+                "the channel's own bins (B bins, equiprobable on the calibration sample, plus an underflow and an "
                 "overflow bin: fixed bins on [0, 1] cannot resolve gates that vary by 1e-4 around 0.5, and "
                 "equal-width bins leave a skewed channel's bulk in one bin), each entropy with the "
                 "Miller-Madow correction H + (m - 1) / (2N) nats, m its number of non-empty cells. The "
@@ -167,13 +167,15 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
                 "eta2_perm",
                 "float64",
                 "Label-permutation null: eta2_mean of the same gates under each of P fixed pseudo-labellings "
-                "of the samples (a hash of the sample id), averaged over the P. NaN without permutation tables.",
+                "of the samples (a hash of the sample id; P = 99 by default), averaged over the P. NaN "
+                "without permutation tables.",
             ),
             Column(
                 "perm_p",
                 "float64",
-                "(1 + #permutations with eta2_mean >= the observed) / (1 + P): the permutation p-value, "
-                "at least 1/(1+P). NaN without permutation tables.",
+                "(1 + #permutations with eta2_mean >= the observed) / (1 + P): the permutation p-value. Its "
+                "floor is 1/(1+P) (0.01 with the default 99): a value at the floor says p <= 1/(1+P), no "
+                "finer; a smaller p needs more permutations. NaN without permutation tables.",
             ),
             Column(
                 "eta2_untrained",
@@ -210,7 +212,7 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
                 "shape_sep_perm_max",
                 "float64",
                 "The largest shape_sep over the P pseudo-labellings, the null's upper band used by the "
-                "onset rule. NaN without permutation tables.",
+                "onset rule (a maximum: it grows with P). NaN without permutation tables.",
             ),
             Column(
                 "shape_sep_untrained",
@@ -247,8 +249,15 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
             Column(
                 "probe_perm",
                 "float64",
-                "Accuracy of the same probe on pseudo-labels of the same vectors (relabelling 0 of the "
-                "permutation null, a hash of the sample id): the control task of Hewitt & Liang 2019.",
+                "Accuracy of the same probe on the same vectors with their labels dealt out again at "
+                "random (in an order seeded by a hash of the sample id, so each class keeps its count): "
+                "the control task of Hewitt & Liang 2019.",
+            ),
+            Column(
+                "probe_perm_chance",
+                "float64",
+                "Chance level of probe_perm: the most frequent class's share of its labels in the probe "
+                "set (equal to probe_chance, since the control task keeps every class's count).",
             ),
             Column("probe_selectivity", "float64", "probe_acc - probe_perm (Hewitt & Liang's selectivity)."),
             Column("probe_per_class", "float64", "Probe vectors per class (probe set size / classes in it)."),

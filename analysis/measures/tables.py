@@ -4,7 +4,7 @@ Inputs, per gate, as CPU tensors (K classes, C channels, S shards, P relabelling
 from GateStats (`capture.stats`):
 
 * `count [S, K]` int64, `sum [S, K, C]` and `sumsq [S, K, C]` float64: moments of x - shift per
-  shard and class, `shift [C]`; the same under P pseudo-labellings (`perm_moments`);
+  shard and class, `shift [C]`; counts and sums under P pseudo-labellings (`perm_moments`);
 * `hist [K, C, B + 2]` int64: counts over each channel's own bins, with under- and overflow;
 * `saturation`: exact counts of gates >= 0.9 and <= 0.1 per class and channel;
 * reservoir `values [n, C]` float32 with `labels [n]`, `ids [n]` int64: up to R whole gate vectors
@@ -31,7 +31,6 @@ import pandas as pd
 import torch
 
 from analysis.capture.config import StatsConfig
-from analysis.capture.keys import pseudo_labels
 from analysis.measures._arrays import as_numpy
 from analysis.measures.anova import (
     Anova,
@@ -54,7 +53,7 @@ from analysis.measures.onset import (
     ShapeOnsetRule,
 )
 from analysis.measures.permutation import permutation_null, permutation_p
-from analysis.measures.probe import PROBE_MAX_CLASSES, Probe, ncm_probe, probe
+from analysis.measures.probe import PROBE_MAX_CLASSES, Probe, control_labels, ncm_probe, probe
 from analysis.measures.profiles import mean_pairwise_cosine, profile_separation, selectivity
 from analysis.measures.resampling import eta2_jackknife, shape_sep_jackknife
 from analysis.measures.schema import validate
@@ -81,7 +80,7 @@ class StatsLike(Protocol):
 
     def shift(self, name: str) -> torch.Tensor: ...
 
-    def perm_moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+    def perm_moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def histogram(self, name: str) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -172,17 +171,18 @@ def _specificity(stats: StatsLike | None, name: str, probe_args: dict[str, Any])
 
 
 def _probes(stats: StatsLike, name: str, probe_args: dict[str, Any]) -> dict[str, float]:
-    """The logistic probe, its control task on pseudo-labels and the nearest-class-mean probe."""
+    """The logistic probe, its control task on the labels dealt out again and the nearest-class-mean probe."""
     values, labels, ids = stats.reservoir(name)
     pr: Probe = probe(values, labels, **probe_args)
-    fake = pseudo_labels(ids, 0, stats.config.present, stats.config.seed)
-    perm = probe(values, fake, **probe_args).accuracy
+    control = probe(values, control_labels(labels, ids, stats.config.seed), **probe_args)
+    perm = control.accuracy
     ncm_args = {k: v for k, v in probe_args.items() if k != "device"}
     return {
         "probe_acc": pr.accuracy,
         "probe_chance": pr.chance,
         "probe_p": pr.p_value,
         "probe_perm": perm,
+        "probe_perm_chance": control.chance,
         "probe_selectivity": pr.accuracy - perm,
         "probe_per_class": pr.per_class,
         "probe_ncm": ncm_probe(values, labels, **ncm_args).accuracy,
@@ -195,7 +195,8 @@ def _shape(stats: StatsLike, name: str, a: Anova, present: np.ndarray) -> dict[s
     count, total, _, shift = _moments(stats, name)
     profile_sep, shape_sep = profile_separation(a.means[present])
     low, high = shape_sep_jackknife(count, total, shift, estimate=shape_sep)
-    null_eta2, null_shape = permutation_null(*stats.perm_moments(name), shift)
+    null_eta2, null_shape = (permutation_null(*stats.perm_moments(name), shift, a) if stats.config.keeps("null")
+                             else (np.empty(0), np.empty(0)))
     nan_mean = (lambda x: float(x.mean()) if x.size else math.nan)
     return {
         "profile_sep": profile_sep,

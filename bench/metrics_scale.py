@@ -3,8 +3,8 @@
     python bench/metrics_scale.py [--classes 10,100,1000] [--threads 1] [--probe-max-classes N] [--tiny]
 
 16 blocks with SE-ResNet-50's channel counts (15,104 channels), K classes, 50 images per class,
-GateStats' default configuration (8 shards, 8 relabellings, 18 bins, 16 reservoir vectors per
-class), made by `analysis.testing.planted.planted_stats`. Each K runs in a process of its own, so that its
+StatsConfig's shards, relabellings and bins with 16 reservoir vectors per class, made by
+`analysis.testing.planted.planted_stats`. Each K runs in a process of its own, so that its
 peak memory (max RSS) is its own. One row per K: wall and CPU seconds of each table (best of
 --repeats), of which the logistic probes (the probe and its control task, every block), the
 statistics' size, the process's peak RSS. --probe-max-classes: the probes' class cap (default the library's,

@@ -5,13 +5,13 @@ import pandas as pd
 import streamlit as st
 
 from analysis.errors import AnalysisError
-from analysis.presentation import views
+from analysis.presentation import figures, views
 from analysis.runs.folder import Run
 from dashboard.loaders import inside, open_run, run_folders, runs_root, selected_run, stamp, training_order
 from dashboard.widgets import md, show_compare
 
 MAX_DEFAULT = 8  # runs chosen at first: more lines than this are hard to tell apart
-METRICS = ("eta2_excess", "eta2_mean", "shape_sep", "profile_sep", "class_mod", "eps2_mean", "probe_acc",
+METRICS = ("eta2_mean", "eta2_excess", "shape_sep", "profile_sep", "class_mod", "eps2_mean", "probe_acc",
            "probe_selectivity", "frac_significant", "mi_bits_mean", "class_corr_mean", "sat_high", "gate_std")
 
 
@@ -53,7 +53,9 @@ group = [name for name in ordered if runs[name].path.parent == current.path.pare
 chosen = st.multiselect("runs", ordered, default=group[:MAX_DEFAULT],
                         help="At first: the runs in the folder of the selected run (e.g. the epoch snapshots of one "
                              "training), in epoch order.")
-metric = st.selectbox("metric", [m for m in METRICS if any(m in run.blocks for run in runs.values())] or METRICS[:1])
+metric = st.selectbox("metric", [m for m in METRICS if any(m in run.blocks for run in runs.values())] or METRICS[:1],
+                      help="Measures with an untrained control (" + ", ".join(figures.CONTROLS) + ") draw each run's "
+                           "control beside it: a band between its seeds' smallest and largest value.")
 if chosen:
     picked = {name: runs[name] for name in training_order({name: runs[name] for name in chosen})}
     show_compare(picked, metric)

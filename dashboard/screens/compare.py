@@ -15,6 +15,15 @@ METRICS = ("eta2_mean", "eta2_excess", "shape_sep", "profile_sep", "class_mod", 
            "probe_selectivity", "frac_significant", "mi_bits_mean", "class_corr_mean", "sat_high", "gate_std")
 
 
+def onset_cells(run: Run) -> dict[str, str]:
+    """Each onset's block as a table cell: per notion where the run records them ("none" or
+    "undetermined" where no block was found), else its two onsets."""
+    notions = getattr(run.meta.onset, "notions", None)
+    if notions:
+        return {f"onset ({name})": notion.block or notion.status for name, notion in notions.items()}
+    return {onset["label"]: onset["block"] or "none" for onset in views.onsets(run)}
+
+
 def onset_table(runs: dict[str, Run]) -> tuple[pd.DataFrame, list[str]]:
     """One row per run: its epoch, both onsets, the controls they were measured against and the rule
     (numbered: rule 1, rule 2, ...), and the rules' texts in that numbering."""
@@ -28,8 +37,7 @@ def onset_table(runs: dict[str, Run]) -> tuple[pd.DataFrame, list[str]]:
                 rules.append(rule)
             numbers.append(rules.index(rule) + 1)
         controls, checkpoint = run.meta.controls, run.meta.checkpoint
-        rows.append({"run": name, "epoch": checkpoint.epoch if checkpoint else None,
-                     "onset (shape)": s["onset"] or "none", "onset (detectable)": s["onset_detectable"] or "none",
+        rows.append({"run": name, "epoch": checkpoint.epoch if checkpoint else None, **onset_cells(run),
                      "measured against": ", ".join(controls) if controls else "permutation null only (no control)",
                      "rules": f"shape: rule {numbers[0]}; detectable: rule {numbers[1]}"})
     return pd.DataFrame(rows), rules

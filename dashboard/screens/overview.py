@@ -6,7 +6,7 @@ import streamlit as st
 from analysis.presentation import views
 from analysis.presentation.numbers import formatted
 from dashboard.loaders import selected_run
-from dashboard.widgets import block_table, md, onsets, open_page, show
+from dashboard.widgets import block_table, onsets, open_page, show
 
 run = selected_run()
 s = views.summary(run)
@@ -15,15 +15,13 @@ st.markdown("**Model**")
 st.text(s["model"])
 st.markdown("**Data**")
 st.text(s["data"])
-cols = st.columns(7)
+cols = st.columns(5)
 cols[0].metric("samples", f"{s['samples']:,}")
 cols[1].metric("classes", s["classes"])
 cols[2].metric("SE blocks", s["blocks"])
 cols[3].metric("gate channels", f"{s['channels']:,}")
 cols[4].metric("accuracy", f"{s['accuracy']:.2%}" if s["accuracy"] is not None else "unknown")
-cols[5].metric("onset (shape)", md(s["onset"] or "none"))
-cols[6].metric("onset (detectable)", md(s["onset_detectable"] or "none"))
-onsets(run)
+onsets(run)  # the answer: one line per onset, with its numbers, "undetermined" where it cannot be said
 st.subheader("Blocks")
 row = block_table(formatted(views.headline(run)), key="blocks_table")
 if row is not None:

@@ -207,13 +207,9 @@ def test_every_page_renders_each_kind_of_run(runs_dir, monkeypatch, page, run):
     for kind in captioned(page, load_run(runs_dir / run)):  # the reports' text under each figure
         assert any(caption(kind) in c.value for c in at.caption), (kind, [c.value for c in at.caption])
     if page == "Overview":
-        assert [m.label for m in at.metric] == ["samples", "classes", "SE blocks", "gate channels", "accuracy",
-                                                "onset (shape)", "onset (detectable)"]
+        assert [m.label for m in at.metric] == ["samples", "classes", "SE blocks", "gate channels", "accuracy"]
         assert at.metric[0].value == f"{load_run(runs_dir / run).meta.stats.samples:,}"
         assert at.metric[3].value == f"{load_run(runs_dir / run).blocks['channels'].sum():,}"
-        onset = load_run(runs_dir / run).document["onset"]
-        shape, detectable = (onset["block"], onset["detectable"]) if "detectable" in onset else ("none", onset["block"])
-        assert [plain(m.value) for m in at.metric[5:]] == [shape or "none", detectable or "none"]
         assert set(onset_lines(load_run(runs_dir / run))) <= {plain(m.value) for m in at.markdown}
         warned = load_run(runs_dir / run).meta.warnings
         assert [plain(w.value) for w in at.warning] == [f"This run warns: {w}" for w in warned]

@@ -187,9 +187,10 @@ def test_compare_says_what_each_onset_was_measured_against(runs_dir, monkeypatch
     table = at.dataframe[0].value.set_index("run")
     assert table.loc["controlled", "measured against"] == "untrained"
     assert table.loc["good", "measured against"] == "permutation null only (no control)"
-    for run in ("good", "controlled"):
+    for run in ("good", "controlled"):  # per notion where the run records them: no block reads none or undetermined
         onset = load_run(runs_dir / run).document["onset"]
-        assert table.loc[run, "onset (shape)"] == (onset["block"] or "none")
+        shape = onset.get("notions", {}).get("shape")
+        assert table.loc[run, "onset (shape)"] == (shape["block"] or shape["status"] if shape else onset["block"] or "none")
     assert "different rules or against other controls" in at.warning[0].value
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -363,3 +364,22 @@ def run_tables(
         "min_frac_significant": ONSET_MIN_FRAC_SIGNIFICANT,
     }
     return tables, onset
+
+
+@dataclass(frozen=True)
+class Tables:
+    """A run's tables held in memory, as `tables(stats)` computes them (a Run reads the same from its folder)."""
+
+    blocks: pd.DataFrame
+    channels: pd.DataFrame
+    class_means: pd.DataFrame
+    onset: dict[str, Any]  # meta.json's "onset" entry: `onset["block"]` is the onset block, with its rules
+
+
+def tables(
+    stats: StatsLike, *, untrained: StatsLike | None = None, min_excess: float | None = None,
+    margin: float = SHAPE_ONSET_MARGIN,
+) -> Tables:
+    """Every table of `stats` without writing anything (`run_tables` as one object, for a notebook)."""
+    found, onset = run_tables(stats, untrained=untrained, min_excess=min_excess, margin=margin)
+    return Tables(found["blocks"], found["channels"], found["class_means"], onset)

@@ -226,6 +226,34 @@ def cmd_paper(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_similarity(args: argparse.Namespace) -> int:
+    from analysis.errors import RunFolderError
+    from analysis.measures.similarity import similarity, squeeze_similarity
+    from analysis.runs.folder import load_run
+    from analysis.runs.matching import check_same_data
+
+    run = load_run(args.run, verify=True)
+    if args.other is None:
+        if run.meta.inputs is None:
+            raise RunFolderError(f"{run.path} holds no squeezed inputs z; name a second run folder to compare with.")
+        table = squeeze_similarity(run.stats)
+        print(f"linear CKA between each block's squeezed input z and its gate s, run {run.path}")
+    else:
+        other = load_run(args.other, verify=True)
+        check_same_data(run, other)
+        table = similarity(run.stats, other.stats, pairs=args.pairs)
+        print(f"linear CKA between the gate vectors of the images both kept: {run.path} (rows) and {other.path}")
+    with pd.option_context("display.width", 250, "display.max_rows", 500, "display.max_columns", 50):
+        if args.other is not None and args.pairs == "all":
+            for value in ("cka", "cka_debiased"):
+                matrix = table.pivot(index="block_a", columns="block_b", values=value)
+                matrix = matrix.loc[table["block_a"].unique(), table["block_b"].unique()]
+                print(f"{value}, {table['samples'].iloc[0]} images\n{matrix.to_string(float_format=lambda v: f'{v:.3f}')}")
+        else:
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
 PAPER_SKIP = ("progress", "limit", "classes", "per_class", "distributed")  # CollectJob's fields `paper` sets
 
 # ablate's own seed; the model's random-init weights and the per-class sample come from the run's
@@ -317,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     from analysis.experiments.interventions import ablate
     from analysis.experiments.paper import Protocol
     from analysis.jobs import CollectJob
+    from analysis.measures.similarity import PAIRS
     from analysis.models.train import TrainConfig
 
     parser = argparse.ArgumentParser(
@@ -371,6 +400,16 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     add_options(p, Protocol)
     _quiet(p)
     p.set_defaults(func=cmd_paper)
+
+    p = sub.add_parser("similarity", help="linear CKA between the gate vectors of two runs, block by block "
+                                          "(or between each block's z and s in one run)")
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("other", nargs="?", type=Path,
+                   help="run folder of the same images (same data, --seed and --reservoir): another epoch, seed or "
+                        "RUN/untrained; without it, each block's squeezed input z against its gate s")
+    p.add_argument("--pairs", choices=PAIRS, default=PAIRS[0],
+                   help="all: every block of RUN against every block of OTHER; same: each against its namesake")
+    p.set_defaults(func=cmd_similarity)
 
     p = sub.add_parser("ablate", parents=[_against_run_parser()],
                        help="replace the gates of blocks and groups (ones, mean, class-mean, shuffle) "

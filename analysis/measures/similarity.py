@@ -3,6 +3,10 @@ squeezed input z and its gate s).
 
     table = similarity(stats_a, stats_b)        # one row per (block of a, block of b)
     table = squeeze_similarity(stats)           # one row per block: z against s
+    se-analysis similarity RUN OTHER [--pairs same]; se-analysis similarity RUN (z against s)
+
+Columns: `block_a`, `block_b` (the blocks compared; `block` for z against s), `samples` (the images
+both sides kept, matched by sample id), `cka`, `cka_debiased` (below).
     linear_cka(x, y)                            # x [n, p], y [n, q]: the rows are the same images
 
 Linear CKA (Kornblith et al. 2019) compares the images' similarity structure on both sides: 1 when
@@ -31,9 +35,10 @@ import pandas as pd
 import torch
 
 from analysis.capture.stats import GateStats
-from analysis.errors import RunMismatchError
+from analysis.errors import OptionError, RunMismatchError
 from analysis.measures._arrays import Array, as_numpy
 
+PAIRS = ("all", "same")  # which blocks of two runs `similarity` compares
 MIN_SAMPLES = 4  # the debiased estimator divides by (n - 1)(n - 2) and n - 3; fewer shared images: NaN
 
 
@@ -89,8 +94,8 @@ def similarity(a: GateStats, b: GateStats, *, pairs: str = "all") -> pd.DataFram
 
     Raises RunMismatchError when the two share no image (other data, seed or reservoir size), or,
     with "same", no block name."""
-    if pairs not in ("all", "same"):
-        raise ValueError(f"pairs must be 'all' or 'same', not {pairs!r}.")
+    if pairs not in PAIRS:
+        raise OptionError(f"pairs must be one of {', '.join(PAIRS)}, not {pairs!r}.")
     names_b = [g.name for g in b.gates]
     if pairs == "same" and not set(names_b) & {g.name for g in a.gates}:
         raise RunMismatchError("the two runs have no SE block of the same name to compare.")

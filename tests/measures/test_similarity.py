@@ -123,3 +123,40 @@ def test_runs_without_common_images_are_refused(planted):
     b = collect(model, [(x[600:], y[600:], torch.arange(600, 1200))], 10, progress=False)
     with pytest.raises(RunMismatchError, match="no image in common"):
         similarity(a, b)
+
+
+def test_the_similarity_command_prints_the_library_tables(tmp_path, capsys):
+    """`se-analysis similarity`: two runs of other weights over the same images (their reservoirs keep every
+    image), a run against itself, z against s in one run; data of other images is one sentence, exit 2."""
+    from analysis.cli import main
+    from analysis.runs.folder import load_run
+    from analysis.testing.runs import cli_error
+
+    def run(name: str, seed: int, data: str = "synthetic:classes=3,n=48,size=16,channels=1") -> str:
+        out = str(tmp_path / name)
+        assert main(["collect", "--model", "se_resnet20", "--random-init", "--seed", str(seed), "--data", data,
+                     "--out", out, "--quiet"]) == 0
+        return out
+
+    a, b = run("a", 0), run("b", 1)
+    capsys.readouterr()
+    assert main(["similarity", a, b]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    table = similarity(load_run(a).stats, load_run(b).stats)
+    assert set(table["samples"]) == {48}
+    heading = printed.index("cka, 48 images")
+    blocks = printed[heading + 1].split()[1:]  # "block_b SE_2_1 ...", then "block_a", then one row per block
+    assert blocks == list(table["block_b"].unique())
+    for line in printed[heading + 3: heading + 3 + len(blocks)]:
+        block_a, *values = line.split()
+        expected = table[table.block_a == block_a].set_index("block_b").loc[blocks, "cka"]
+        assert [float(v) for v in values] == pytest.approx(expected.round(3).tolist(), abs=1e-9)
+    assert main(["similarity", a, a, "--pairs", "same"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert len(rows) == len(blocks) and all(r[0] == r[1] and r[3:] == ["1.000", "1.000"] for r in rows)
+    assert main(["similarity", a]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    expected = squeeze_similarity(load_run(a).stats)
+    assert [float(r[2]) for r in rows] == pytest.approx(expected["cka"].round(3).tolist(), abs=1e-9)
+    other = run("c", 0, "synthetic:classes=3,n=48,size=16,channels=1,seed=5")  # other images of the same ids
+    assert "read other data" in cli_error(capsys, ["similarity", a, other])

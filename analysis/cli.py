@@ -254,6 +254,22 @@ def cmd_similarity(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trajectory(args: argparse.Namespace) -> int:
+    from analysis.experiments.trajectory import onset_table
+    from analysis.jobs import CollectJob, run_trajectory
+
+    job = CollectJob(**option_values(args, CollectJob, skip=TRAJECTORY_SKIP), model=str(args.checkpoint),
+                     progress=not args.quiet)
+    onsets = onset_table(run_trajectory(job))
+    print(onsets.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"trajectory of {len(onsets)} snapshots written to {args.out} (trajectory.parquet, trajectory.png)")
+    return 0
+
+
+# CollectJob's fields `trajectory` sets: the model is each snapshot of the checkpoint folder
+TRAJECTORY_SKIP = ("model", "weights", "random_init", "pretrained", "progress", "distributed")
+
+
 PAPER_SKIP = ("progress", "limit", "classes", "per_class", "distributed")  # CollectJob's fields `paper` sets
 
 # ablate's own seed; the model's random-init weights and the per-class sample come from the run's
@@ -346,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     from analysis.experiments.paper import Protocol
     from analysis.jobs import CollectJob
     from analysis.measures.similarity import PAIRS
+    from analysis.models.controls import CONTROLS
     from analysis.models.train import TrainConfig
 
     parser = argparse.ArgumentParser(
@@ -400,6 +417,14 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     add_options(p, Protocol)
     _quiet(p)
     p.set_defaults(func=cmd_paper)
+
+    p = sub.add_parser("trajectory", help="collect every epoch snapshot of a checkpoint folder (resumable) and "
+                                          "tabulate the measures and onsets by epoch")
+    p.add_argument("checkpoint", type=Path, help="checkpoint folder with epoch snapshots (se-analysis train)")
+    _options(p, CollectJob, skip=TRAJECTORY_SKIP)
+    p.set_defaults(control=CONTROLS[0])
+    _quiet(p)
+    p.set_defaults(func=cmd_trajectory)
 
     p = sub.add_parser("similarity", help="linear CKA between the gate vectors of two runs, block by block "
                                           "(or between each block's z and s in one run)")

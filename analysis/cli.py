@@ -122,7 +122,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise RunFolderError(f"{args.runs} is not a folder of runs; make one with `se-analysis demo`.")
     app = dashboard_app()
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
-               "--server.address", args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+               "--server.address", args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--client.toolbarMode", "viewer"]  # a viewer's menu: no Deploy button
     env = {**os.environ, "SE_ANALYSIS_RUNS": str(args.runs.resolve())}
     os.execve(sys.executable, command, env)  # become the server, so signals reach it directly
 

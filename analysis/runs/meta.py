@@ -124,6 +124,7 @@ class CheckpointRecord:
     """meta.json "checkpoint": the checkpoint's own record (analysis.models.checkpoint)."""
 
     test_accuracy: Annotated[float | None, Range(0, 1)] = None
+    epoch: Annotated[int | None, Range(0)] = None  # of an epoch snapshot: Compare orders a training's runs by it
 
 
 @dataclass(frozen=True)

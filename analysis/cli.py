@@ -203,6 +203,21 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_channels(args: argparse.Namespace) -> int:
+    from analysis.experiments.channels import channel_ablate, channel_agreement
+
+    run, model, loader, images = _against_run(args, channel_ablate)
+    options = option_values(args, channel_ablate, skip=RUN_TIME)
+    table = channel_ablate(model, loader, run, **options, progress=not args.quiet, total=images)
+    agreement = channel_agreement(table, run, shuffles=args.shuffles, seed=args.seed)
+    run.add_table("channel_interventions", table)
+    run.add_table("channel_agreement", agreement)
+    with pd.option_context("display.width", 250, "display.max_columns", 50):
+        print(agreement.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("\n".join([*warning_lines(run), f"tables channel_interventions, channel_agreement written to {run.path}"]))
+    return 0
+
+
 def cmd_attribute(args: argparse.Namespace) -> int:
     from analysis.experiments.attributions import attribute
 
@@ -274,6 +289,7 @@ TRAJECTORY_SKIP = ("model", "weights", "random_init", "pretrained", "progress", 
 PAPER_SKIP = ("progress", "limit", "classes", "per_class", "distributed")  # CollectJob's fields `paper` sets
 
 # ablate's own seed; the model's random-init weights and the per-class sample come from the run's
+CHANNELS_SEED = "seeds the bootstrap and the channel shuffles of the null"
 ABLATE_SEED = "seeds the shuffle intervention and the bootstrap (random-init weights and --per-class come from the run)"
 MODEL_AND_DATA = ("model", "data", "weights", "random_init", "pretrained", "image_size", "limit", "classes",
                   "per_class", "batch_size", "workers", "device")
@@ -308,6 +324,10 @@ HELP = {
     "groups": "comma-separated: block (each alone), stage (each), a stage (SE_4_*), all, or blocks joined by + (SE_4_2+SE_4_3)",
     "interventions": "comma-separated subset",
     "resamples": "bootstrap resamples of the images",
+    "top": "only the N channels of each block ranked first by --by (none: every channel)",
+    "by": "channels-table column ranking the channels for --top",
+    "copies": "channels intervened on in one forward (the batch repeated this many times)",
+    "shuffles": "shufflings of the channels for the null of the agreement",
     "method": "captum method",
     "target": "which class logit to attribute",
     "steps": "integrated-gradient steps",
@@ -359,6 +379,7 @@ def _against_run_parser() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per subcommand, in --help order
     from analysis.experiments.attributions import attribute
+    from analysis.experiments.channels import channel_ablate, channel_agreement
     from analysis.experiments.interventions import ablate
     from analysis.experiments.paper import Protocol
     from analysis.jobs import CollectJob
@@ -443,6 +464,13 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     texts, choices = _registered()
     add_options(p, ablate, skip=RUN_TIME, choices=choices, help={**texts, "seed": ABLATE_SEED})
     p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser("channels", parents=[_against_run_parser()],
+                       help="replace each gate channel alone (by its mean or 1) and measure every class's accuracy "
+                            "change; does a channel's class preference say which class loses? stored in the run")
+    add_options(p, channel_ablate, skip=RUN_TIME, choices=choices, help={**texts, "seed": CHANNELS_SEED})
+    add_options(p, channel_agreement, only=("shuffles",), help=texts)
+    p.set_defaults(func=cmd_channels)
 
     p = sub.add_parser("attribute", parents=[_against_run_parser()],
                        help="attribute the class logit to every gate channel with captum, per class; "

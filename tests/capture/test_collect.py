@@ -15,6 +15,7 @@ def hook_count(model: torch.nn.Module) -> int:
 
 
 HOOKS_PER_GATE = 2  # on the gate module (its float32 value) and on its SE block (z, the float32 re-run under AMP)
+PER_CONTEXT = 1  # on the model: each forward pass starts the count of every module's runs afresh
 
 
 def class_moments(stats: GateStats, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -37,7 +38,7 @@ def test_hooks_are_removed_after_an_exception_inside_the_loop(planted):
     assert hook_count(model) == 0
     with pytest.raises(RuntimeError, match="boom"):
         with GateHooks(model, gates, stats):
-            assert hook_count(model) == HOOKS_PER_GATE * len(gates)
+            assert hook_count(model) == HOOKS_PER_GATE * len(gates) + PER_CONTEXT
             stats.begin_batch(y[:10], torch.arange(10))
             model(x[:10])
             raise RuntimeError("boom")
@@ -62,8 +63,8 @@ def test_nested_hooks_remove_only_their_own(planted):
     outer, inner = GateStats(gates, StatsConfig(10)), GateStats(gates, StatsConfig(10))
     with GateHooks(model, gates, outer):
         with GateHooks(model, gates, inner):
-            assert hook_count(model) == 2 * HOOKS_PER_GATE * len(gates)
-        assert hook_count(model) == HOOKS_PER_GATE * len(gates)
+            assert hook_count(model) == 2 * (HOOKS_PER_GATE * len(gates) + PER_CONTEXT)
+        assert hook_count(model) == HOOKS_PER_GATE * len(gates) + PER_CONTEXT
     assert hook_count(model) == 0
 
 

@@ -270,8 +270,8 @@ def test_statistics_equal_the_gate_each_block_computes(net, amp):
             own = torch.sigmoid(block.fc2(F.relu(block.fc1(inputs["layer1.1.block"].mean((2, 3))))))
         assert (brute_moments(own.double(), y, 3)[1] - m).abs().max() > 1e-4
     said = gate_precision(model, stats.gates, "bf16" if amp else None)["SE_2_2"]
-    assert said == ("its SE block layer1.1.block re-run in float32 on the upcast input, outside bf16 autocast" if amp
-                    else "float32 sigmoid of the upcast pre-activation, outside autocast")
+    assert said == ("its SE block layer1.1.block re-run in float32 on its input's channel means, pooled in float32, "
+                    "outside bf16 autocast" if amp else "float32 sigmoid of the upcast pre-activation, outside autocast")
 
 
 class GateAfterConv(nn.Module):

@@ -207,7 +207,8 @@ def test_replacement_hooks_are_removed_after_an_exception_and_nest_with_collecti
     stats = GateStats(gates, StatsConfig(10))
     with pytest.raises(RuntimeError, match="boom"):
         with GateHooks(model, gates, stats), GateReplacement(model, gates, {}) as hooks:
-            assert count() == 3 * len(gates)  # collection: gate and block pre-hooks; replacement: one hook
+            # collection: gate and block pre-hooks; replacement: one hook; each context: one on the model (its runs)
+            assert count() == 3 * len(gates) + 2
             hooks.begin_batch(y[:10])
             hooks.blocks = {g.name for g in gates}
             stats.begin_batch(y[:10], torch.arange(10))

@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import batches
-from test_stats import brute_moments, stats_moments
 from torch import nn
 
 from analysis import GateHooks, GateStats, GateValueError, StatsConfig, collect, find_gates
 from analysis.models.architectures import SqueezeExcite
+from analysis.testing.brute import brute_moments, stats_moments
+from analysis.testing.nets import batches
 
 C, K = 8, 3
 

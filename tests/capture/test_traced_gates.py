@@ -239,6 +239,11 @@ def test_traced_gates_are_counted_in_forward_order_named_and_kinded(net):
     gates = find_gates(model, example=x[:2])
     assert [(g.name, g.kind, g.path, g.call) for g in gates] == EXPECTED
     assert [g.depth for g in gates] == list(range(1, 12)) and {g.channels for g in gates} == {C}
+    # the float32 re-run starts from the channel means where the excitation reads only them (se, eca), never
+    # where it reads the maxima (cbam-channel) or positions (ge); test_statistics_... checks both against float64
+    assert [g.pooled for g in gates] == [g.kind in ("se", "eca") for g in gates] == [True] * 7 + [False] * 4
+    said = gate_precision(model, gates, "bf16")
+    assert said["SE_4_2"] == "its SE block layer3.1.block.channel re-run in float32 on the upcast input, outside bf16 autocast"
 
 
 @pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])

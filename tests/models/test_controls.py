@@ -112,11 +112,11 @@ def test_collect_control_untrained_stores_a_reproducible_run_inside_the_run(tmp_
         runs[name] = load_run(tmp_path / name)
     run, control = runs["s3"], runs["s3"].control("untrained")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s3", "s4", "w.pth"]  # no temporary folder left
-    assert run.meta["controls"] == ["untrained"] and control.path == tmp_path / "s3" / "untrained"
-    assert control.meta["control"]["seed"] == 3 and control.meta["control"]["batchnorm"]["samples"] == 32
-    assert control.meta["weights_sha256"] is None and run.meta["weights_sha256"]
+    assert run.document["controls"] == ["untrained"] and control.path == tmp_path / "s3" / "untrained"
+    assert control.document["control"]["seed"] == 3 and control.document["control"]["batchnorm"]["samples"] == 32
+    assert control.document["weights_sha256"] is None and run.document["weights_sha256"]
     assert list(control.blocks["block"]) == list(run.blocks["block"])
-    assert control.meta["stats"]["samples"] == run.meta["stats"]["samples"] == 32
+    assert control.document["stats"]["samples"] == run.document["stats"]["samples"] == 32
     assert (run.blocks["eta2_mean"] == 0).all() and (control.blocks["eta2_mean"] > 0).all()
     # The control's statistics are those of the untrained network from the same seed collected directly
     # (reproducible: a second run with --seed 3 holds them too), and another seed gives others.
@@ -132,7 +132,7 @@ def test_collect_control_untrained_stores_a_reproducible_run_inside_the_run(tmp_
 def test_run_control_is_none_without_the_control_and_refuses_unknown_names(tmp_path, capsys):
     assert main(collect_args(tmp_path / "r", "--random-init")) == 0
     run = load_run(tmp_path / "r")
-    assert run.control("untrained") is None and run.meta["controls"] == []
+    assert run.control("untrained") is None and run.document["controls"] == []
     with pytest.raises(RunFolderError, match="not a control"):
         run.control("shuffled")
     assert "already the untrained network" in cli_error(

@@ -24,7 +24,7 @@ from torch import nn
 
 from analysis.capture.collect import collect, gate_precision
 from analysis.capture.gates import find_gates
-from analysis.capture.distributed import Rank, agree_ranks, join_ranks, merge_ranks, share_model
+from analysis.capture.distributed import Rank, gather_ranks, join_ranks, merge_ranks, share_model
 from analysis.capture.stats import GateStats, StatsConfig
 from analysis.data.jpeg import make_image_loader
 from analysis.data.selection import PER_CLASS, selection_warnings
@@ -38,6 +38,7 @@ from analysis.measures.tables import run_tables
 from analysis.options import Range, check_fields, check_values
 from analysis.models.checkpoint import checkpoint_paths
 from analysis.models.controls import untrained, untrained_record
+from analysis.models.precision import amp_name
 from analysis.models.spec import open_model_and_data, pretrained_weights, state_sha256
 from analysis.runs.folder import Run, check_writable, write_run
 
@@ -55,13 +56,13 @@ class CollectJob:
     gates: str | None = None  # regex naming the gate modules, instead of discovery by type
     batch_size: Annotated[int, Range(1)] = 128
     workers: Annotated[int, Range(0)] = 0
-    decode: str = "auto"  # auto, cpu (PIL in the workers), gpu (nvjpeg, imagefolder only); see analysis.jpeg
+    decode: str = "auto"  # auto, cpu (PIL in the workers), gpu (nvjpeg, imagefolder only); see analysis.data.jpeg
     limit: Annotated[int | None, Range(1)] = None  # a seeded stratified subset of N samples, see make_loader
     classes: tuple[str, ...] | None = None  # class names, WordNet ids or indices to keep, see analysis.data.selection
     per_class: Annotated[int | None, PER_CLASS] = None  # a sample of N per class, drawn with `seed`
     image_size: Annotated[int | None, IMAGE_SIZE] = None  # default: the model's preferred size, else the data's own
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    amp: str = "none"  # none, bf16, fp16
+    amp: str = "none"  # none, bf16, fp16: see analysis.models.precision
     channels_last: bool = False
     compile: bool = False
     bins: int = StatsConfig.bins  # what the statistics keep: see StatsConfig
@@ -69,17 +70,20 @@ class CollectJob:
     topk: int = StatsConfig.topk
     shards: int = StatsConfig.shards
     seed: int = StatsConfig.seed
+    permutations: int = StatsConfig.permutations
+    calibration: int = StatsConfig.calibration
     onset_min_excess: float | None = None  # the detectable onset's effect size, see analysis.measures.onset
     onset_margin: float = 0.0  # the shape onset's margin over its controls, see analysis.measures.onset
     overwrite: bool = False
     progress: bool = True
-    distributed: bool = False  # one shard per torchrun process, merged; see analysis.distributed
+    distributed: bool = False  # one shard per torchrun process, merged; see analysis.capture.distributed
     control: str | None = None  # untrained: also collect the architecture untrained, into out/untrained/
 
     def __post_init__(self) -> None:
         check_fields(self)
         check_values(StatsConfig, {"bins": self.bins, "reservoir": self.reservoir, "topk": self.topk,
-                                   "shards": self.shards, "seed": self.seed})
+                                   "shards": self.shards, "seed": self.seed, "permutations": self.permutations,
+                                   "calibration": self.calibration})
 
 
 # Images per class below which a class's numbers rest on a handful: the probe's 5 folds cannot each test it.
@@ -145,7 +149,7 @@ def run_collect(job: CollectJob) -> Run | None:
         "job": asdict(job),
         "processes": rank.world if rank else 1,
         "warnings": [*selection_warnings(source), *data_warnings(stats)],
-        "gate_precision": gate_precision(model, stats.gates, None if job.amp == "none" else job.amp),
+        "gate_precision": gate_precision(model, stats.gates, amp_name(job.amp)),
     }
     controls = {}
     if control_stats is not None:
@@ -167,7 +171,7 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
         share_model(model)
     config = StatsConfig(
         source.num_classes, bins=job.bins, reservoir=job.reservoir, topk=job.topk, shards=job.shards, seed=job.seed,
-        classes=present_classes(source),
+        permutations=job.permutations, calibration=job.calibration, classes=present_classes(source),
     )
     total = min(len(source.dataset), job.limit) if job.limit else len(source.dataset)
     shard = rank.shard(total) if rank else None
@@ -177,9 +181,9 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
     stats = collect(
         model, loader, source.num_classes,
         gate_pattern=job.gates, class_names=source.class_names, config=config,
-        amp=None if job.amp == "none" else job.amp, channels_last=job.channels_last, compile=job.compile,
+        amp=job.amp, channels_last=job.channels_last, compile=job.compile,
         progress=job.progress and (not rank or rank.rank == 0), total=len(shard) if rank else total,
-        agree=agree_ranks if rank else None,
+        gather=gather_ranks if rank else None,
     )
     if rank:
         merge_ranks(stats)
@@ -261,7 +265,7 @@ def run_paper(job: CollectJob, protocol: Protocol) -> Run:
     device = resolve_device(job.device)
     loader = make_image_loader(source, job.batch_size, device, decode=job.decode, workers=job.workers)
     table = ablate(model.to(device), loader, run, groups=group, interventions=("ones",),
-                   amp=None if job.amp == "none" else job.amp, seed=job.seed, progress=job.progress,
+                   amp=job.amp, seed=job.seed, progress=job.progress,
                    total=len(source.dataset))
     run.add_table("interventions", table)
     run.add_table("paper", paper_table(run, choice, protocol.channels, job.seed))

@@ -122,9 +122,9 @@ def measure_modes(
 
     def measure(
         name: str, call: Callable[[nn.Module], Any], before: Callable[[int], Any] = lambda i: None,
-        context: Any = contextlib.nullcontext(),
+        context: Any = contextlib.nullcontext(), after: Callable[[int], Any] = lambda i: None,
     ) -> None:
-        """Times before(i) then call(forward) per batch, `forward` compiled inside `context`."""
+        """Times before(i), call(forward) and after(i) per batch, `forward` compiled inside `context`."""
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         if compile:
@@ -136,6 +136,7 @@ def measure_modes(
                 before(i)
                 with torch.inference_mode(), precision:
                     call(forward)
+                after(i)
 
             times = timed(step, batches, repeats, device)
         row = {"mode": name, **rate(batches * len(x), times)}
@@ -150,7 +151,9 @@ def measure_modes(
     if "collect" in modes:
         stats = GateStats(gates, StatsConfig(classes), device=device)
         ids = torch.arange(len(x))
-        measure("collect", run, lambda i: stats.begin_batch(y, ids + i * len(x)), GateHooks(model, gates, stats))
+        measure("collect", run, lambda i: stats.begin_batch(y, ids + i * len(x)), GateHooks(model, gates, stats),
+                lambda i: stats.end_batch())
+        stats.finish()
         stats.check()  # every gate saw every image: the hooks ran, compiled or not
         del stats  # out of the next modes' peak memory
 
@@ -240,11 +243,12 @@ def row_model(row: Row) -> tuple[nn.Module, torch.Tensor]:
 
 
 def _stats(model: nn.Module, x: torch.Tensor) -> GateStats:
-    """Empty statistics of every gate with the squeezed inputs, as `collect` makes them (on either checkout)."""
+    """Empty statistics of every gate with the squeezed inputs, as `collect` makes them (on either
+    checkout: `new_stats`, or `with_inputs` before it)."""
     gates = find_gates(model, example=x[:2])
-    stats = GateStats(gates, StatsConfig(CLASSES))
-    collecting.with_inputs(model, stats)
-    return stats
+    if hasattr(collecting, "new_stats"):
+        return collecting.new_stats(model, gates, StatsConfig(CLASSES), None, torch.device("cpu"), True, None)
+    return collecting.with_inputs(model, GateStats(gates, StatsConfig(CLASSES)))
 
 
 def steps(row: Row, model: nn.Module, x: torch.Tensor, stack: contextlib.ExitStack) -> dict[str, Callable[[int], Any]]:

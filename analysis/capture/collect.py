@@ -4,6 +4,8 @@
         for x, y, ids in loader:
             stats.begin_batch(y, ids)
             model(x)
+            stats.end_batch()
+    stats.finish()
 
 `collect` runs that loop for you, with AMP, channels_last, inference mode, torch.compile and a
 progress bar. Its hooks, like every hook of the library, are `capture.hooks.ForwardHooks`.
@@ -39,7 +41,7 @@ from tqdm import tqdm
 from analysis.errors import DataError, GateValueError
 from analysis.capture.adapters import Nonlinearity, module_nonlinearity
 from analysis.capture.calls import CallCounter, Frame, evaluating, site_nonlinearity, subtrees
-from analysis.capture.config import Agree
+from analysis.capture.config import Gather
 from analysis.capture.gates import Block, Gate, find_gates, squeeze_block, unwrap
 from analysis.capture.hooks import ForwardHooks, run_gate
 from analysis.capture.tracing import channel_view
@@ -181,13 +183,14 @@ def gate_precision(model: nn.Module, gates: list[Gate], amp: str | None) -> dict
     return out
 
 
-def with_inputs(model: nn.Module, stats: GateStats) -> GateStats:
-    """`stats` with empty squeeze-input statistics (unbounded, same gates and settings) when every
-    gate has a known SE block whose input can be pooled; unchanged otherwise."""
-    if all(squeeze_block(model, g) for g in stats.gates):
-        config = dataclasses.replace(stats.config, bounded=False)
-        stats.inputs = GateStats(stats.gates, config, stats.class_names, stats.device)
-    return stats
+def new_stats(model: nn.Module, gates: list[Gate], config: StatsConfig, class_names: list[str] | None,
+              device: torch.device, inputs: bool, gather: Gather | None) -> GateStats:
+    """Empty statistics of `gates`; with `inputs`, beside them those of the squeezed inputs z
+    (`StatsConfig.squeezed`) when every gate has a known SE block whose input can be pooled."""
+    squeezed = None
+    if inputs and all(squeeze_block(model, g) for g in gates):
+        squeezed = GateStats(gates, config.squeezed(), class_names, device, gather=gather)
+    return GateStats(gates, config, class_names, device, inputs=squeezed, gather=gather)
 
 
 def _batches(loader: Iterable) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -244,7 +247,7 @@ def collect(
     progress: bool = True,
     total: int | None = None,
     inputs: bool = True,
-    agree: Agree | None = None,
+    gather: Gather | None = None,
 ) -> GateStats:
     """Stream every gate of `model` over `loader` into GateStats on the model's device.
 
@@ -253,12 +256,12 @@ def collect(
     None, "bf16" or "fp16"; `compile` wraps the hooked model in torch.compile. Without `gates`,
     `find_gates` finds them (by type, else by tracing the first batch's first two images). With
     `inputs`, the squeezed inputs of the SE blocks are collected into `stats.inputs` too (see
-    `with_inputs`). `agree` makes the first batch's calibration equal across processes. Raises
+    `new_stats`). `gather` shares the calibration sample across processes (GateStats). Raises
     DataError for an empty loader, NoGatesError, LabelError and GateValueError as described in GateStats.
     """
     with evaluating(model):
         return _collect(model, loader, num_classes, gates, gate_pattern, class_names, config, amp, channels_last,
-                        compile, progress, total, inputs, agree)
+                        compile, progress, total, inputs, gather)
 
 
 def compiled(model: nn.Module) -> Callable[[torch.Tensor], Any]:
@@ -282,7 +285,7 @@ def compiled(model: nn.Module) -> Callable[[torch.Tensor], Any]:
 def _collect(
     model: nn.Module, loader: Iterable, num_classes: int, gates: list[Gate] | None, gate_pattern: str | None,
     class_names: list[str] | None, config: StatsConfig | None, amp: str | None, channels_last: bool,
-    compile: bool, progress: bool, total: int | None, inputs: bool, agree: Agree | None,
+    compile: bool, progress: bool, total: int | None, inputs: bool, gather: Gather | None,
 ) -> GateStats:
     """The hooked pass of `collect`, with the model in eval mode."""
     device = model_device(model)
@@ -303,19 +306,16 @@ def _collect(
                 gates = gates or find_gates(model, gate_pattern, example=x[:2])
                 with precision:
                     gates = _learn_channels(model, gates, x)
-                stats = GateStats(gates, config, class_names, device)
-                if inputs:
-                    with_inputs(model, stats)
-                for part in (stats, stats.inputs):
-                    if part is not None:
-                        part.agree = agree
+                stats = new_stats(model, gates, config, class_names, device, inputs, gather)
                 stack.enter_context(GateHooks(model, gates, stats))
                 forward = compiled(model) if compile else model
             stats.begin_batch(y, ids)
             with torch.inference_mode(), precision:
                 forward(x)
+            stats.end_batch()
             bar.update(len(y))
     if stats is None or stats.samples == 0:
         raise DataError("the data source yielded no samples.")
+    stats.finish()
     stats.check()
     return stats

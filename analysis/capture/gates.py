@@ -33,6 +33,7 @@ from torch import nn
 
 from analysis.capture.adapters import GATE_DECLARATION, adapter_of, gate_adapters
 from analysis.capture.calls import CallCounter, Frame, evaluating
+from analysis.capture.names import index_name, run_name, stage_name
 from analysis.capture.tracing import KINDS, trace
 from analysis.errors import GateValueError, NoGatesError, OptionError
 
@@ -114,7 +115,7 @@ def gate_names(paths: list[str]) -> list[str]:
     names = []
     for p in paths:
         seen[p] += 1
-        names.append(base[p] if total[p] == 1 else f"{base[p]}.{seen[p]}")
+        names.append(base[p] if total[p] == 1 else run_name(base[p], seen[p]))
     return names
 
 
@@ -122,10 +123,10 @@ def _distinct_names(paths: list[str]) -> list[str]:
     for pattern, stage0, block0 in _STAGE_RULES:
         matches = [pattern.search(p + ".") for p in paths]
         if all(matches):
-            names = [f"SE_{int(m[1]) + stage0}_{int(m[2]) + block0}" for m in matches]
+            names = [stage_name(int(m[1]) + stage0, int(m[2]) + block0) for m in matches]
             if len(set(names)) == len(names):
                 return names
-    return [f"SE_{i + 1}" for i in range(len(paths))]
+    return [index_name(i + 1) for i in range(len(paths))]
 
 
 def _out_channels(se_block: nn.Module) -> int | None:

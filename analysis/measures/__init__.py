@@ -35,7 +35,7 @@ from analysis.measures.permutation import permutation_null, permutation_p
 from analysis.measures.probe import PROBE_C, PROBE_MAX_CLASSES, Probe, fit_logistic, ncm_probe, probe, stratified_folds
 from analysis.measures.profiles import mean_pairwise_cosine, profile_separation, selectivity
 from analysis.measures.resampling import eta2_jackknife, jackknife_interval, shape_sep_jackknife
-from analysis.measures.saturation import GATE_HIGH, GATE_LOW, SATURATED_SHARE, SATURATION_RULE, saturated, saturation
+from analysis.measures.saturation import GATE_HIGH, GATE_LOW, SATURATED_SHARE, SATURATION_RULE, saturated
 from analysis.measures.schema import Column, doc, markdown, validate
 from analysis.measures.tables import block_table, channel_table, class_mean_table, run_tables
 from analysis.measures.testing import benjamini_hochberg
@@ -85,7 +85,6 @@ __all__ = [
     "profile_separation",
     "run_tables",
     "saturated",
-    "saturation",
     "selectivity",
     "shape_sep_jackknife",
     "stratified_folds",

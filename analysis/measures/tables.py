@@ -4,7 +4,7 @@ Inputs, per gate, as CPU tensors (K classes, C channels, S shards, P relabelling
 from GateStats (`capture.stats`):
 
 * `count [S, K]` int64, `sum [S, K, C]` and `sumsq [S, K, C]` float64: moments of x - shift per
-  shard and class, `shift [C]`; the same under P pseudo-labellings (`perm_moments`);
+  shard and class, `shift [C]`; counts and sums under P pseudo-labellings (`perm_moments`);
 * `hist [K, C, B + 2]` int64: counts over each channel's own bins, with under- and overflow;
 * `saturation`: exact counts of gates >= 0.9 and <= 0.1 per class and channel;
 * reservoir `values [n, C]` float32 with `labels [n]`, `ids [n]` int64: up to R whole gate vectors
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -80,7 +81,7 @@ class StatsLike(Protocol):
 
     def shift(self, name: str) -> torch.Tensor: ...
 
-    def perm_moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+    def perm_moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def histogram(self, name: str) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -194,7 +195,8 @@ def _shape(stats: StatsLike, name: str, a: Anova, present: np.ndarray) -> dict[s
     count, total, _, shift = _moments(stats, name)
     profile_sep, shape_sep = profile_separation(a.means[present])
     low, high = shape_sep_jackknife(count, total, shift, estimate=shape_sep)
-    null_eta2, null_shape = permutation_null(*stats.perm_moments(name), shift)
+    null_eta2, null_shape = (permutation_null(*stats.perm_moments(name), shift, a) if stats.config.keeps("null")
+                             else (np.empty(0), np.empty(0)))
     nan_mean = (lambda x: float(x.mean()) if x.size else math.nan)
     return {
         "profile_sep": profile_sep,
@@ -363,3 +365,22 @@ def run_tables(
         "min_frac_significant": ONSET_MIN_FRAC_SIGNIFICANT,
     }
     return tables, onset
+
+
+@dataclass(frozen=True)
+class Tables:
+    """A run's tables held in memory, as `tables(stats)` computes them (a Run reads the same from its folder)."""
+
+    blocks: pd.DataFrame
+    channels: pd.DataFrame
+    class_means: pd.DataFrame
+    onset: dict[str, Any]  # meta.json's "onset" entry: `onset["block"]` is the onset block, with its rules
+
+
+def tables(
+    stats: StatsLike, *, untrained: StatsLike | None = None, min_excess: float | None = None,
+    margin: float = SHAPE_ONSET_MARGIN,
+) -> Tables:
+    """Every table of `stats` without writing anything (`run_tables` as one object, for a notebook)."""
+    found, onset = run_tables(stats, untrained=untrained, min_excess=min_excess, margin=margin)
+    return Tables(found["blocks"], found["channels"], found["class_means"], onset)

@@ -10,6 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from analysis import GateHooks, GateStats, GateValueError, StatsConfig, collect, find_gates
+from analysis.capture.gates import gate_names
+from analysis.capture.names import stage_of
+from analysis.experiments.interventions import stages
 from analysis.models.architectures import SqueezeExcite
 from analysis.testing.brute import brute_moments, stats_moments
 from analysis.testing.nets import batches
@@ -178,3 +181,11 @@ def test_a_gates_pattern_naming_a_reused_module_is_one_gate_per_run():
     assert_gates(stats, [torch.sigmoid(run.double()) for run in pre], y)
     with pytest.raises(GateValueError, match="ran 2 times in one forward pass"):
         collect(model, batches(x, y, 32), K, gates=find_gates(model, r"^gate$"), progress=False)
+
+
+def test_the_runs_of_a_staged_gate_keep_its_stage():
+    """`ablate --groups stage` groups SE_{stage}_{block}.k with its stage's other blocks."""
+    names = gate_names(["layer1.0.se.gate", "layer1.0.se.gate", "layer1.1.se.gate", "layer2.0.se.gate"])
+    assert names == ["SE_2_1.1", "SE_2_1.2", "SE_2_2", "SE_3_1"]
+    assert stages(names) == {"SE_2_*": ["SE_2_1.1", "SE_2_1.2", "SE_2_2"], "SE_3_*": ["SE_3_1"]}
+    assert stage_of("SE_7.2") is None

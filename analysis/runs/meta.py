@@ -126,6 +126,7 @@ class CheckpointRecord:
     """meta.json "checkpoint": the checkpoint's own record (analysis.models.checkpoint)."""
 
     test_accuracy: Annotated[float | None, Range(0, 1)] = None
+    epoch: Annotated[int | None, Range(0)] = None  # of an epoch snapshot: Compare orders a training's runs by it
 
 
 @dataclass(frozen=True)
@@ -137,9 +138,11 @@ class PretrainedRecord:
 
 @dataclass(frozen=True)
 class DataRecord:
-    """meta.json "data": the data source (DataSource.describe)."""
+    """meta.json "data": the data source (DataSource.describe) and the run's --limit (None: every
+    sample of the source), so that later commands read the same images."""
 
     spec: str | None = None
+    limit: Annotated[int | None, Range(1)] = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,14 @@ class RunMeta:
     warnings: tuple[str, ...] = ()
     created: str = "?"
     software: dict[str, str | None] = field(default_factory=dict)
+
+    @staticmethod
+    def _older(entry: dict[str, Any]) -> dict[str, Any]:
+        """Runs made before the data section recorded --limit hold it in their job only."""
+        data, job = entry.get("data"), entry.get("job")
+        if isinstance(data, dict) and "limit" not in data and isinstance(job, dict) and job.get("limit") is not None:
+            return {**entry, "data": {**data, "limit": job["limit"]}}
+        return entry
 
 
 class _Invalid(Exception):

@@ -149,7 +149,7 @@ def measure_modes(
     measure("plain", run)
 
     if "collect" in modes:
-        stats = GateStats(gates, StatsConfig(classes), device=device)
+        stats = GateStats(gates, StatsConfig(classes, calibration=len(x)), device=device)  # timed batches add
         ids = torch.arange(len(x))
         measure("collect", run, lambda i: stats.begin_batch(y, ids + i * len(x)), GateHooks(model, gates, stats),
                 lambda i: stats.end_batch())
@@ -244,10 +244,12 @@ def row_model(row: Row) -> tuple[nn.Module, torch.Tensor]:
 
 def _stats(model: nn.Module, x: torch.Tensor) -> GateStats:
     """Empty statistics of every gate with the squeezed inputs, as `collect` makes them (on either
-    checkout: `new_stats`, or `with_inputs` before it)."""
+    checkout: `new_stats`, or `with_inputs` before it). Calibrated on the first batch: with the default
+    512 samples, a row of few small batches would hold them all raw and time no statistics."""
     gates = find_gates(model, example=x[:2])
     if hasattr(collecting, "new_stats"):
-        return collecting.new_stats(model, gates, StatsConfig(CLASSES), None, torch.device("cpu"), True, None)
+        config = StatsConfig(CLASSES, calibration=len(x))
+        return collecting.new_stats(model, gates, config, None, torch.device("cpu"), True, None)
     return collecting.with_inputs(model, GateStats(gates, StatsConfig(CLASSES)))
 
 

@@ -34,6 +34,7 @@ from analysis.errors import DataError, ModelSpecError, listed
 from analysis.experiments.interventions import ablate
 from analysis.experiments.paper import Protocol, choose, last_stage, paper_table
 from analysis.files import claimed, sha256
+from analysis.measures.onset import ONSET_MIN_EXCESS
 from analysis.measures.tables import run_tables
 from analysis.options import Range, check_fields, check_values
 from analysis.models.checkpoint import checkpoint_paths
@@ -72,7 +73,7 @@ class CollectJob:
     seed: int = StatsConfig.seed
     permutations: int = StatsConfig.permutations
     calibration: int = StatsConfig.calibration
-    onset_min_excess: float | None = None  # the detectable onset's effect size, see analysis.measures.onset
+    onset_min_excess: float = ONSET_MIN_EXCESS  # the detectable onset's effect size, see analysis.measures.onset
     onset_margin: float = 0.0  # the shape onset's margin over its controls, see analysis.measures.onset
     overwrite: bool = False
     progress: bool = True
@@ -251,6 +252,7 @@ def run_paper(job: CollectJob, protocol: Protocol) -> Run:
     against the model and data before anything runs; `job` collected over protocol.per_class images
     of every class (the all-classes curve needs them all); the last stage's gates set to 1 on the same
     images (`ablate`, table `interventions`); the `paper` table and RUN/paper.html written into the run."""
+    from analysis.presentation import views
     from analysis.presentation.paper_page import write_paper_page  # matplotlib, only for this job
 
     job = replace(job, classes=None, per_class=protocol.per_class)
@@ -268,6 +270,8 @@ def run_paper(job: CollectJob, protocol: Protocol) -> Run:
                    amp=job.amp, seed=job.seed, progress=job.progress,
                    total=len(source.dataset))
     run.add_table("interventions", table)
+    if protocol.blocks is None:  # the defaults with the run's onsets, known now (the rule of every profile figure)
+        choice = replace(choice, blocks=tuple(views.default_blocks(run)))
     run.add_table("paper", paper_table(run, choice, protocol.channels, job.seed))
     write_paper_page(run)
     return run

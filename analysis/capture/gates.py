@@ -179,8 +179,9 @@ def find_gates(model: nn.Module, pattern: str | None = None, *, example: torch.T
 
 
 def _no_gates(model: nn.Module, tried: str) -> NoGatesError:
-    return NoGatesError(f"{type(model).__name__} has no SE gate: looked for {tried}; "
-                        "pass a module-name pattern (--gates REGEX) to name the gate modules yourself.")
+    return NoGatesError(f"{type(model).__name__} has no SE gate: looked for {tried}; from Python, "
+                        "find_gates(model, example=x) traces one forward pass of a small batch x for gates however "
+                        "written, and find_gates(model, pattern) or --gates REGEX names the gate modules yourself.")
 
 
 def _named(found: list[tuple[str, int | None, int]]) -> list[Gate]:

@@ -25,46 +25,27 @@ if TYPE_CHECKING:
 
 RUN_TIME = ("progress", "total")  # keyword parameters the command sets itself, not options
 PORT = Range(1, 65535)
-SHOW_COLUMNS = {  # block-table column: its short heading in `show`; controls beside their measure
-    "block": "block",
-    "channels": "C",
-    "eta2_mean": "eta2",
-    "eta2_null": "null",
-    "eta2_perm": "perm",
-    "eta2_untrained": "untr",
-    "eta2_z": "z",
-    "eta2_ci_low": "ci_low",
-    "eta2_ci_high": "ci_high",
-    "shape_sep": "shape",
-    "shape_sep_untrained": "shape_untr",
-    "class_mod": "mod",
-    "frac_significant": "sig",
-    "mi_bits_mean": "MI_bits",
-    "probe_acc": "probe",
-    "probe_perm": "probe_perm",
-    "probe_untrained": "probe_untr",
-    "probe_z": "probe_z",
-    "probe_chance": "chance",
-    "sat_high": ">=0.9",
-    "sat_low": "<=0.1",
-}
+TERMINAL = 120  # columns the printed block table and lines fit
 
 
 def format_blocks(run: Run) -> str:
-    """The per-block table (the columns of SHOW_COLUMNS this run has) and both onsets, each with its
-    rule and what it means, as printed by `show`, `collect` and `demo`."""
-    from analysis.presentation import views
+    """What `show`, `collect` and `demo` print: what was measured, the headline table (each measure
+    beside its controls), the chance levels, one line per onset in words, the run's warnings."""
+    import textwrap
 
-    blocks = run.blocks[views.present(run, tuple(SHOW_COLUMNS))].rename(columns=SHOW_COLUMNS)
+    from analysis.presentation import views
+    from analysis.presentation.answer import onset_lines
+    from analysis.presentation.numbers import text_table
+
     s = views.summary(run)
-    head = (
-        f"run {run.path}: model {s['model']}, data {s['data']}, {s['samples']} samples, {s['classes']} classes, "
-        f"{len(blocks)} SE blocks"
-    )
-    with pd.option_context("display.width", 250, "display.max_rows", 500, "display.max_columns", 50):
-        table = blocks.to_string(index=False, float_format=lambda v: f"{v:.3f}")
-    onsets = [f"{o['label']}: {o['block'] or 'none'}, {o['meaning']}  [rule: {o['rule']}]" for o in views.onsets(run)]
-    return "\n".join([head, table, *onsets, *warning_lines(run)])
+    head = (f"run {views.shown_path(run.path)}: model {s['model']}, data {s['data']}, {s['samples']:,} samples, "
+            f"{s['classes']} classes, {s['blocks']} SE blocks")
+    chance = (f"chance: eta2 {s['eta2_null']:.3g} without a class effect, probe accuracy {s['probe_chance']:.3g}. "
+              "Columns: README 'Table columns'; all of them: se-analysis report.")
+    lines = [*onset_lines(run), *warning_lines(run)]
+    wrapped = [textwrap.fill(line, TERMINAL, subsequent_indent="  ", break_on_hyphens=False)
+               for line in [head, chance, *lines]]
+    return "\n".join([wrapped[0], text_table(views.headline(run)), *wrapped[1:]])
 
 
 def warning_lines(run: Run) -> list[str]:
@@ -311,10 +292,14 @@ HELP = {
     "image_size": "resize/crop images to this size (default: the model's)",
     "device": "auto | cpu | cuda | cuda:N",
     "compile": "torch.compile the hooked model",
-    "bins": "histogram bins per channel, equiprobable on its first batch",
+    "bins": "histogram bins per channel, equiprobable on the calibration sample",
     "reservoir": "gate vectors kept per class (0: automatic)",
     "topk": "top samples kept per channel",
     "shards": "data shards for jackknife intervals",
+    "permutations": "pseudo-label relabellings of the permutation null (perm_p's floor is 1/(1+N)); "
+                    "they take N x classes x channels x 4 bytes",
+    "calibration": "samples that set each channel's shift and histogram edges (the smallest ids among "
+                   "each process's first N)",
     "seed": "seeds the reservoir, the shards, --per-class, random-init weights, the untrained control, paper's channels",
     "onset_min_excess": "detectable onset: eta2 above its null by this",
     "onset_margin": "shape onset: shape_sep above its controls by this",
@@ -358,6 +343,12 @@ def _options(p: argparse.ArgumentParser, source: Callable | type, **kwargs) -> N
     add_options(p, source, help=texts, choices=choices, **kwargs)
 
 
+def _command(sub: argparse._SubParsersAction, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand whose one-line help is also its description in `se-analysis NAME --help`."""
+    text = kwargs["help"]
+    return sub.add_parser(name, description=text[:1].upper() + text[1:] + ".", **kwargs)
+
+
 def _quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -395,12 +386,12 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("collect", help="collect gate statistics over a data set and write a run folder")
+    p = _command(sub, "collect", help="collect gate statistics over a data set and write a run folder")
     _options(p, CollectJob, skip=("progress",))
     _quiet(p)
     p.set_defaults(func=cmd_collect)
 
-    p = sub.add_parser("train", help="train a project SE-ResNet and save a checkpoint with epoch snapshots")
+    p = _command(sub, "train", help="train a project SE-ResNet and save a checkpoint with epoch snapshots")
     _options(p, TrainConfig)
     p.add_argument("--device", default="auto", help=HELP["device"])
     p.add_argument("--out", required=True, type=Path, help="checkpoint folder")
@@ -408,11 +399,11 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     _quiet(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="top-1 accuracy of a model on a data set")
+    p = _command(sub, "eval", help="top-1 accuracy of a model on a data set")
     _options(p, CollectJob, only=(*MODEL_AND_DATA, "seed"))
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("demo", help="collect on the shipped Fashion-MNIST SE-ResNet-20 and print its block table")
+    p = _command(sub, "demo", help="collect on the shipped Fashion-MNIST SE-ResNet-20 and print its block table")
     p.add_argument("--model", type=Path, default=DEMO_CHECKPOINT, help="checkpoint to use")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (replaced on each demo)")
     p.add_argument("--reports", type=Path, default=Path("reports"), help="folder for the demo's report")
@@ -420,30 +411,30 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     _quiet(p)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("report", help="write self-contained HTML reports (and PDF) for runs, with an index page")
+    p = _command(sub, "report", help="write self-contained HTML reports (and PDF) for runs, with an index page")
     p.add_argument("runs", nargs="+", type=Path, help="run folders")
     p.add_argument("--out", type=Path, default=Path("reports"), help="folder for the reports")
     p.add_argument("--pdf", action="store_true", help="also write report.pdf for each run")
     _quiet(p)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("dashboard", help="explore runs in the Streamlit dashboard")
+    p = _command(sub, "dashboard", help="explore runs in the Streamlit dashboard")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="folder whose run folders the app may read")
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--address", default="localhost", help="address to serve on (0.0.0.0 to share it)")
     p.set_defaults(func=cmd_dashboard)
 
-    p = sub.add_parser("show", help="print the per-block table of a run and its onset block")
+    p = _command(sub, "show", help="print a run's answer: its headline table and one line per onset")
     p.add_argument("run", type=Path)
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("paper", help="the SE paper's Role-of-Excitation study (Figs. 6-7) as a run folder with its page")
+    p = _command(sub, "paper", help="the SE paper's Role-of-Excitation study (Figs. 6-7) as a run folder with its page")
     _options(p, CollectJob, skip=PAPER_SKIP)
     add_options(p, Protocol)
     _quiet(p)
     p.set_defaults(func=cmd_paper)
 
-    p = sub.add_parser("trajectory", help="collect every epoch snapshot of a checkpoint folder (resumable) and "
+    p = _command(sub, "trajectory", help="collect every epoch snapshot of a checkpoint folder (resumable) and "
                                           "tabulate the measures and onsets by epoch")
     p.add_argument("checkpoint", type=Path, help="checkpoint folder with epoch snapshots (se-analysis train)")
     _options(p, CollectJob, skip=TRAJECTORY_SKIP)
@@ -451,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     _quiet(p)
     p.set_defaults(func=cmd_trajectory)
 
-    p = sub.add_parser("similarity", help="linear CKA between the gate vectors of two runs, block by block "
+    p = _command(sub, "similarity", help="linear CKA between the gate vectors of two runs, block by block "
                                           "(or between each block's z and s in one run)")
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("other", nargs="?", type=Path,
@@ -461,21 +452,21 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
                    help="all: every block of RUN against every block of OTHER; same: each against its namesake")
     p.set_defaults(func=cmd_similarity)
 
-    p = sub.add_parser("ablate", parents=[_against_run_parser()],
+    p = _command(sub, "ablate", parents=[_against_run_parser()],
                        help="replace the gates of blocks and groups (ones, mean, class-mean, shuffle) "
                             "and measure the accuracy change; stored in the run folder")
     texts, choices = _registered()
     add_options(p, ablate, skip=RUN_TIME, choices=choices, help={**texts, "seed": ABLATE_SEED})
     p.set_defaults(func=cmd_ablate)
 
-    p = sub.add_parser("channels", parents=[_against_run_parser()],
+    p = _command(sub, "channels", parents=[_against_run_parser()],
                        help="replace each gate channel alone (by its mean or 1) and measure every class's accuracy "
                             "change; does a channel's class preference say which class loses? stored in the run")
     add_options(p, channel_ablate, skip=RUN_TIME, choices=choices, help={**texts, "seed": CHANNELS_SEED})
     add_options(p, channel_agreement, only=("shuffles",), help=texts)
     p.set_defaults(func=cmd_channels)
 
-    p = sub.add_parser("attribute", parents=[_against_run_parser()],
+    p = _command(sub, "attribute", parents=[_against_run_parser()],
                        help="attribute the class logit to every gate channel with captum, per class; "
                             "stored in the run folder")
     _options(p, attribute, skip=RUN_TIME)

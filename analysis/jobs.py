@@ -28,7 +28,7 @@ from torch import nn
 
 from analysis.capture.collect import collect, gate_precision
 from analysis.capture.gates import find_gates
-from analysis.capture.distributed import Rank, agree_ranks, join_ranks, merge_ranks, share_model
+from analysis.capture.distributed import Rank, gather_ranks, join_ranks, merge_ranks, share_model
 from analysis.capture.stats import GateStats, StatsConfig
 from analysis.data.jpeg import make_image_loader
 from analysis.data.selection import PER_CLASS, selection_warnings
@@ -39,6 +39,7 @@ from analysis.experiments.interventions import ablate
 from analysis.experiments.paper import Protocol, choose, last_stage, paper_table
 from analysis.experiments.trajectory import TABLE_FILE, snapshot_name, trajectory_table
 from analysis.files import check_creatable, claimed, replacing, sha256
+from analysis.measures.onset import ONSET_MIN_EXCESS
 from analysis.measures.tables import run_tables
 from analysis.options import Range, check_fields, check_values
 from analysis.models.checkpoint import checkpoint_paths, snapshots
@@ -75,7 +76,9 @@ class CollectJob:
     topk: int = StatsConfig.topk
     shards: int = StatsConfig.shards
     seed: int = StatsConfig.seed
-    onset_min_excess: float | None = None  # the detectable onset's effect size, see analysis.measures.onset
+    permutations: int = StatsConfig.permutations
+    calibration: int = StatsConfig.calibration
+    onset_min_excess: float = ONSET_MIN_EXCESS  # the detectable onset's effect size, see analysis.measures.onset
     onset_margin: float = 0.0  # the shape onset's margin over its controls, see analysis.measures.onset
     overwrite: bool = False
     progress: bool = True
@@ -85,7 +88,8 @@ class CollectJob:
     def __post_init__(self) -> None:
         check_fields(self)
         check_values(StatsConfig, {"bins": self.bins, "reservoir": self.reservoir, "topk": self.topk,
-                                   "shards": self.shards, "seed": self.seed})
+                                   "shards": self.shards, "seed": self.seed, "permutations": self.permutations,
+                                   "calibration": self.calibration})
 
 
 # Images per class below which a class's numbers rest on a handful: the probe's 5 folds cannot each test it.
@@ -173,7 +177,7 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
         share_model(model)
     config = StatsConfig(
         source.num_classes, bins=job.bins, reservoir=job.reservoir, topk=job.topk, shards=job.shards, seed=job.seed,
-        classes=present_classes(source),
+        permutations=job.permutations, calibration=job.calibration, classes=present_classes(source),
     )
     total = min(len(source.dataset), job.limit) if job.limit else len(source.dataset)
     shard = rank.shard(total) if rank else None
@@ -185,7 +189,7 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
         gate_pattern=job.gates, class_names=source.class_names, config=config,
         amp=job.amp, channels_last=job.channels_last, compile=job.compile,
         progress=job.progress and (not rank or rank.rank == 0), total=len(shard) if rank else total,
-        agree=agree_ranks if rank else None,
+        gather=gather_ranks if rank else None,
     )
     if rank:
         merge_ranks(stats)
@@ -253,6 +257,7 @@ def run_paper(job: CollectJob, protocol: Protocol) -> Run:
     against the model and data before anything runs; `job` collected over protocol.per_class images
     of every class (the all-classes curve needs them all); the last stage's gates set to 1 on the same
     images (`ablate`, table `interventions`); the `paper` table and RUN/paper.html written into the run."""
+    from analysis.presentation import views
     from analysis.presentation.paper_page import write_paper_page  # matplotlib, only for this job
 
     job = replace(job, classes=None, per_class=protocol.per_class)
@@ -270,6 +275,8 @@ def run_paper(job: CollectJob, protocol: Protocol) -> Run:
                    amp=job.amp, seed=job.seed, progress=job.progress,
                    total=len(source.dataset))
     run.add_table("interventions", table)
+    if protocol.blocks is None:  # the defaults with the run's onsets, known now (the rule of every profile figure)
+        choice = replace(choice, blocks=tuple(views.default_blocks(run)))
     run.add_table("paper", paper_table(run, choice, protocol.channels, job.seed))
     write_paper_page(run)
     return run

@@ -43,8 +43,9 @@ class Column:
 
 _BLOCK = Column("block", "str", "Gate name, e.g. SE_3_4.")
 _DEPTH = Column("depth", "int64", "1-based forward position of the gate.")
+_CHANNELS = Column("channels", "int64", "Channels of the gate (C).")
 _SHARE = (
-    "Exact: GateStats counts the values past the threshold (before issue 14: from the [0, 1] histogram). "
+    "Exact: GateStats counts the values past the threshold. "
     "NaN without samples."
 )
 _JACKKNIFE = (
@@ -123,7 +124,7 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
                 "mi_bits",
                 "float64",
                 "Mutual information between class and the binned gate, in bits, from the histogram over "
-                "the channel's own bins (B bins, equiprobable on the first batch, plus an underflow and an "
+                "the channel's own bins (B bins, equiprobable on the calibration sample, plus an underflow and an "
                 "overflow bin: fixed bins on [0, 1] cannot resolve gates that vary by 1e-4 around 0.5, and "
                 "equal-width bins leave a skewed channel's bulk in one bin), each entropy with the "
                 "Miller-Madow correction H + (m - 1) / (2N) nats, m its number of non-empty cells. The "
@@ -147,7 +148,7 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
             _DEPTH,
             Column("rel_depth", "float64", "depth / number of gates."),
             Column("path", "str", "Module path of the hooked gate."),
-            Column("channels", "int64", "Channels of the gate (C)."),
+            _CHANNELS,
             Column("samples", "int64", "Samples seen (N)."),
             Column("classes", "int64", "Classes with samples (K')."),
             Column("eta2_mean", "float64", "Mean eta2 over channels."),
@@ -166,13 +167,15 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
                 "eta2_perm",
                 "float64",
                 "Label-permutation null: eta2_mean of the same gates under each of P fixed pseudo-labellings "
-                "of the samples (a hash of the sample id), averaged over the P. NaN without permutation tables.",
+                "of the samples (a hash of the sample id; P = 99 by default), averaged over the P. NaN "
+                "without permutation tables.",
             ),
             Column(
                 "perm_p",
                 "float64",
-                "(1 + #permutations with eta2_mean >= the observed) / (1 + P): the permutation p-value, "
-                "at least 1/(1+P). NaN without permutation tables.",
+                "(1 + #permutations with eta2_mean >= the observed) / (1 + P): the permutation p-value. Its "
+                "floor is 1/(1+P) (0.01 with the default 99): a value at the floor says p <= 1/(1+P), no "
+                "finer; a smaller p needs more permutations. NaN without permutation tables.",
             ),
             Column(
                 "eta2_untrained",
@@ -209,7 +212,7 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
                 "shape_sep_perm_max",
                 "float64",
                 "The largest shape_sep over the P pseudo-labellings, the null's upper band used by the "
-                "onset rule. NaN without permutation tables.",
+                "onset rule (a maximum: it grows with P). NaN without permutation tables.",
             ),
             Column(
                 "shape_sep_untrained",
@@ -262,7 +265,7 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
                 "probe_ncm",
                 "float64",
                 "Accuracy of the nearest-class-mean classifier on the same folds and standardisation (the "
-                "probe before issue 14; it ignores the correlation of channels within a class).",
+                "simplest probe, kept for comparison; it ignores the correlation of channels within a class).",
             ),
             Column(
                 "probe_untrained",
@@ -307,6 +310,35 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
         ),
     ),
 }
+VIEW_TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {  # tables the pages compute from a run, not stored
+    "class_blocks": (
+        "Computed for the dashboard's Classes page (not stored): where one class drives the gates, one row per "
+        "block in depth order.",
+        (
+            _BLOCK,
+            _DEPTH,
+            _CHANNELS,
+            Column("preferring", "int64", "Channels whose preferred class (largest class mean) is this class."),
+            Column("share", "float64", "preferring / channels."),
+            Column("chance", "float64", "1/K', the share expected if every class were preferred equally often."),
+        ),
+    ),
+    "class_channels": (
+        "Computed for the dashboard's Classes page (not stored): the channels this class opens most, over all "
+        "blocks, among the channels that prefer it (a channel another class opens even more is that class's, and "
+        "listed there), by lift.",
+        (
+            _BLOCK,
+            Column("channel", "int64", "Channel index within the gate."),
+            Column("class_mean", "float64", "Mean of the gate over this class's samples."),
+            Column("others_mean", "float64", "Mean of the other classes' means (each class weighs the same)."),
+            Column("lift", "float64", "class_mean - others_mean: how much more this class opens the channel, in gate "
+                                      "units."),
+            Column("eta2", "float64", "The channel's eta2 (see channels)."),
+            Column("selectivity", "float64", "The channel's class selectivity index (see channels)."),
+        ),
+    ),
+}
 
 
 ONSETS: dict[str, str] = {  # what each entry of meta.json's "onset" names, in one line each
@@ -318,10 +350,12 @@ ONSETS: dict[str, str] = {  # what each entry of meta.json's "onset" names, in o
 
 
 def columns(table: str) -> tuple[Column, ...]:
-    """The columns of `table` in their stored order; raises TableSchemaError for an unknown table."""
-    if table not in TABLES:
-        raise TableSchemaError(f"no table {table!r}; tables: {', '.join(TABLES)}.")
-    return TABLES[table][1]
+    """The columns of `table` (stored, or computed for the pages) in their order; raises TableSchemaError
+    for an unknown table."""
+    known = TABLES | VIEW_TABLES
+    if table not in known:
+        raise TableSchemaError(f"no table {table!r}; tables: {', '.join(known)}.")
+    return known[table][1]
 
 
 def _has_dtype(series: pd.Series, dtype: str) -> bool:
@@ -362,5 +396,5 @@ def markdown(table: str) -> str:
     for c in columns(table):
         meaning = c.doc.replace("|", "\\|")  # a bar inside a cell would end it
         rows.append(f"| `{c.name}` | {c.dtype} | {meaning} |")
-    head = [f"### `{table}`", "", TABLES[table][0], "", "| column | dtype | meaning |", "|---|---|---|"]
+    head = [f"### `{table}`", "", (TABLES | VIEW_TABLES)[table][0], "", "| column | dtype | meaning |", "|---|---|---|"]
     return "\n".join(head + rows) + "\n"

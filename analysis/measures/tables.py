@@ -4,7 +4,7 @@ Inputs, per gate, as CPU tensors (K classes, C channels, S shards, P relabelling
 from GateStats (`capture.stats`):
 
 * `count [S, K]` int64, `sum [S, K, C]` and `sumsq [S, K, C]` float64: moments of x - shift per
-  shard and class, `shift [C]`; the same under P pseudo-labellings (`perm_moments`);
+  shard and class, `shift [C]`; counts and sums under P pseudo-labellings (`perm_moments`);
 * `hist [K, C, B + 2]` int64: counts over each channel's own bins, with under- and overflow;
 * `saturation`: exact counts of gates >= 0.9 and <= 0.1 per class and channel;
 * reservoir `values [n, C]` float32 with `labels [n]`, `ids [n]` int64: up to R whole gate vectors
@@ -80,7 +80,7 @@ class StatsLike(Protocol):
 
     def shift(self, name: str) -> torch.Tensor: ...
 
-    def perm_moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+    def perm_moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def histogram(self, name: str) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -195,7 +195,8 @@ def _shape(stats: StatsLike, name: str, a: Anova, present: np.ndarray) -> dict[s
     count, total, _, shift = _moments(stats, name)
     profile_sep, shape_sep = profile_separation(a.means[present])
     low, high = shape_sep_jackknife(count, total, shift, estimate=shape_sep)
-    null_eta2, null_shape = permutation_null(*stats.perm_moments(name), shift)
+    null_eta2, null_shape = (permutation_null(*stats.perm_moments(name), shift, a) if stats.config.keeps("null")
+                             else (np.empty(0), np.empty(0)))
     nan_mean = (lambda x: float(x.mean()) if x.size else math.nan)
     return {
         "profile_sep": profile_sep,

@@ -208,12 +208,15 @@ def test_replacement_hooks_are_removed_after_an_exception_and_nest_with_collecti
     with pytest.raises(RuntimeError, match="boom"):
         with GateHooks(model, gates, stats), GateReplacement(model, gates, {}, Intervention(
                 frozenset(g.name for g in gates), "ones")):
-            assert count() == 3 * len(gates)  # collection: gate and block pre-hooks; replacement: one hook
+            # collection: gate and block pre-hooks; replacement: one hook; each context: one on the model (its runs)
+            assert count() == 3 * len(gates) + 2
             stats.begin_batch(y[:10], torch.arange(10))
             with torch.no_grad():
                 model(x[:10])
+            stats.end_batch()
             raise RuntimeError("boom")
     assert count() == 0
+    stats.finish()
     # registered first, the collection hooks saw the real gates, not the replacement's ones
     assert not torch.equal(stats.top(gates[0].name)[0][:, 0], torch.ones(gates[0].channels))
 

@@ -185,6 +185,21 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_channels(args: argparse.Namespace) -> int:
+    from analysis.experiments.channels import channel_ablate, channel_agreement
+
+    run, model, loader, images = _against_run(args, channel_ablate)
+    options = option_values(args, channel_ablate, skip=RUN_TIME)
+    table = channel_ablate(model, loader, run, **options, progress=not args.quiet, total=images)
+    agreement = channel_agreement(table, run, shuffles=args.shuffles, seed=args.seed)
+    run.add_table("channel_interventions", table)
+    run.add_table("channel_agreement", agreement)
+    with pd.option_context("display.width", 250, "display.max_columns", 50):
+        print(agreement.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("\n".join([*warning_lines(run), f"tables channel_interventions, channel_agreement written to {run.path}"]))
+    return 0
+
+
 def cmd_attribute(args: argparse.Namespace) -> int:
     from analysis.experiments.attributions import attribute
 
@@ -209,9 +224,54 @@ def cmd_paper(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_similarity(args: argparse.Namespace) -> int:
+    from analysis.errors import RunFolderError
+    from analysis.measures.similarity import similarity, squeeze_similarity
+    from analysis.runs.folder import load_run
+    from analysis.runs.matching import check_same_data
+
+    run = load_run(args.run, verify=True)
+    if args.other is None:
+        if run.meta.inputs is None:
+            raise RunFolderError(f"{run.path} holds no squeezed inputs z; name a second run folder to compare with.")
+        table = squeeze_similarity(run.stats)
+        print(f"linear CKA between each block's squeezed input z and its gate s, run {run.path}")
+    else:
+        other = load_run(args.other, verify=True)
+        check_same_data(run, other)
+        table = similarity(run.stats, other.stats, pairs=args.pairs)
+        print(f"linear CKA between the gate vectors of the images both kept: {run.path} (rows) and {other.path}")
+    with pd.option_context("display.width", 250, "display.max_rows", 500, "display.max_columns", 50):
+        if args.other is not None and args.pairs == "all":
+            for value in ("cka", "cka_debiased"):
+                matrix = table.pivot(index="block_a", columns="block_b", values=value)
+                matrix = matrix.loc[table["block_a"].unique(), table["block_b"].unique()]
+                print(f"{value}, {table['samples'].iloc[0]} images\n{matrix.to_string(float_format=lambda v: f'{v:.3f}')}")
+        else:
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+def cmd_trajectory(args: argparse.Namespace) -> int:
+    from analysis.experiments.trajectory import onset_table
+    from analysis.jobs import CollectJob, run_trajectory
+
+    job = CollectJob(**option_values(args, CollectJob, skip=TRAJECTORY_SKIP), model=str(args.checkpoint),
+                     progress=not args.quiet)
+    onsets = onset_table(run_trajectory(job))
+    print(onsets.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"trajectory of {len(onsets)} snapshots written to {args.out} (trajectory.parquet, trajectory.png)")
+    return 0
+
+
+# CollectJob's fields `trajectory` sets: the model is each snapshot of the checkpoint folder
+TRAJECTORY_SKIP = ("model", "weights", "random_init", "pretrained", "progress", "distributed")
+
+
 PAPER_SKIP = ("progress", "limit", "classes", "per_class", "distributed")  # CollectJob's fields `paper` sets
 
 # ablate's own seed; the model's random-init weights and the per-class sample come from the run's
+CHANNELS_SEED = "seeds the bootstrap and the channel shuffles of the null"
 ABLATE_SEED = "seeds the shuffle intervention and the bootstrap (random-init weights and --per-class come from the run)"
 MODEL_AND_DATA = ("model", "data", "weights", "random_init", "pretrained", "image_size", "limit", "classes",
                   "per_class", "batch_size", "workers", "device")
@@ -250,6 +310,10 @@ HELP = {
     "groups": "comma-separated: block (each alone), stage (each), a stage (SE_4_*), all, or blocks joined by + (SE_4_2+SE_4_3)",
     "interventions": "comma-separated subset",
     "resamples": "bootstrap resamples of the images",
+    "top": "only the N channels of each block ranked first by --by (none: every channel)",
+    "by": "channels-table column ranking the channels for --top",
+    "copies": "channels intervened on in one forward (the batch repeated this many times)",
+    "shuffles": "shufflings of the channels for the null of the agreement",
     "method": "captum method",
     "target": "which class logit to attribute",
     "steps": "integrated-gradient steps",
@@ -309,9 +373,12 @@ def _against_run_parser() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per subcommand, in --help order
     from analysis.experiments.attributions import attribute
+    from analysis.experiments.channels import channel_ablate, channel_agreement
     from analysis.experiments.interventions import ablate
     from analysis.experiments.paper import Protocol
     from analysis.jobs import CollectJob
+    from analysis.measures.similarity import PAIRS
+    from analysis.models.controls import CONTROLS
     from analysis.models.train import TrainConfig
 
     parser = argparse.ArgumentParser(
@@ -367,12 +434,37 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     _quiet(p)
     p.set_defaults(func=cmd_paper)
 
+    p = _command(sub, "trajectory", help="collect every epoch snapshot of a checkpoint folder (resumable) and "
+                                          "tabulate the measures and onsets by epoch")
+    p.add_argument("checkpoint", type=Path, help="checkpoint folder with epoch snapshots (se-analysis train)")
+    _options(p, CollectJob, skip=TRAJECTORY_SKIP)
+    p.set_defaults(control=CONTROLS[0])
+    _quiet(p)
+    p.set_defaults(func=cmd_trajectory)
+
+    p = _command(sub, "similarity", help="linear CKA between the gate vectors of two runs, block by block "
+                                          "(or between each block's z and s in one run)")
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("other", nargs="?", type=Path,
+                   help="run folder of the same images (same data, --seed and --reservoir): another epoch, seed or "
+                        "RUN/untrained; without it, each block's squeezed input z against its gate s")
+    p.add_argument("--pairs", choices=PAIRS, default=PAIRS[0],
+                   help="all: every block of RUN against every block of OTHER; same: each against its namesake")
+    p.set_defaults(func=cmd_similarity)
+
     p = _command(sub, "ablate", parents=[_against_run_parser()],
                        help="replace the gates of blocks and groups (ones, mean, class-mean, shuffle) "
                             "and measure the accuracy change; stored in the run folder")
     texts, choices = _registered()
     add_options(p, ablate, skip=RUN_TIME, choices=choices, help={**texts, "seed": ABLATE_SEED})
     p.set_defaults(func=cmd_ablate)
+
+    p = _command(sub, "channels", parents=[_against_run_parser()],
+                       help="replace each gate channel alone (by its mean or 1) and measure every class's accuracy "
+                            "change; does a channel's class preference say which class loses? stored in the run")
+    add_options(p, channel_ablate, skip=RUN_TIME, choices=choices, help={**texts, "seed": CHANNELS_SEED})
+    add_options(p, channel_agreement, only=("shuffles",), help=texts)
+    p.set_defaults(func=cmd_channels)
 
     p = _command(sub, "attribute", parents=[_against_run_parser()],
                        help="attribute the class logit to every gate channel with captum, per class; "

@@ -55,9 +55,8 @@ _LINES = {"block": _shape, "detectable": _detectable}
 def _certainty(notion) -> str:
     """How sure a notion's block is: the share of its draws giving it, over how many resamples and
     control seeds."""
-    seeds = len(notion.control_seeds)
-    over = f"{notion.resamples} resamples x {seeds} control seed{'s' if seeds != 1 else ''}" if seeds else \
-        f"{notion.resamples} resamples"
+    seeds = ", ".join(str(seed) for seed in notion.control_seeds)
+    over = f"{notion.resamples} resamples x untrained seeds {seeds}" if seeds else f"{notion.resamples} resamples"
     if notion.certainty is None:
         return f"certainty not estimated ({over})"
     return f"certainty {notion.certainty:.0%} of {notion.draws} draws ({over})"
@@ -71,11 +70,12 @@ def notion_line(name: str, notion) -> str:
     if notion.status == "undetermined":
         return f"{label}: undetermined ({notion.reason})."
     if notion.block is None:
-        return f"{label}: no block. No block from which on to the last shows {notion.meaning}; {_certainty(notion)}."
-    against = [f"null {_number(notion.null_value)}"] if notion.null_value is not None else []
+        return f"{label}: no block, from which block on: {notion.meaning}; {_certainty(notion)}."
+    null = "chance" if notion.control == "chance" else "shuffled labels"
+    against = [f"{null} {_number(notion.null_value)}"] if notion.null_value is not None else []
     if notion.band:
         against.append(f"untrained {_number(notion.band[0])}-{_number(notion.band[-1])}")
-    return (f"{label}: {notion.block}. From this block on, {notion.meaning}: {notion.statistic} "
+    return (f"{label}: {notion.block}, from which block on: {notion.meaning}. {notion.statistic} "
             f"{_number(notion.value)}{' against ' + ' and '.join(against) if against else ''}; {_certainty(notion)}.")
 
 

@@ -304,3 +304,32 @@ def attribution_depth(blocks: pd.DataFrame) -> Figure:
     for a in (ax, ax2):
         _block_axis(a, names)
     return fig
+
+
+@styled
+def trajectory_figure(table: pd.DataFrame, measure: str = "shape_sep") -> Figure:
+    """A training trajectory (analysis.experiments.trajectory): each onset's block against the epoch,
+    with the test accuracy (left); `measure` against the block, one line per epoch (right)."""
+    fig = StyledFigure(figsize=(12, 4), layout="constrained")
+    ax, ax2 = fig.subplots(1, 2)
+    names = list(dict.fromkeys(table["block"]))
+    per_epoch = table.drop_duplicates("epoch")
+    for column, style, label in (("onset_shape", "o-", "onset (shape)"), ("onset_detectable", "s--", "onset (detectable)")):
+        depth = per_epoch[column].map({name: i for i, name in enumerate(names)})
+        ax.plot(per_epoch["epoch"], depth, style, label=f"{label} (missing: no block passes)")
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("onset block")
+    accuracy = ax.twinx()
+    accuracy.plot(per_epoch["epoch"], per_epoch["test_accuracy"], ":", color="0.4", label="test accuracy")
+    accuracy.set_ylabel("test accuracy")
+    ax.legend(fontsize=7, loc="upper left")
+    accuracy.legend(fontsize=7, loc="lower right")
+    ax.set_title("Where gating becomes class-specific, by epoch")
+    for epoch, rows in table.groupby("epoch"):
+        ax2.plot(range(len(rows)), rows[measure], "o-", label=f"epoch {epoch}")
+    _block_axis(ax2, names)
+    ax2.set_ylabel(measure)
+    ax2.legend(fontsize=7)
+    ax2.set_title(f"{measure} by block, one line per epoch")
+    return fig

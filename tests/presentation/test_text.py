@@ -123,14 +123,14 @@ def test_a_notion_reads_as_one_line_with_its_certainty():
         return SimpleNamespace(**(base | fields))
 
     assert notion_line("shape", notion()) == (
-        "onset (shape): SE_4_2. From this block on, class curves that are not shifted copies: shape_sep 0.504 "
-        "against null 0.0224 and untrained 0.0500-0.0800; certainty 97% of 600 draws (200 resamples x 3 control "
-        "seeds).")
+        "onset (shape): SE_4_2, from which block on: class curves that are not shifted copies. shape_sep 0.504 "
+        "against shuffled labels 0.0224 and untrained 0.0500-0.0800; certainty 97% of 600 draws (200 resamples x "
+        "untrained seeds 1, 2, 3).")
     undetermined = notion_line("shape", notion(status="undetermined", block=None, reason="no untrained control"))
     assert undetermined == "onset (shape): undetermined (no untrained control)."
     nothing = notion_line("magnitude", notion(status="none", block=None, certainty=0.9, value=None, band=None))
-    assert nothing.startswith("onset (magnitude): no block. No block from which on") and "90% of 600 draws" in nothing
+    assert nothing.startswith("onset (magnitude): no block, from which block on: class curves") and "90% of 600 draws" in nothing
     assert "none" not in nothing + undetermined
-    detectable = notion(certainty=None, band=None, control_seeds=(), statistic="eta2_mean")
+    detectable = notion(certainty=None, band=None, control_seeds=(), statistic="eta2_mean", control="chance")
     assert notion_line("detectable", detectable).endswith(
-        "eta2_mean 0.504 against null 0.0224; certainty not estimated (200 resamples).")
+        "eta2_mean 0.504 against chance 0.0224; certainty not estimated (200 resamples).")

@@ -81,6 +81,9 @@ def figure_inputs(tmp_path_factory) -> dict[str, tuple]:
                                  "eta2_weighted": [0.2, 0.4], "share_abs_attr": [0.3, 0.7]})
     controls = run.blocks.assign(**{c: run.blocks["depth"] / 10 + i / 100 for i, c in enumerate(NEW_COLUMNS)})
     onsets = {"onset (shape)": block, "onset (detectable)": views.block_names(run)[0]}
+    trajectory = pd.concat([run.blocks.assign(epoch=e, test_accuracy=0.8 + e / 100, onset_shape=onset,
+                                              onset_detectable=views.block_names(run)[0])
+                            for e, onset in ((1, None), (5, block))])
     return {
         "depth_curve": (controls, onsets),
         "shape_curve": (controls, onsets),
@@ -92,6 +95,7 @@ def figure_inputs(tmp_path_factory) -> dict[str, tuple]:
         "compare_curves": (views.compare({"a": run, "b": run}),),
         "intervention_effects": (effects,),
         "attribution_depth": (attributions,),
+        "trajectory_figure": (trajectory,),
     }
 
 

@@ -26,7 +26,7 @@ PROBE_STD_FLOOR = 1e-6  # smallest feature std used to standardise the probe's i
 PROBE_MAX_CLASSES = 128  # on the CPU the probe's cost grows with classes^2; see `probe`
 PROBE_C = 1.0  # inverse L2 strength, as scikit-learn's LogisticRegression(C=1.0)
 PROBE_MAX_ITER = 200  # L-BFGS iterations per fold at most
-_SMALL_FIT = 1 << 22  # n C K below which a CPU fit runs on one thread (see _few_threads)
+_SMALL_FIT = 1 << 22  # m r K below which CPU folds are fit together on one thread (see _fold_fits)
 PROBE_TOL = 1e-5  # L-BFGS stops when no gradient entry of the mean loss exceeds this (scikit-learn: 1e-4)
 PROBE_MIN_VECTORS = 2  # vectors a class needs to be in the probe: with one, it is tested but never trained on
 
@@ -102,37 +102,52 @@ def fit_logistic(
     c: float = PROBE_C,
     max_iter: int = PROBE_MAX_ITER,
     tol: float = PROBE_TOL,
+    weight: torch.Tensor | None = None,
     start: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Multinomial L2 logistic regression, full-batch L-BFGS: (W [C, K], b [K]) minimising
     mean cross-entropy + |W|^2 / (2 c n), scikit-learn's C sum CE + |W|^2 / 2 scaled by 1/(c n)
-    (the intercept unpenalised, as there). z [n, C] float (the probe's: float32), y [n].
+    (the intercept unpenalised, as there). z [n, C] float (the probe's: float32), y [n]. The
+    gradient is written out: two matmuls per evaluation, no autograd graph.
 
-    `start`: (W, b) to begin from instead of zero. The objective is strictly convex up to a
-    constant added to every intercept (which no step changes: the intercepts' gradient sums to
-    zero), so with the start's intercepts centred the optimum is the same; from a neighbouring
-    fold's fit it takes a fraction of the iterations. The gradient is written out (two matmuls
-    per evaluation, no autograd graph)."""
-    n, d = z.shape
-    w = z.new_zeros(d + 1, k) if start is None else torch.cat([start[0], (start[1] - start[1].mean())[None]]).to(z)
+    Batched: z [F, n, C], y [n] or [F, n], with `weight` [F, n] (1 for a row in problem f's training
+    set, else 0) fits F independent problems in one L-BFGS run, (W [F, C, K], b [F, K]): their losses add up
+    with disjoint parameters, so the joint minimum is each one's, and one run of small kernels
+    replaces F (for small problems, whose time is the kernels' overhead).
+
+    `start`: (W, b) shaped like the result, to begin from instead of zero. The objective is strictly
+    convex up to a constant added to a problem's every intercept (which no step changes: the
+    intercepts' gradient sums to zero), so with the start's intercepts centred the optimum is the
+    same; from a neighbouring fold's fit it takes a fraction of the iterations."""
+    single = z.dim() == 2
+    z = z[None] if single else z
+    f, n, d = z.shape
+    weight = z.new_ones(f, n) if weight is None else weight.to(z.dtype)
+    rows = weight.sum(1)  # [F] training rows of each problem
+    share, strength = weight / rows[:, None], 1.0 / (c * rows)  # each problem's mean over its own rows; L2
+    target = torch.nn.functional.one_hot(y.expand(f, n), k).to(z.dtype)
+    if start is None:
+        w = z.new_zeros(f, d + 1, k)
+    else:
+        bias = start[1] - start[1].mean(-1, keepdim=True)
+        w = torch.cat([start[0], bias[..., None, :]], -2).to(z).reshape(f, d + 1, k)
     w.requires_grad_(True)  # LBFGS steps the parameters that require a gradient; `loss` fills it
     opt = torch.optim.LBFGS([w], max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12,
                             history_size=20, line_search_fn="strong_wolfe")
-    target = torch.nn.functional.one_hot(y, k).to(z.dtype)
-    strength = 1.0 / (c * n)
 
     @torch.no_grad()
     def loss() -> torch.Tensor:
-        logits = torch.addmm(w[d], z, w[:d])  # [n, K]
-        lse = torch.logsumexp(logits, 1)
-        value = (lse.sum() - (logits * target).sum()) / n + strength / 2 * (w[:d] ** 2).sum()
-        residual = (torch.exp(logits - lse[:, None]) - target) / n  # d mean CE / d logits
-        w.grad = torch.cat([torch.addmm(w[:d], z.T, residual, beta=strength), residual.sum(0, keepdim=True)])
+        logits = torch.baddbmm(w[:, d:], z, w[:, :d])  # [F, n, K]
+        lse = torch.logsumexp(logits, 2)
+        value = (share * (lse - (logits * target).sum(2))).sum() + (strength / 2 * (w[:, :d] ** 2).sum((1, 2))).sum()
+        residual = share[..., None] * (torch.exp(logits - lse[..., None]) - target)  # d loss / d logits
+        w.grad = torch.cat([torch.baddbmm(strength[:, None, None] * w[:, :d], z.transpose(1, 2), residual),
+                            residual.sum(1, keepdim=True)], 1)
         return value
 
     opt.step(loss)
-    w = w.detach()
-    return w[:d], w[d]
+    weights, bias = w.detach()[:, :d], w.detach()[:, d]
+    return (weights[0], bias[0]) if single else (weights, bias)
 
 
 class _Fold(NamedTuple):
@@ -183,13 +198,12 @@ def probe(
     """L2 multinomial logistic regression on standardised reservoir vectors, stratified k-fold.
 
     Each fold standardises with its training part (`_fold`) and is fit by full-batch L-BFGS in
-    float32 on `device` (the statistics' device), starting from the previous fold's fit: the folds
-    share three quarters of their training vectors, so where the classes are told apart a fold
-    after the first takes a few iterations. A fit costs m K min(m, C) per iteration (m training
-    vectors): fast on a GPU at 1000 classes x 2048 channels, but on the CPU, with more than
-    `max_classes` classes, the probe runs on a seeded random subset of that many classes (the same
-    for every gate of a run, whose reservoirs hold the same samples) and chance is the subset's.
-    None: every class. values [n, C] float, labels [n] int. NaN fields when there is nothing to
+    float32 on `device` (the statistics' device), on the CPU from the previous fold's fit where the
+    folds are large (`_fold_fits`). A fit costs m K min(m, C) per iteration (m training vectors):
+    fast on a GPU at 1000 classes x 2048 channels, but on the CPU, with more than `max_classes`
+    classes, the probe runs on a seeded random subset of that many classes (the same for every
+    gate of a run, whose reservoirs hold the same samples) and chance is the subset's. None: every
+    class. values [n, C] float, labels [n] int. NaN fields when there is nothing to
     cross-validate.
     """
     found = _probe_set(values, labels, folds, seed, max_classes)
@@ -200,15 +214,41 @@ def probe(
     xt = torch.from_numpy(x).to(dev, torch.float64)
     yt = torch.from_numpy(position).to(dev)
     edges = np.searchsorted(fold, np.arange(folds + 1))  # the rows are sorted by fold
-    correct, fit, before = 0, None, None
-    for test in (slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])):
-        part = _fold(xt, test)
-        start = None if fit is None else _moved(fit, before, part)
-        with _few_threads(dev, part.train.numel() * k_all.size):
-            fit = fit_logistic(part.train, torch.cat([yt[: test.start], yt[test.stop :]]), k_all.size, c=c, start=start)
-        correct += int(((part.test @ fit[0] + fit[1]).argmax(1) == yt[test]).sum())
-        before = part
+    tests = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+    parts = [_fold(xt, test) for test in tests]
+    fits = _fold_fits(parts, [torch.cat([yt[: t.start], yt[t.stop :]]) for t in tests], k_all.size, c)
+    correct = sum(int(((part.test @ w + b).argmax(1) == yt[t]).sum()) for part, (w, b), t in zip(parts, fits, tests))
     return _scored(correct, position, k_all.size)
+
+
+def _fold_fits(parts: list[_Fold], labels: list[torch.Tensor], k: int, c: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each fold's fit (W [r, K], b [K]) on its training features and labels. On the CPU, a fold
+    of more than _SMALL_FIT m r K is fit alone, from the previous fold's fit (`_moved`): the
+    matmuls are the time, and a fold after the first takes a few iterations where the classes are
+    told apart. Smaller folds, and any on a GPU, where the kernels' overhead is the time, are
+    fit together in one batched run."""
+    train = parts[0].train
+    if train.device.type == "cpu" and train.numel() * k > _SMALL_FIT:
+        fits = [fit_logistic(train, labels[0], k, c=c)]
+        for before, part, label in zip(parts, parts[1:], labels[1:]):
+            fits.append(fit_logistic(part.train, label, k, c=c, start=_moved(fits[-1], before, part)))
+        return fits
+    z, y, weight = _stacked([part.train for part in parts], labels)
+    with _few_threads(train.device, z.numel() * k):
+        w, b = fit_logistic(z, y, k, c=c, weight=weight)
+    return [(w[f, : part.train.shape[1]], b[f]) for f, part in enumerate(parts)]
+
+
+def _stacked(parts: list[torch.Tensor], labels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(features [F, m, r], labels [F, m], weight [F, m]) of F problems of up to m rows and r
+    features, zero-padded; weight 1 on each problem's own rows."""
+    m, r = max(len(p) for p in parts), max(p.shape[1] for p in parts)
+    z = parts[0].new_zeros(len(parts), m, r)
+    y = labels[0].new_zeros(len(parts), m)
+    weight = parts[0].new_zeros(len(parts), m)
+    for f, (part, label) in enumerate(zip(parts, labels)):
+        z[f, : len(part), : part.shape[1]], y[f, : len(part)], weight[f, : len(part)] = part, label, 1
+    return z, y, weight
 
 
 @contextmanager

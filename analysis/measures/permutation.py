@@ -9,21 +9,31 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import NamedTuple
+
 from analysis.measures._arrays import Array, as_numpy
-from analysis.measures.anova import anova, eta_squared
+from analysis.measures.anova import anova, class_modulation, eta_squared
 from analysis.measures.profiles import profile_separation
 
 
-def permutation_null(count: Array, total: Array, total_sq: Array, shift: Array) -> tuple[np.ndarray, np.ndarray]:
-    """(block-mean eta2 [P], shape_sep [P]) under each relabelling: count [P, K], total and total_sq
-    [P, K, C] of x - shift (shift [C])."""
+class Null(NamedTuple):
+    """Block statistics under each of the P relabellings, [P] each."""
+
+    eta2: np.ndarray  # block-mean eta2
+    class_mod: np.ndarray  # block-mean class modulation, gate units
+    shape_sep: np.ndarray
+
+
+def permutation_null(count: Array, total: Array, total_sq: Array, shift: Array) -> Null:
+    """The block statistics under each relabelling: count [P, K], total and total_sq [P, K, C] of
+    x - shift (shift [C])."""
     cnt, t, tq = as_numpy(count), as_numpy(total), as_numpy(total_sq)
-    eta2, shape = np.empty(cnt.shape[0]), np.empty(cnt.shape[0])
+    eta2, mod, shape = (np.empty(cnt.shape[0]) for _ in range(3))
     for p in range(cnt.shape[0]):
         a = anova(cnt[p], t[p], tq[p], shift)
-        eta2[p] = float(eta_squared(a).mean())
-        shape[p] = profile_separation(a.means[cnt[p] > 0])[1]
-    return eta2, shape
+        eta2[p], mod[p] = float(eta_squared(a).mean()), float(class_modulation(a).mean())
+        shape[p] = profile_separation(a)[1]
+    return Null(eta2, mod, shape)
 
 
 def permutation_p(observed: float, null: np.ndarray) -> float:

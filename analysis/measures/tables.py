@@ -9,20 +9,21 @@ from GateStats (`capture.stats`):
 * `saturation`: exact counts of gates >= 0.9 and <= 0.1 per class and channel;
 * reservoir `values [n, C]` float32 with `labels [n]`, `ids [n]` int64: up to R whole gate vectors
   per class;
-* `stats.inputs`: the same for the squeeze inputs z of each SE block; `untrained`: the same
-  statistics of the untrained network (the controls).
+* `stats.inputs`: the same for the squeeze inputs z of each SE block; `controls`: the same
+  statistics of the untrained network per seed (the controls).
 
 At ImageNet scale (K = 1000, 15k channels in 16 blocks) channel_table + block_table took under 5 s
 on two cores before the logistic probe (bench/metrics_scale.py); the big passes run on as many
 threads as `torch.get_num_threads()`, the probe on the statistics' device.
 
-    tables, onset = run_tables(stats, untrained=control.stats)   # {"blocks": ..., ...}, meta "onset"
+    tables, onset = run_tables(stats, controls={1: untrained_stats})   # {"blocks": ..., ...}, meta "onset"
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Any, Protocol
 
 import numpy as np
@@ -43,19 +44,11 @@ from analysis.measures.anova import (
     f_test,
 )
 from analysis.measures.information import mutual_information_bits
-from analysis.measures.onset import (
-    ONSET_MIN_EXCESS,
-    ONSET_MIN_FRAC_SIGNIFICANT,
-    ONSET_RULE,
-    SHAPE_ONSET_MARGIN,
-    SHAPE_ONSET_RULE,
-    OnsetRule,
-    ShapeOnsetRule,
-)
+from analysis.measures.notions import NotionRules, answer, resample_statistics
 from analysis.measures.permutation import permutation_null, permutation_p
 from analysis.measures.probe import PROBE_MAX_CLASSES, Probe, ncm_probe, probe
-from analysis.measures.profiles import mean_pairwise_cosine, profile_separation, selectivity
-from analysis.measures.resampling import eta2_jackknife, shape_sep_jackknife
+from analysis.measures.profiles import mean_pairwise_cosine, profile_separation, profile_split, selectivity
+from analysis.measures.resampling import bootstrap_interval, eta2_jackknife, shard_weights
 from analysis.measures.schema import validate
 from analysis.measures.testing import benjamini_hochberg
 
@@ -157,17 +150,32 @@ def channel_table(stats: StatsLike, *, q: float = 0.05) -> pd.DataFrame:
 
 
 def _specificity(stats: StatsLike | None, name: str, probe_args: dict[str, Any]) -> dict[str, float]:
-    """eta2 (block mean), shape_sep and probe accuracy of one gate of `stats` (a control); NaN
-    where `stats` is None or lacks the gate."""
+    """eta2 (block mean), class_mod, shape_sep and probe accuracy of one gate of `stats` (a control
+    or the squeeze inputs); NaN where `stats` is None or lacks the gate, the probe's NaN without a
+    reservoir."""
     if stats is None or name not in {g.name for g in stats.gates}:
-        return {"eta2": math.nan, "shape_sep": math.nan, "probe": math.nan}
+        return {"eta2_mean": math.nan, "class_mod": math.nan, "shape_sep": math.nan, "probe": math.nan}
     a = _anova(stats, name)
     values, labels, _ = stats.reservoir(name)
     return {
-        "eta2": float(eta_squared(a).mean()),
-        "shape_sep": profile_separation(a.means[_totals(stats, name)[0] > 0])[1],
-        "probe": probe(values, labels, **probe_args).accuracy,
+        "eta2_mean": float(eta_squared(a).mean()),
+        "class_mod": float(class_modulation(a).mean()),
+        "shape_sep": profile_separation(a)[1],
+        "probe": probe(values, labels, **probe_args).accuracy if len(values) else math.nan,
     }
+
+
+def control_statistics(
+    controls: Mapping[int, StatsLike], gates: Sequence[str], probe_args: dict[str, Any] | None = None
+) -> dict[int, dict[str, np.ndarray]]:
+    """Per untrained seed, its eta2_mean, class_mod, shape_sep and probe accuracy per gate [G] (in
+    the order of `gates`): the band the notions hold the trained values against."""
+    args = {"folds": 5, "seed": 0, "max_classes": PROBE_MAX_CLASSES} if probe_args is None else probe_args
+    out = {}
+    for seed, control in controls.items():
+        rows = [_specificity(control, name, args) for name in gates]
+        out[seed] = {key: np.array([row[key] for row in rows]) for key in rows[0]} if rows else {}
+    return out
 
 
 def _probes(stats: StatsLike, name: str, probe_args: dict[str, Any]) -> dict[str, float]:
@@ -188,31 +196,40 @@ def _probes(stats: StatsLike, name: str, probe_args: dict[str, Any]) -> dict[str
     }
 
 
-def _shape(stats: StatsLike, name: str, a: Anova, present: np.ndarray) -> dict[str, float]:
-    """profile_sep, shape_sep with its jackknife interval, and the permutation null's eta2 and
-    shape_sep (NaN without relabellings)."""
-    count, total, _, shift = _moments(stats, name)
-    profile_sep, shape_sep = profile_separation(a.means[present])
-    low, high = shape_sep_jackknife(count, total, shift, estimate=shape_sep)
-    null_eta2, null_shape = permutation_null(*stats.perm_moments(name), shift)
+def _shape(stats: StatsLike, name: str, a: Anova, shape_draws: np.ndarray) -> dict[str, Any]:
+    """profile_sep, shape_sep with its shard-bootstrap interval (draws [R]), the affine share, and
+    the permutation null (NaN without relabellings)."""
+    profile_sep, shape_sep = profile_separation(a)
+    low, high = bootstrap_interval(shape_draws, stats.config.shards)
+    null = permutation_null(*stats.perm_moments(name), _moments(stats, name)[3])
     nan_mean = (lambda x: float(x.mean()) if x.size else math.nan)
+    nan_max = (lambda x: float(x.max()) if x.size else math.nan)
     return {
         "profile_sep": profile_sep,
         "shape_sep": shape_sep,
         "shape_sep_ci_low": low,
         "shape_sep_ci_high": high,
-        "shape_sep_perm": nan_mean(null_shape),
-        "shape_sep_perm_max": float(null_shape.max()) if null_shape.size else math.nan,
-        "_null_eta2": null_eta2,
+        "affine_r2": profile_split(a).affine_r2,
+        "shape_sep_perm": nan_mean(null.shape_sep),
+        "shape_sep_perm_max": nan_max(null.shape_sep),
+        "class_mod_perm_max": nan_max(null.class_mod),
+        "_null_eta2": null.eta2,
     }
+
+
+def _band(values: Mapping[int, Mapping[str, np.ndarray]] | None, statistic: str, g: int) -> tuple[float, float]:
+    """(lowest, largest) of one statistic of gate index g over the untrained seeds; NaN without."""
+    found = [float(v[statistic][g]) for v in (values or {}).values()]
+    return (min(found), max(found)) if found else (math.nan, math.nan)
 
 
 # long: one row of the block table, its columns listed once in the order of the schema
 def _block_row(
-    stats: StatsLike, gate: GateLike, ch: pd.DataFrame, *, q: float, probe_args: dict[str, Any], untrained: Any
+    stats: StatsLike, gate: GateLike, g: int, ch: pd.DataFrame, *, q: float, probe_args: dict[str, Any],
+    controls: Mapping[int, Mapping[str, np.ndarray]] | None, shape_draws: np.ndarray,
 ) -> dict[str, Any]:
-    """Block table row of one gate (without rel_depth) from its channel rows, moments, reservoir
-    and controls."""
+    """Block table row of one gate (index g in depth order, without rel_depth) from its channel rows,
+    moments, reservoir, resampled shape_sep [R] and the untrained seeds' values."""
     count, total, total_sq, shift = _moments(stats, gate.name)
     n_k, t = count.sum(0), total.sum(0)
     n, k_present, c = float(n_k.sum()), int((n_k > 0).sum()), t.shape[1]
@@ -221,9 +238,9 @@ def _block_row(
     eta2_mean = float(ch["eta2"].mean())
     null = eta2_null(k_present, n)
     ci_low, ci_high = eta2_jackknife(count, total, total_sq, estimate=eta2_mean, shift=shift, pooled_total=t)
-    shape = _shape(stats, gate.name, a, present)
+    shape = _shape(stats, gate.name, a, shape_draws)
     null_eta2 = shape.pop("_null_eta2")
-    control = _specificity(untrained, gate.name, probe_args)
+    band = {key: _band(controls, key, g) for key in ("eta2_mean", "class_mod", "shape_sep", "probe")}
     squeeze = _specificity(stats.inputs, gate.name, probe_args)
     means, stds = ch["mean"].to_numpy(), ch["std"].to_numpy()
     gate_mean = float(means.mean())
@@ -241,19 +258,24 @@ def _block_row(
         "eta2_ci_high": ci_high,
         "eps2_mean": float(ch["eps2"].mean()),
         "class_mod": float(ch["class_mod"].mean()),
+        "class_mod_perm_max": shape.pop("class_mod_perm_max"),
+        "class_mod_untrained": band["class_mod"][1],
+        "class_mod_untrained_low": band["class_mod"][0],
         "eta2_perm": float(null_eta2.mean()) if null_eta2.size else math.nan,
         "perm_p": permutation_p(eta2_mean, null_eta2),
-        "eta2_untrained": control["eta2"],
-        "eta2_z": squeeze["eta2"],
+        "eta2_untrained": band["eta2_mean"][1],
+        "eta2_untrained_low": band["eta2_mean"][0],
+        "eta2_z": squeeze["eta2_mean"],
         **shape,
-        "shape_sep_untrained": control["shape_sep"],
+        "shape_sep_untrained": band["shape_sep"][1],
+        "shape_sep_untrained_low": band["shape_sep"][0],
         "frac_significant": float(benjamini_hochberg(ch["p_value"].to_numpy(), q).mean()),
         "selectivity_median": float(ch["selectivity"].median()),
         "mi_bits_mean": float(ch["mi_bits"].mean()),
         "class_cosine_mean": mean_pairwise_cosine(a.means[present]),
         "class_corr_mean": mean_pairwise_cosine(a.means[present], centre=True),
         **_probes(stats, gate.name, probe_args),
-        "probe_untrained": control["probe"],
+        "probe_untrained": band["probe"][1],
         "probe_z": squeeze["probe"],
         "sat_high": float(ch["sat_high"].mean()),
         "sat_low": float(ch["sat_low"].mean()),
@@ -262,11 +284,19 @@ def _block_row(
     }
 
 
+def _draws(stats: StatsLike, gates: Sequence[GateLike], resamples: int, q: float) -> dict[str, np.ndarray]:
+    """The notions' statistics in each shard-bootstrap resample of `stats` ([R, G] each), seeded by
+    the statistics' own seed."""
+    weights = shard_weights(stats.config.shards, resamples, stats.config.seed)
+    return resample_statistics(stats, [g.name for g in gates], weights, q)
+
+
 def block_table(
     stats: StatsLike,
     *,
-    untrained: StatsLike | None = None,
-    q: float = 0.05,
+    controls: Mapping[int, Mapping[str, np.ndarray]] | None = None,
+    draws: Mapping[str, np.ndarray] | None = None,
+    rules: NotionRules = NotionRules(),
     probe_folds: int = 5,
     seed: int = 0,
     probe_max_classes: int | None = PROBE_MAX_CLASSES,
@@ -274,25 +304,37 @@ def block_table(
 ) -> pd.DataFrame:
     """One row per gate in depth order; columns in `schema.TABLES["blocks"]`.
 
-    `untrained`: the untrained network's statistics (the *_untrained columns; NaN without). Pass
+    `controls`: the untrained seeds' statistics (`control_statistics`; the *_untrained columns are
+    their band, NaN without). `draws`: the shard-bootstrap resamples of the notions' statistics
+    (`notions.resample_statistics`; computed with `rules.resamples` when not given) behind
+    shape_sep's interval and the notions' per-block shares (`rules`). Pass
     `channels=channel_table(stats)` when it is at hand: the block table is built from it and the
     moments and reservoirs only (the histograms are not read again); significance is redone at
-    this `q` from its p-values.
+    `rules.q` from its p-values.
     """
     gates = _ordered_gates(stats)
+    q = rules.q
     if channels is None:
         channels = channel_table(stats, q=q)
+    if draws is None:
+        draws = _draws(stats, gates, rules.resamples, q)
     by_block = dict(tuple(channels.groupby("block", sort=False, observed=True)))
-    probe_args = {"folds": probe_folds, "seed": seed, "max_classes": probe_max_classes,
-                  "device": getattr(stats, "device", None)}
+    probe_args = _probe_args(stats, probe_folds, seed, probe_max_classes)
     rows = [
-        _block_row(stats, g, by_block[g.name].sort_values("channel"), q=q, probe_args=probe_args, untrained=untrained)
-        for g in gates
+        _block_row(stats, gate, g, by_block[gate.name].sort_values("channel"), q=q, probe_args=probe_args,
+                   controls=controls, shape_draws=draws["shape_sep"][:, g])
+        for g, gate in enumerate(gates)
     ]
     table = pd.DataFrame(rows)
     table.insert(2, "rel_depth", table["depth"] / len(gates))
+    for column, share in answer(table, draws, controls, rules)[0].items():
+        table[column] = share
     validate("blocks", table)
     return table
+
+
+def _probe_args(stats: StatsLike, folds: int, seed: int, max_classes: int | None) -> dict[str, Any]:
+    return {"folds": folds, "seed": seed, "max_classes": max_classes, "device": getattr(stats, "device", None)}
 
 
 def class_mean_table(stats: StatsLike) -> pd.DataFrame:
@@ -341,25 +383,31 @@ def class_mean_table(stats: StatsLike) -> pd.DataFrame:
 def run_tables(
     stats: StatsLike,
     *,
-    untrained: StatsLike | None = None,
-    min_excess: float | None = None,
-    margin: float = SHAPE_ONSET_MARGIN,
+    controls: Mapping[int, StatsLike] | None = None,
+    rules: NotionRules = NotionRules(),
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """Every table a run folder stores, by name, and the meta.json "onset" entry: `block` (the
-    shape rule, `ShapeOnsetRule(margin)`), `detectable` (`OnsetRule(min_excess)`, default
-    ONSET_MIN_EXCESS), both rules in words and their thresholds. `untrained`: the untrained
-    network's statistics, a control of the shape rule and of the *_untrained columns."""
-    min_excess = ONSET_MIN_EXCESS if min_excess is None else min_excess
-    channels = channel_table(stats)
-    blocks = block_table(stats, untrained=untrained, channels=channels)
+    """Every table a run folder stores, by name, and the meta.json "onset" entry.
+
+    `controls`: the untrained network's statistics per seed (analysis.models.controls), the band the
+    notions magnitude and shape need; without them those are undetermined. The onset entry holds
+    `notions` (analysis.measures.notions: per notion its onset block, status, certainty and rule),
+    and, as before issue 23, `block` and `rule` (shape) and `detectable` and `rule_detectable`.
+    The blocks table gets each notion's per-block share of passing draws (`{notion}_share`).
+    """
+    gates = _ordered_gates(stats)
+    channels = channel_table(stats, q=rules.q)
+    draws = _draws(stats, gates, rules.resamples, rules.q)
+    values = control_statistics(controls, [g.name for g in gates], _probe_args(stats, 5, 0, PROBE_MAX_CLASSES)) \
+        if controls else None
+    blocks = block_table(stats, controls=values, draws=draws, rules=rules, channels=channels)
+    notions = answer(blocks, draws, values, rules)[1]
     tables = {"blocks": blocks, "channels": channels, "class_means": class_mean_table(stats)}
     onset = {
-        "block": ShapeOnsetRule(margin).onset(blocks),
-        "detectable": OnsetRule(min_excess).onset(blocks),
-        "rule": SHAPE_ONSET_RULE,
-        "rule_detectable": ONSET_RULE,
-        "margin": margin,
-        "min_excess": min_excess,
-        "min_frac_significant": ONSET_MIN_FRAC_SIGNIFICANT,
+        "block": notions["shape"]["block"],
+        "rule": notions["shape"]["rule"],
+        "detectable": notions["detectable"]["block"],
+        "rule_detectable": notions["detectable"]["rule"],
+        "notions": notions,
+        "thresholds": asdict(rules),
     }
     return tables, onset

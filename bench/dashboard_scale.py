@@ -18,7 +18,7 @@ from pathlib import Path
 from analysis.jobs import save_run
 from analysis.runs.folder import load_run
 from analysis.capture.stats import StatsConfig
-from analysis.capture.planted import planted_stats, resnet_gates
+from analysis.testing.planted import planted_stats, resnet_gates
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 

@@ -18,7 +18,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from analysis import GateStats, StatsConfig
-from analysis.capture.planted import resnet_gates
+from analysis.testing.planted import resnet_gates
 
 NO_KERNEL = {"slice", "select", "view", "expand", "t", "transpose", "as_strided", "alias", "detach", "unsqueeze",
              "_unsafe_view", "reshape", "lift_fresh", "split", "unbind", "empty", "new_empty"}

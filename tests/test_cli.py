@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import cli_error
 
 from analysis import load_run
 from analysis.cli import main
 from analysis.models.architectures import build_model
+from analysis.testing.runs import cli_error
 
 SYNTH = "synthetic:classes=4,n=96,size=16,channels=1"
 

@@ -97,15 +97,11 @@ def recompute_batchnorm(model: nn.Module, data: DataSource | Iterable) -> None:
         raise ModelSpecError("the data gave no samples to recompute the untrained network's BatchNorm statistics on.")
 
 
-def untrained(model: str | nn.Module, seed: int, data: DataSource | Iterable | None = None) -> nn.Module:
-    """The architecture of `model` (a module, which is copied, or a model spec) with fresh weights from
-    `seed`, in eval mode on the CPU; with `data`, its BatchNorm statistics recomputed on that data."""
-    if isinstance(model, str):
-        from analysis.models.spec import build_from_spec  # spec builds its random-init models through here
-
-        fresh = build_from_spec(model, random_init=True, seed=seed)[0]
-    else:
-        fresh = reinitialise(copy.deepcopy(model), seed)
+def untrained(model: nn.Module, seed: int, data: DataSource | Iterable | None = None) -> nn.Module:
+    """The architecture of `model` (copied; `model` is untouched) with fresh weights from `seed`, in eval
+    mode on the CPU; with `data`, its BatchNorm statistics recomputed on that data. A model spec's
+    random-init model (`build_from_spec(spec, random_init=True)`) is drawn through here."""
+    fresh = reinitialise(copy.deepcopy(model), seed)
     if data is not None:
         recompute_batchnorm(fresh, data)
     return fresh.eval()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import PlantedNet, batches
 
 from analysis import DataError, Gate, GateHooks, GateValueError, LabelError, StatsConfig, collect, find_gates
 from analysis.capture.stats import GateStats
+from analysis.testing.nets import PlantedNet, batches
 
 
 def hook_count(model: torch.nn.Module) -> int:

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import batches, record_gates
 
 from analysis import load_run
 from analysis.cli import main
@@ -24,6 +23,7 @@ from analysis.capture.distributed import TORCHRUN_ENV, join_ranks, merge_ranks, 
 from analysis.errors import DistributedError
 from analysis.models.architectures import build_model
 from analysis.models.spec import open_model_and_data
+from analysis.testing.nets import batches, record_gates
 
 SYNTH = "synthetic:classes=3,n=301,size=16,channels=1"  # an odd count: the two shards differ in size
 # A small reservoir and top-k, so that merging has to choose among the ranks' samples. Batches of

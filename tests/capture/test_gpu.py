@@ -6,9 +6,9 @@ import copy
 
 import pytest
 import torch
-from conftest import batches
 
 from analysis import collect
+from analysis.testing.nets import batches
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

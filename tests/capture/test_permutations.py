@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-from conftest import batches, record_gates
 
 from analysis.capture.collect import collect
 from analysis.capture.keys import pseudo_labels
 from analysis.capture.stats import StatsConfig
+from analysis.testing.nets import batches, record_gates
 
 
 def test_permutation_tables_equal_brute_force_relabelling(planted):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import batches, record_gates
 
 from analysis import GateStats, StatsConfig, StatsMismatchError, collect, find_gates
 from analysis.errors import GateValueError
@@ -12,31 +11,10 @@ from analysis.capture.collect import GateHooks, gate_precision
 from analysis.capture.config import CALIBRATION
 from analysis.capture.gates import Gate
 from analysis.models.architectures import build_model
+from analysis.testing.brute import brute_histogram, brute_moments, stats_moments
+from analysis.testing.nets import batches, record_gates
 
 RTOL = 1e-6
-
-
-def brute_moments(g: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    count = torch.bincount(y, minlength=k)
-    mean = torch.stack([g[y == c].mean(0) for c in range(k)])
-    var = torch.stack([g[y == c].var(0, unbiased=False) for c in range(k)])
-    return count, mean, var
-
-
-def class_moments(count: torch.Tensor, s: torch.Tensor, sq: torch.Tensor, shift: torch.Tensor):
-    """(count [K], mean [K, C], variance [K, C]) from shifted moments summed over their first axis."""
-    n, s, sq = count.sum(0), s.sum(0), sq.sum(0)
-    m = s / n[:, None]
-    return n, shift + m, sq / n[:, None] - m**2
-
-
-def stats_moments(stats: GateStats, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return class_moments(*stats.moments(name), stats.shift(name))
-
-
-def brute_histogram(v: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-    """Counts of v [n] over cells (underflow, bins, overflow) of edges [B + 1], by bucketize."""
-    return torch.bincount(torch.bucketize(v, edges, right=True), minlength=edges.numel() + 1)
 
 
 def assert_matches_brute_force(stats: GateStats, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, autocast=None) -> None:

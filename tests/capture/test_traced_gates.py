@@ -9,8 +9,6 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from conftest import batches
-from test_stats import brute_moments, stats_moments
 from timm.layers import CecaModule, EcaModule
 from timm.layers.activations import Swish
 from timm.layers.cbam import CbamModule, SpatialAttn
@@ -21,6 +19,8 @@ from analysis.capture.collect import gate_precision
 from analysis.capture.hooks import ForwardHooks
 from analysis.errors import GateValueError, OptionError
 from analysis.models.architectures import build_model
+from analysis.testing.brute import brute_moments, stats_moments
+from analysis.testing.nets import batches
 
 C = 8
 

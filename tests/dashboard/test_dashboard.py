@@ -16,15 +16,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import NEW_COLUMNS, measure_run, with_new_columns
 
 from analysis.cli import main
 from analysis.jobs import save_run
 from analysis.runs.folder import load_run
 from analysis.capture.stats import StatsConfig
-from analysis.capture.planted import planted_stats, resnet_gates
 from analysis.measures import schema
 from analysis.presentation import views
+from analysis.testing.planted import planted_stats, resnet_gates
+from analysis.testing.runs import NEW_COLUMNS, measure_run, with_new_columns
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 # title: (page file relative to the app, url_path); the Overview is the default page, at /

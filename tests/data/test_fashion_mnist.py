@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +13,9 @@ import torch
 from analysis.data import fashion_mnist, make_loader, open_data
 from analysis.data.fashion_mnist import read_idx
 from analysis.errors import DataError
+from analysis.testing.data import write_idx
 
 REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-
-def write_idx(path: Path, array: np.ndarray, magic: bytes = b"\x00\x00\x08") -> None:
-    """A gzipped IDX file holding `array` as unsigned bytes."""
-    header = magic + bytes([array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
 
 
 @pytest.fixture

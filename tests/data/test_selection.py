@@ -7,9 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import cli_error
 from PIL import Image
-from test_fashion_mnist import write_idx
 
 from analysis import load_run
 from analysis.cli import main
@@ -18,6 +16,8 @@ from analysis.data.selection import select, selection_warnings
 from analysis.errors import DataError
 from analysis.models.architectures import build_model
 from analysis.presentation import views
+from analysis.testing.data import write_idx
+from analysis.testing.runs import cli_error
 
 SYNTH = "synthetic:classes=4,n=100,size=8,channels=1"  # sample i has label i % 4: 25 per class
 

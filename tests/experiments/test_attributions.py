@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import batches
 from torch import nn
 
 from analysis import Gate, collect, find_gates, load_run, save_run
 from analysis.experiments.attributions import AttributionSums, attribute, block_summary, gate_attributions
 from analysis.cli import main
 from analysis.models.architectures import build_model, se_resnet
+from analysis.testing.nets import batches
 
 
 def tiny(se: str) -> nn.Module:

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import PlantedNet, batches, cli_error, planted_data, record_gates
 from torch import nn
 
 from analysis import GateHooks, GateStats, StatsConfig, collect, find_gates, load_run, save_run
@@ -23,6 +22,8 @@ from analysis.experiments.interventions import (
     run_gate_means,
 )
 from analysis.models.architectures import build_model, se_resnet
+from analysis.testing.nets import PlantedNet, batches, planted_data, record_gates
+from analysis.testing.runs import cli_error
 
 
 def random_bn_statistics(model: nn.Module) -> nn.Module:

@@ -13,12 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import cli_error, record_gates
 from matplotlib.figure import Figure
 from PIL import Image
 
 from analysis import find_gates, load_run, save_run
-from analysis.capture.planted import planted_stats, resnet_gates
 from analysis.cli import main
 from analysis.data import open_data
 from analysis.data.fashion_mnist import FASHION_MNIST_DIR
@@ -41,6 +39,9 @@ from analysis.presentation.paper_page import excitation_profiles
 from analysis.presentation import report
 from analysis.presentation.report import Report, write_index
 from analysis.resources import shipped_checkpoint
+from analysis.testing.nets import record_gates
+from analysis.testing.planted import planted_stats, resnet_gates
+from analysis.testing.runs import cli_error
 
 TENCH = "n01440764"  # ImageNet class 0: a class beside the paper's, so that "all" is not their mean
 WNIDS = [TENCH, *(c.wnid for c in PAPER_CLASSES)]

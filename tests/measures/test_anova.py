@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import math
 
-import fakes
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fakes import FakeStats
 from scipy import stats as sps
 
 from analysis.measures.anova import anova, eta2_null, eta_squared, f_test, null_band
 from analysis.measures.tables import channel_table
+from analysis.testing import fakes
+from analysis.testing.fakes import FakeStats
 
 
 def raw_eta2(v: np.ndarray, y: np.ndarray) -> float:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from conftest import PlantedNet, batches, planted_data
 
 from analysis.capture.collect import collect
 from analysis.capture.stats import StatsConfig
 from analysis.jobs import data_warnings
 from analysis.measures.tables import run_tables
+from analysis.testing.nets import PlantedNet, batches, planted_data
 
 MODEL_INDEX = np.array([1, 254, 999])  # goldfish, pug, toilet tissue
 

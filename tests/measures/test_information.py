@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import fakes
 import numpy as np
 import pytest
 import torch
@@ -13,6 +12,7 @@ from scipy import stats as sps
 
 from analysis.measures.information import mutual_information_bits
 from analysis.measures.tables import channel_table
+from analysis.testing import fakes
 
 
 def test_mutual_information_matches_plug_in_entropies_with_miller_madow() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fakes import FakeStats, balanced_labels
 
 from analysis.measures.tables import channel_table
+from analysis.testing.fakes import FakeStats, balanced_labels
 
 
 def test_narrow_channels_keep_their_effect_and_float32_rounding_is_constant() -> None:

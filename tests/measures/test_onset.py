@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import fakes
 import numpy as np
 import pandas as pd
 import pytest
-from fakes import FakeStats, balanced_labels, planted
 
 from analysis.measures.onset import OnsetRule, find_onset
 from analysis.measures.tables import block_table
+from analysis.testing import fakes
+from analysis.testing.fakes import FakeStats, balanced_labels, planted
 
 
 def test_onset_is_the_first_planted_block_and_none_without_class_effects() -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-from conftest import PlantedNet, batches, planted_data
 
 from analysis import collect
 from analysis.measures.onset import find_onset
 from analysis.measures.tables import block_table
+from analysis.testing.nets import PlantedNet, batches, planted_data
 
 
 def test_specificity_is_at_chance_before_the_planted_depth_and_far_above_after():

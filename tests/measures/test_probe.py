@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from fakes import balanced_labels, planted, sklearn_fold_correct
 
 from analysis.measures.probe import fit_logistic, ncm_probe, probe, stratified_folds
+from analysis.testing.fakes import balanced_labels, planted, sklearn_fold_correct
 
 
 def test_probe_separates_planted_classes_is_deterministic_and_subsamples_classes() -> None:

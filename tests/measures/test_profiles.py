@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import fakes
 import numpy as np
 import pytest
 
 from analysis.measures.profiles import mean_pairwise_cosine
 from analysis.measures.tables import channel_table
+from analysis.testing import fakes
 
 
 def test_selectivity_and_preferred_class_match_a_direct_computation() -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import fakes
 import numpy as np
 import pytest
 
 from analysis.errors import AnalysisError, TableSchemaError
 from analysis.measures.schema import TABLES, Column, columns, doc, markdown, validate
 from analysis.measures.tables import run_tables
+from analysis.testing import fakes
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ from functools import cache
 
 import numpy as np
 import pytest
-from fakes import FakeStats, balanced_labels
 
 from analysis.measures.profiles import profile_separation
 from analysis.measures.tables import run_tables
+from analysis.testing.fakes import FakeStats, balanced_labels
 
 
 @cache

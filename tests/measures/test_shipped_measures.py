@@ -18,13 +18,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fakes import sklearn_fold_correct
 from scipy import stats as sps
 
 from analysis.capture.keys import pseudo_labels
 from analysis.capture.stats import GateStats
 from analysis.measures import tables
 from analysis.measures.probe import Probe, probe, stratified_folds
+from analysis.testing.fakes import sklearn_fold_correct
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "fmnist_se20"

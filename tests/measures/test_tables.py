@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import fakes
 import numpy as np
 import pandas as pd
 import pytest
-from fakes import FakeStats
 
 from analysis.measures.onset import ONSET_MIN_EXCESS, ONSET_RULE, SHAPE_ONSET_RULE
 from analysis.measures.tables import block_table, channel_table, class_mean_table, run_tables
+from analysis.testing import fakes
+from analysis.testing.fakes import FakeStats
 
 
 CHANNEL_COLUMNS = [

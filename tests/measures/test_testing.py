@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import fakes
 import numpy as np
 from scipy import stats as sps
 
 from analysis.measures.tables import channel_table
 from analysis.measures.testing import benjamini_hochberg
+from analysis.testing import fakes
 
 
 def test_significance_is_benjamini_hochberg_within_each_block() -> None:

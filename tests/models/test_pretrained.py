@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_error
 from safetensors.torch import save_file
 from torch import nn
 
@@ -20,6 +19,7 @@ from analysis.errors import ModelSpecError
 from analysis.files import sha256
 from analysis.models.spec import build_from_spec, pretrained_weights, state_sha256
 from analysis.runs.matching import open_for_run
+from analysis.testing.runs import cli_error
 
 timm = pytest.importorskip("timm")
 constants = pytest.importorskip("huggingface_hub.constants")

@@ -18,11 +18,11 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from analysis.capture.planted import planted_stats, resnet_gates
 from analysis.capture.stats import StatsConfig
 from analysis.presentation import figures, views
 from analysis.jobs import save_run
-from conftest import NEW_COLUMNS
+from analysis.testing.planted import planted_stats, resnet_gates
+from analysis.testing.runs import NEW_COLUMNS
 
 
 def test_envelope_keeps_every_runs_extremes():

@@ -15,8 +15,8 @@ from analysis.presentation.report import summary_lines, write_reports
 from analysis.jobs import save_run
 from analysis.runs.folder import load_run
 from analysis.capture.stats import StatsConfig
-from analysis.capture.planted import planted_stats, resnet_gates
-from conftest import NEW_COLUMNS, measure_run, with_new_columns
+from analysis.testing.planted import planted_stats, resnet_gates
+from analysis.testing.runs import NEW_COLUMNS, measure_run, with_new_columns
 
 FIGURES = ("depth", "shape", "saturation", "profiles", "profiles_spread", "heatmap", "distributions", "similarity")
 

@@ -12,8 +12,8 @@ import torch
 from analysis.presentation import views
 from analysis.errors import RunFolderError
 from analysis.jobs import save_run
-from analysis.capture.planted import planted_stats, resnet_gates
 from analysis.capture.stats import StatsConfig
+from analysis.testing.planted import planted_stats, resnet_gates
 
 GATES = resnet_gates((8, 8, 8, 12, 12, 12, 12, 16, 16, 16, 16, 16, 16, 24, 24, 24))
 

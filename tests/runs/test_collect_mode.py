@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from conftest import batches, planted_data
 
 from analysis.capture.collect import collect
 from analysis.models.architectures import build_model
+from analysis.testing.nets import batches, planted_data
 
 
 def test_collect_in_train_mode_leaves_batchnorm_and_mode_unchanged():

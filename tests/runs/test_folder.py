@@ -9,12 +9,12 @@ import subprocess
 import sys
 
 import pytest
-from conftest import cli_error
 
 from analysis.cli import main
 from analysis.errors import RunFolderError
 from analysis.files import replacing
 from analysis.runs.folder import load_run
+from analysis.testing.runs import cli_error
 
 SYNTH = "synthetic:classes=3,n=48,size=16,channels=1"
 

@@ -64,9 +64,30 @@ def format_blocks(run: Run) -> str:
     )
     with pd.option_context("display.width", 250, "display.max_rows", 500, "display.max_columns", 50):
         table = blocks.to_string(index=False, float_format=lambda v: f"{v:.3f}")
-    onsets = [f"{o['label']}: {o['block'] or 'none'}, {o['meaning']}  [rule: {o['rule']}]" for o in views.onsets(run)]
+    notions = run.meta["onset"].get("notions")
+    onsets = notion_lines(notions) if notions else [
+        f"{o['label']}: {o['block'] or 'none'}, {o['meaning']}  [rule: {o['rule']}]" for o in views.onsets(run)]
     warnings = [f"warning: {w}" for w in run.meta.get("warnings", [])]
     return "\n".join([head, table, *onsets, *warnings])
+
+
+def notion_lines(notions: dict) -> list[str]:
+    """One line per notion of meta.json's onset record: its onset block with its certainty, the
+    statistic there beside its untrained band and its null (rules: meta.json and the README)."""
+    lines = []
+    for name, n in notions.items():
+        if n["status"] == "undetermined":
+            lines.append(f"onset ({name}): undetermined ({n['reason']})")
+            continue
+        draws = f"{n['draws']} draws" if n["draws"] else "no resamples"
+        sure = f"certainty {n['certainty']:.2f} of {draws}" if n["certainty"] is not None else draws
+        if n["block"] is None:
+            lines.append(f"onset ({name}): none, no block from which {n['statistic']} stays above its control ({sure})")
+            continue
+        band = f", untrained {n['band'][0]:.3g}-{n['band'][1]:.3g}" if n["band"] else ""
+        lines.append(f"onset ({name}): {n['block']} ({sure}): {n['statistic']} {n['value']:.3g}{band}, "
+                     f"{'chance' if n['control'] == 'chance' else 'null max'} {n['null_value']:.3g}")
+    return lines
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -80,6 +101,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 DEMO_CHECKPOINT = shipped_checkpoint("fmnist_se20")
+DEMO_CONTROL_LIMIT = 2000  # images per untrained control in the demo (README: what it costs and why)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -89,7 +111,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     job = CollectJob(
         model=str(args.model), data="fashion-mnist:test", out=args.out, batch_size=250, limit=args.limit,
-        overwrite=True, progress=not args.quiet,
+        overwrite=True, progress=not args.quiet, control=args.control, control_seeds=args.control_seeds,
+        control_limit=args.control_limit,
     )
     print(format_blocks(run_collect(job)))
     (report,) = write_reports([args.out], args.reports, progress=False)
@@ -259,8 +282,11 @@ HELP = {
     "onset_min_excess": "detectable onset: eta2 above its null by this",
     "onset_margin": "shape onset: shape_sep above its controls by this",
     "overwrite": "replace an existing run folder",
-    "control": "also collect the same architecture untrained (fresh weights from --seed, BatchNorm statistics "
-               "recomputed on the data) into RUN/untrained/",
+    "control": "untrained: also collect the same architecture untrained (fresh weights, BatchNorm statistics "
+               "recomputed on the data) into RUN/untrained/seed_S/, the band of the magnitude and shape answers; "
+               "none: skip it (those answers are then undetermined)",
+    "control_seeds": "untrained networks (weight seeds --seed+1 .. --seed+N); their band is the reference",
+    "control_limit": "images per control pass, a seeded stratified subset (default: all of the run's)",
     "distributed": "under torchrun: each process collects a shard of the data, rank 0 writes the merged run",
     "se": "SE block or the paper's ablations",
     "reduction": "SE reduction ratio r",
@@ -276,7 +302,7 @@ HELP = {
 CHOICES = {
     "decode": ("auto", "cpu", "gpu"),
     "amp": ("none", "bf16", "fp16"),
-    "control": CONTROLS,
+    "control": (*CONTROLS, "none"),
     "se": ("se", "nosqueeze", "none"),
     "schedule": ("cosine", "step"),
     "method": ("grad-x-act", "ig"),
@@ -340,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     p.add_argument("--model", type=Path, default=DEMO_CHECKPOINT, help="checkpoint to use")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (replaced on each demo)")
     p.add_argument("--reports", type=Path, default=Path("reports"), help="folder for the demo's report")
-    _options(p, CollectJob, only=("limit",))
+    _options(p, CollectJob, only=("limit", "control", "control_seeds"))
+    p.add_argument("--control-limit", type=int, default=DEMO_CONTROL_LIMIT, help=HELP["control_limit"].replace(
+        "all of the run's", f"{DEMO_CONTROL_LIMIT}, to stay under a minute on two CPU cores"))
     _quiet(p)
     p.set_defaults(func=cmd_demo)
 

@@ -57,6 +57,9 @@ class GateStats:
         self.sampler = Reservoir(len(self._classes), config.reservoir, self.device)  # a slot row per class present
         self.agree: Agree | None = None  # set under torchrun, so that every rank calibrates alike
         self._inputs: GateStats | Callable[[], GateStats | None] | None = None
+        # the untrained controls collected beside (kind -> weight seed -> statistics; collect(control=...)),
+        # written with the run by save_run; not part of the state, merge or describe
+        self.controls: dict[str, dict[int, GateStats]] = {}
         self.columns: dict[str, slice] = {}
         for g in self.gates:
             start = next(reversed(self.columns.values())).stop if self.columns else 0

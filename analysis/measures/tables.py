@@ -9,14 +9,14 @@ from GateStats (`capture.stats`):
 * `saturation`: exact counts of gates >= 0.9 and <= 0.1 per class and channel;
 * reservoir `values [n, C]` float32 with `labels [n]`, `ids [n]` int64: up to R whole gate vectors
   per class;
-* `stats.inputs`: the same for the squeeze inputs z of each SE block; `controls`: the same
-  statistics of the untrained network per seed (the controls).
+* `stats.inputs`: the same for the squeeze inputs z of each SE block; `controls`: the blocks
+  tables of the untrained network per weight seed (the controls' own run tables).
 
 At ImageNet scale (K = 1000, 15k channels in 16 blocks) channel_table + block_table took under 5 s
 on two cores before the logistic probe (bench/metrics_scale.py); the big passes run on as many
 threads as `torch.get_num_threads()`, the probe on the statistics' device.
 
-    tables, onset = run_tables(stats, controls={1: untrained_stats})   # {"blocks": ..., ...}, meta "onset"
+    tables, onset = run_tables(stats, controls={1: run_tables(untrained_stats)[0]["blocks"]})
 """
 
 from __future__ import annotations
@@ -149,32 +149,24 @@ def channel_table(stats: StatsLike, *, q: float = 0.05) -> pd.DataFrame:
     return table
 
 
-def _specificity(stats: StatsLike | None, name: str, probe_args: dict[str, Any]) -> dict[str, float]:
-    """eta2 (block mean), class_mod, shape_sep and probe accuracy of one gate of `stats` (a control
-    or the squeeze inputs); NaN where `stats` is None or lacks the gate, the probe's NaN without a
-    reservoir."""
+def _squeeze(stats: StatsLike | None, name: str, probe_args: dict[str, Any]) -> dict[str, float]:
+    """eta2 (block mean) and probe accuracy of one gate of the squeeze inputs `stats`; NaN where
+    `stats` is None or lacks the gate."""
     if stats is None or name not in {g.name for g in stats.gates}:
-        return {"eta2_mean": math.nan, "class_mod": math.nan, "shape_sep": math.nan, "probe": math.nan}
-    a = _anova(stats, name)
+        return {"eta2_mean": math.nan, "probe": math.nan}
     values, labels, _ = stats.reservoir(name)
-    return {
-        "eta2_mean": float(eta_squared(a).mean()),
-        "class_mod": float(class_modulation(a).mean()),
-        "shape_sep": profile_separation(a)[1],
-        "probe": probe(values, labels, **probe_args).accuracy if len(values) else math.nan,
-    }
+    return {"eta2_mean": float(eta_squared(_anova(stats, name)).mean()), "probe": probe(values, labels, **probe_args).accuracy}
 
 
-def control_statistics(
-    controls: Mapping[int, StatsLike], gates: Sequence[str], probe_args: dict[str, Any] | None = None
-) -> dict[int, dict[str, np.ndarray]]:
-    """Per untrained seed, its eta2_mean, class_mod, shape_sep and probe accuracy per gate [G] (in
-    the order of `gates`): the band the notions hold the trained values against."""
-    args = {"folds": 5, "seed": 0, "max_classes": PROBE_MAX_CLASSES} if probe_args is None else probe_args
+def control_statistics(blocks: Mapping[int, pd.DataFrame], gates: Sequence[str]) -> dict[int, dict[str, np.ndarray]]:
+    """Per untrained seed, its eta2_mean, class_mod, shape_sep and probe accuracy per gate [G], in
+    the order of `gates`, read from that control's own blocks table (NaN for a gate it lacks): the
+    band the notions hold the trained values against."""
+    columns = {"eta2_mean": "eta2_mean", "class_mod": "class_mod", "shape_sep": "shape_sep", "probe": "probe_acc"}
     out = {}
-    for seed, control in controls.items():
-        rows = [_specificity(control, name, args) for name in gates]
-        out[seed] = {key: np.array([row[key] for row in rows]) for key in rows[0]} if rows else {}
+    for seed, table in blocks.items():
+        indexed = table.set_index(table["block"].astype(str))
+        out[seed] = {key: indexed[column].reindex(list(gates)).to_numpy(dtype=float) for key, column in columns.items()}
     return out
 
 
@@ -241,7 +233,7 @@ def _block_row(
     shape = _shape(stats, gate.name, a, shape_draws)
     null_eta2 = shape.pop("_null_eta2")
     band = {key: _band(controls, key, g) for key in ("eta2_mean", "class_mod", "shape_sep", "probe")}
-    squeeze = _specificity(stats.inputs, gate.name, probe_args)
+    squeeze = _squeeze(stats.inputs, gate.name, probe_args)
     means, stds = ch["mean"].to_numpy(), ch["std"].to_numpy()
     gate_mean = float(means.mean())
     return {
@@ -383,13 +375,14 @@ def class_mean_table(stats: StatsLike) -> pd.DataFrame:
 def run_tables(
     stats: StatsLike,
     *,
-    controls: Mapping[int, StatsLike] | None = None,
+    controls: Mapping[int, pd.DataFrame] | None = None,
     rules: NotionRules = NotionRules(),
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """Every table a run folder stores, by name, and the meta.json "onset" entry.
 
-    `controls`: the untrained network's statistics per seed (analysis.models.controls), the band the
-    notions magnitude and shape need; without them those are undetermined. The onset entry holds
+    `controls`: the blocks table of the untrained network per weight seed (each control's own
+    `run_tables`; analysis.models.controls), the band the notions magnitude and shape need; without
+    them those are undetermined. The onset entry holds
     `notions` (analysis.measures.notions: per notion its onset block, status, certainty and rule),
     and, as before issue 23, `block` and `rule` (shape) and `detectable` and `rule_detectable`.
     The blocks table gets each notion's per-block share of passing draws (`{notion}_share`).
@@ -397,8 +390,7 @@ def run_tables(
     gates = _ordered_gates(stats)
     channels = channel_table(stats, q=rules.q)
     draws = _draws(stats, gates, rules.resamples, rules.q)
-    values = control_statistics(controls, [g.name for g in gates], _probe_args(stats, 5, 0, PROBE_MAX_CLASSES)) \
-        if controls else None
+    values = control_statistics(controls, [g.name for g in gates]) if controls else None
     blocks = block_table(stats, controls=values, draws=draws, rules=rules, channels=channels)
     notions = answer(blocks, draws, values, rules)[1]
     tables = {"blocks": blocks, "channels": channels, "class_means": class_mean_table(stats)}

@@ -42,7 +42,8 @@ from analysis.measures.testing import benjamini_hochberg
 
 ONSET_MIN_EXCESS = 0.1  # detectable: eta2 above its null by this (an effect size, not a p-value)
 ONSET_MIN_FRAC_SIGNIFICANT = 0.5  # detectable: share of FDR-significant channels
-RESAMPLES = 200  # shard-bootstrap resamples behind each certainty and shape_sep's interval
+NULL_QUANTILE = 0.95  # the permutation null's quantile a statistic must exceed (a maximum would grow with P)
+RESAMPLES = 400  # shard-bootstrap resamples behind each certainty and shape_sep's interval
 NO_CONTROL = "no untrained control"
 
 
@@ -77,15 +78,15 @@ class Notion:
         margin = rules.magnitude_margin if self.name == "magnitude" else rules.shape_margin
         return (f"{onward} {self.statistic} exceeds by more than {margin} both the untrained network's band "
                 f"(its largest value over the control seeds, {self.statistic}_untrained) and the permutation "
-                f"null's largest value ({self.null}); undetermined without either")
+                f"null's 95th percentile over its relabellings ({self.null}); undetermined without either")
 
 
 NOTIONS = (
     Notion("detectable", "eta2_mean", "chance", "eta2_null",
            "class information above chance: eta2 clearly above its null"),
-    Notion("magnitude", "class_mod", "untrained", "class_mod_perm_max",
+    Notion("magnitude", "class_mod", "untrained", "class_mod_perm_q95",
            "class modulation in gate units above the untrained network's"),
-    Notion("shape", "shape_sep", "untrained", "shape_sep_perm_max",
+    Notion("shape", "shape_sep", "untrained", "shape_sep_perm_q95",
            "class curves that are not shifted or scaled copies of the common curve, beyond the untrained network's"),
 )
 STATISTICS = ("eta2_mean", "eta2_null", "frac_significant", "class_mod", "shape_sep")  # what each resample computes

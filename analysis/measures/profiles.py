@@ -64,8 +64,8 @@ def profile_split(a: Anova) -> ProfileSplit:
 
     A per-class shift and scale of the common curve m (m_k = m + a_k + b_k (m - mean(m))) leaves
     the residual 0: such curves are copies of one curve, class-agnostic in the SE paper's sense.
-    All 0 (affine_r2 NaN) when the class curves are identical; NaN with K' < 2. A flat m leaves the
-    shift only.
+    Identical class curves (constant gates too) have no residual: (0, 0, 1). NaN with K' < 2. A
+    flat m leaves the shift only.
     """
     mk = a.means[a.counts > 0]
     if mk.shape[0] < 2:
@@ -79,7 +79,7 @@ def profile_split(a: Anova) -> ProfileSplit:
     if uu > 0:
         r -= np.outer(r @ u / uu, u)
     dev, res = float(np.sqrt((d * d).mean())), float(np.sqrt((r * r).mean()))
-    return ProfileSplit(dev, res, 1.0 - (res / dev) ** 2 if dev > 0 else math.nan)
+    return ProfileSplit(dev, res, 1.0 - (res / dev) ** 2 if dev > 0 else 1.0)
 
 
 def gate_sd(a: Anova) -> float:

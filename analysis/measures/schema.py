@@ -176,10 +176,10 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
             Column("eps2_mean", "float64", "Mean eps2 over channels (bias-corrected effect size)."),
             Column("class_mod", "float64", "Mean class_mod over channels, in gate units."),
             Column(
-                "class_mod_perm_max",
+                "class_mod_perm_q95",
                 "float64",
-                "The largest class_mod over the P pseudo-labellings: what sampling noise alone reaches, the "
-                "magnitude notion's null. NaN without permutation tables.",
+                "The 95th percentile of class_mod over the P pseudo-labellings (linear interpolation): what "
+                "sampling noise alone reaches, the magnitude notion's null. NaN without permutation tables.",
             ),
             Column("class_mod_untrained", "float64", f"The largest class_mod of the same block {_BAND}"),
             Column("class_mod_untrained_low", "float64", f"The smallest class_mod of the same block {_BAND}"),
@@ -226,7 +226,7 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
                 "float64",
                 "1 - |residual|^2 / |m_k - m|^2 over classes and channels: the share of the class curves' "
                 "differences that a per-class shift and scale of the common curve explains (1: copies of "
-                "one curve). NaN when the class curves are identical or K' < 2.",
+                "one curve; also when the class curves are identical). NaN when K' < 2.",
             ),
             Column(
                 "shape_sep_perm",
@@ -237,8 +237,14 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
             Column(
                 "shape_sep_perm_max",
                 "float64",
-                "The largest shape_sep over the P pseudo-labellings, the shape notion's null. NaN without "
+                "The largest shape_sep over the P pseudo-labellings (it grows with P). NaN without "
                 "permutation tables.",
+            ),
+            Column(
+                "shape_sep_perm_q95",
+                "float64",
+                "The 95th percentile of shape_sep over the P pseudo-labellings (linear interpolation): the "
+                "shape notion's null. NaN without permutation tables.",
             ),
             Column(
                 "shape_sep_untrained",

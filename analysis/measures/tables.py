@@ -44,11 +44,11 @@ from analysis.measures.anova import (
     f_test,
 )
 from analysis.measures.information import mutual_information_bits
-from analysis.measures.notions import NotionRules, answer, resample_statistics
+from analysis.measures.notions import NULL_QUANTILE, NotionRules, answer, resample_statistics
 from analysis.measures.permutation import permutation_null, permutation_p
 from analysis.measures.probe import PROBE_MAX_CLASSES, Probe, ncm_probe, probe
 from analysis.measures.profiles import mean_pairwise_cosine, profile_separation, profile_split, selectivity
-from analysis.measures.resampling import bootstrap_interval, eta2_jackknife, shard_weights
+from analysis.measures.resampling import bootstrap_interval, eta2_jackknife, resample_count, shard_weights
 from analysis.measures.schema import validate
 from analysis.measures.testing import benjamini_hochberg
 
@@ -59,6 +59,7 @@ class GateLike(Protocol):
     name: str
     depth: int
     path: str
+    channels: int
 
 
 class StatsLike(Protocol):
@@ -196,6 +197,7 @@ def _shape(stats: StatsLike, name: str, a: Anova, shape_draws: np.ndarray) -> di
     null = permutation_null(*stats.perm_moments(name), _moments(stats, name)[3])
     nan_mean = (lambda x: float(x.mean()) if x.size else math.nan)
     nan_max = (lambda x: float(x.max()) if x.size else math.nan)
+    q95 = (lambda x: float(np.quantile(x, NULL_QUANTILE)) if x.size else math.nan)
     return {
         "profile_sep": profile_sep,
         "shape_sep": shape_sep,
@@ -204,7 +206,8 @@ def _shape(stats: StatsLike, name: str, a: Anova, shape_draws: np.ndarray) -> di
         "affine_r2": profile_split(a).affine_r2,
         "shape_sep_perm": nan_mean(null.shape_sep),
         "shape_sep_perm_max": nan_max(null.shape_sep),
-        "class_mod_perm_max": nan_max(null.class_mod),
+        "shape_sep_perm_q95": q95(null.shape_sep),
+        "class_mod_perm_q95": q95(null.class_mod),
         "_null_eta2": null.eta2,
     }
 
@@ -250,7 +253,7 @@ def _block_row(
         "eta2_ci_high": ci_high,
         "eps2_mean": float(ch["eps2"].mean()),
         "class_mod": float(ch["class_mod"].mean()),
-        "class_mod_perm_max": shape.pop("class_mod_perm_max"),
+        "class_mod_perm_q95": shape.pop("class_mod_perm_q95"),
         "class_mod_untrained": band["class_mod"][1],
         "class_mod_untrained_low": band["class_mod"][0],
         "eta2_perm": float(null_eta2.mean()) if null_eta2.size else math.nan,
@@ -278,8 +281,9 @@ def _block_row(
 
 def _draws(stats: StatsLike, gates: Sequence[GateLike], resamples: int, q: float) -> dict[str, np.ndarray]:
     """The notions' statistics in each shard-bootstrap resample of `stats` ([R, G] each), seeded by
-    the statistics' own seed."""
-    weights = shard_weights(stats.config.shards, resamples, stats.config.seed)
+    the statistics' own seed; fewer resamples than asked at scale (`resampling.resample_count`)."""
+    cells = len(stats.config.present) * sum(g.channels for g in gates)
+    weights = shard_weights(stats.config.shards, resample_count(resamples, cells), stats.config.seed)
     return resample_statistics(stats, [g.name for g in gates], weights, q)
 
 

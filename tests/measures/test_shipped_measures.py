@@ -213,13 +213,14 @@ def separations(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(profile_sep, shape_sep) from the definition, with a least-squares solver: the class-mean
     profiles m_k, their mean over classes m, the deviations m_k - m and what of each stays after
     its least-squares fit by a shift and a scale of m (design [1, m - mean m]); rms of the
-    deviations and of the residuals, each over the std of m across the channels."""
+    deviations and of the residuals, each over the SD of every gate value of the block."""
     mk = np.stack([x[y == k].mean(0) for k in np.unique(y)])
     m = mk.mean(0)
     d = (mk - m).T  # [C, K]
     design = np.stack([np.ones_like(m), m - m.mean()], axis=1)
     residual = d - design @ np.linalg.lstsq(design, d, rcond=None)[0]
-    return math.sqrt((d**2).mean()) / m.std(), math.sqrt((residual**2).mean()) / m.std()
+    sd = x.std()  # population SD of all N*C values
+    return math.sqrt((d**2).mean()) / sd, math.sqrt((residual**2).mean()) / sd
 
 
 def test_profile_and_shape_separation_match_a_least_squares_fit_of_every_gate_vector(

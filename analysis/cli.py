@@ -64,29 +64,35 @@ def format_blocks(run: Run) -> str:
     )
     with pd.option_context("display.width", 250, "display.max_rows", 500, "display.max_columns", 50):
         table = blocks.to_string(index=False, float_format=lambda v: f"{v:.3f}")
-    notions = run.meta["onset"].get("notions")
+    notions = run.meta.onset.notions
     onsets = notion_lines(notions) if notions else [
         f"{o['label']}: {o['block'] or 'none'}, {o['meaning']}  [rule: {o['rule']}]" for o in views.onsets(run)]
-    warnings = [f"warning: {w}" for w in run.meta.get("warnings", [])]
-    return "\n".join([head, table, *onsets, *warnings])
+    return "\n".join([head, table, *onsets, *warning_lines(run)])
+
+
+def warning_lines(run: Run) -> list[str]:
+    """The run's own warnings (too few images and the like), one line each, as every command that
+    reads or writes a run prints them."""
+    return [f"warning: {w}" for w in run.meta.warnings]
 
 
 def notion_lines(notions: dict) -> list[str]:
-    """One line per notion of meta.json's onset record: its onset block with its certainty, the
-    statistic there beside its untrained band and its null (rules: meta.json and the README)."""
+    """One line per notion of meta.json's onset record (runs.meta.NotionRecord): its onset block
+    with its certainty, the statistic there beside its untrained band and its null (the rules:
+    meta.json and the README)."""
     lines = []
     for name, n in notions.items():
-        if n["status"] == "undetermined":
-            lines.append(f"onset ({name}): undetermined ({n['reason']})")
+        if n.status == "undetermined":
+            lines.append(f"onset ({name}): undetermined ({n.reason})")
             continue
-        draws = f"{n['draws']} draws" if n["draws"] else "no resamples"
-        sure = f"certainty {n['certainty']:.2f} of {draws}" if n["certainty"] is not None else draws
-        if n["block"] is None:
-            lines.append(f"onset ({name}): none, no block from which {n['statistic']} stays above its control ({sure})")
+        draws = f"{n.draws} draws" if n.draws else "no resamples"
+        sure = f"certainty {n.certainty:.2f} of {draws}" if n.certainty is not None else draws
+        if n.block is None:
+            lines.append(f"onset ({name}): none, no block from which {n.statistic} stays above its control ({sure})")
             continue
-        band = f", untrained {n['band'][0]:.3g}-{n['band'][1]:.3g}" if n["band"] else ""
-        lines.append(f"onset ({name}): {n['block']} ({sure}): {n['statistic']} {n['value']:.3g}{band}, "
-                     f"{'chance' if n['control'] == 'chance' else 'null max'} {n['null_value']:.3g}")
+        band = f", untrained {n.band[0]:.3g}-{n.band[1]:.3g}" if n.band else ""
+        null = "chance" if n.control == "chance" else "null 95%"
+        lines.append(f"onset ({name}): {n.block} ({sure}): {n.statistic} {n.value:.3g}{band}, {null} {n.null_value:.3g}")
     return lines
 
 
@@ -125,7 +131,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     reports = write_reports(args.runs, args.out, pdf=args.pdf, progress=not args.quiet)
     for report in reports:
-        print(f"report {report.html}")
+        print("\n".join([f"report {report.html}", *warning_lines(report.run)]))
     if len(reports) > 1:
         print(f"index {Path(args.out) / 'index.html'}")
     return 0
@@ -191,6 +197,7 @@ def _against_run(args: argparse.Namespace, function: Callable) -> tuple:
     options are checked first."""
     from analysis.devices import resolve_device
     from analysis.data.jpeg import make_image_loader
+    from analysis.files import check_creatable
     from analysis.jobs import CollectJob
     from analysis.runs.matching import open_for_run
 
@@ -204,6 +211,7 @@ def _against_run(args: argparse.Namespace, function: Callable) -> tuple:
         path, args.model, args.data, weights=args.weights, random_init=args.random_init, pretrained=args.pretrained,
         image_size=args.image_size, classes=args.classes, per_class=args.per_class,
     )
+    check_creatable(run.path, "the run folder")  # where the new table goes, before the pass that makes it
     loader = make_image_loader(source, args.batch_size, device, workers=args.workers, limit=args.limit)
     return run, model.to(device), loader, min(len(source.dataset), args.limit or len(source.dataset))
 
@@ -216,8 +224,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     options["amp"] = None if options["amp"] == "none" else options["amp"]
     table = ablate(model, loader, run, **options, progress=not args.quiet, total=images)
     run.add_table("interventions", table)
-    print(format_interventions(table))
-    print(f"table interventions written to {run.path}")
+    print("\n".join([format_interventions(table), *warning_lines(run), f"table interventions written to {run.path}"]))
     return 0
 
 
@@ -231,7 +238,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     run.add_table("attribution_blocks", blocks)
     with pd.option_context("display.width", 200):
         print(blocks.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"tables attributions, attribution_blocks written to {run.path}")
+    print("\n".join([*warning_lines(run), f"tables attributions, attribution_blocks written to {run.path}"]))
     return 0
 
 
@@ -252,6 +259,8 @@ PAPER_HELP = {"classes": "Fig. 6's classes: names, WordNet ids or indices (unset
               "per_class": "images of every class collected, drawn with --seed (all of a class with fewer)"}
 
 
+# ablate's own seed; the model's random-init weights and the per-class sample come from the run's
+ABLATE_SEED = "seeds the shuffle intervention and the bootstrap (random-init weights and --per-class come from the run)"
 MODEL_AND_DATA = ("model", "data", "weights", "random_init", "pretrained", "image_size", "limit", "classes",
                   "per_class", "batch_size", "workers", "device")
 HELP = {
@@ -398,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     p = sub.add_parser("ablate", parents=[_against_run_parser()],
                        help="replace the gates of blocks and groups (ones, mean, class-mean, shuffle) "
                             "and measure the accuracy change; stored in the run folder")
-    _options(p, ablate, skip=RUN_TIME)
+    add_options(p, ablate, skip=RUN_TIME, choices=CHOICES, help={**HELP, "seed": ABLATE_SEED})
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("attribute", parents=[_against_run_parser()],

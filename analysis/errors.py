@@ -4,6 +4,8 @@ The CLI catches `AnalysisError` and prints its message as one sentence with a no
 so every message here must make sense to a user on its own.
 """
 
+from collections.abc import Iterable
+
 
 def first_line(error: BaseException) -> str:
     """The one line a user needs from an error. An AnalysisError raised in a DataLoader worker
@@ -14,6 +16,14 @@ def first_line(error: BaseException) -> str:
         if line.startswith(f"{__name__}.") and ": " in line:
             return line.split(": ", 1)[1]
     return lines[0] if lines else type(error).__name__
+
+
+def listed(items: Iterable[object], shown: int = 5) -> str:
+    """Items for a message: the first `shown`, then how many more, so that a sentence stays short
+    however long the list ("'a', 'b', 'c' and 4,997 more")."""
+    items = list(items)
+    head = ", ".join(map(str, items[:shown]))
+    return head if len(items) <= shown else f"{head} and {len(items) - shown:,} more"
 
 
 class AnalysisError(Exception):

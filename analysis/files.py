@@ -10,6 +10,11 @@ Every writer of the toolkit (run folders, their extra tables, checkpoints, repor
 waits in `.NAME.old-PID` for the instant between two renames. What a killed process left there is
 recognised by its PID no longer running: the next write to the same place (or `recover`) removes its
 temporary folder and puts a previous folder left aside back under its own name.
+
+A job that takes long before it writes holds its output for the whole time (`claimed`), so that a
+second writer of the same place is refused at once, not after its own work; and `check_creatable`
+makes and renames a folder where the output will go, so that a place that cannot take it is found
+before any work too.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import hashlib
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,13 +49,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _holder(lock: Path) -> int | None:
+    """The PID recorded in a claim, None if it cannot be read."""
+    try:
+        return int(lock.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def recover(final: str | Path) -> None:
-    """Clean up after writers of `final` that died: remove their `.tmp-PID` siblings, and rename
-    a `.old-PID` sibling back to `final` where `final` is missing (else remove it)."""
+    """Clean up after writers of `final` that died: remove their `.tmp-PID` and `.lock-PID` siblings
+    and their claim, and rename a `.old-PID` sibling back to `final` where `final` is missing (else
+    remove it)."""
     final = Path(final)
     if not final.parent.is_dir():
         return
-    pattern = re.compile(rf"\.{re.escape(final.name)}\.(tmp|old)-(\d+)")
+    lock = final.parent / f".{final.name}.lock"
+    holder = _holder(lock) if lock.is_file() else None
+    if holder is not None and holder != os.getpid() and not _alive(holder):
+        lock.unlink(missing_ok=True)
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.(tmp|old|lock)-(\d+)")
     for sibling in sorted(final.parent.iterdir()):
         match = pattern.fullmatch(sibling.name)
         if match is None or int(match.group(2)) == os.getpid() or _alive(int(match.group(2))):
@@ -61,19 +80,76 @@ def recover(final: str | Path) -> None:
 
 
 def check_creatable(path: str | Path, what: str = "--out") -> Path:
-    """OptionError, before any work, if `path` cannot be created as a folder: a file stands in
-    its way, or its nearest existing parent cannot be written."""
+    """OptionError, before any work, if `path` cannot be created as a folder (or, if it is one,
+    written into): a file stands in its way, or its nearest existing parent (itself, if it exists)
+    cannot be written."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OptionError(f"{what} {path} is a file, not a folder.")
+    failure = f"{what} {path} cannot be {'written' if path.is_dir() else 'created'}"
     parent = path.absolute()
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise OptionError(f"{what} {path} cannot be created: {parent} is a file.")
+        raise OptionError(f"{failure}: {parent} is a file.")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise OptionError(f"{what} {path} cannot be created: {parent} is not writable.")
+        raise OptionError(f"{failure}: {parent} is not writable.")
+    try:  # what a write does there: make a folder, rename it (os.access says yes to root on /proc, say)
+        probe = Path(tempfile.mkdtemp(prefix=f".{path.name}.probe-", dir=parent))
+        probe.rename(probe.with_name(f"{probe.name}-renamed"))
+        probe.with_name(f"{probe.name}-renamed").rmdir()
+    except OSError as e:
+        raise OptionError(f"{failure}: a folder cannot be made and renamed in {parent} "
+                          f"({e.strerror or type(e).__name__}).") from None
     return path
+
+
+def _take(lock: Path, mine: Path, what: str, final: Path) -> bool:
+    """Make `lock` hold this process's PID (True), or find it held by this process already (False);
+    OptionError if a running process holds it, whose claim a dead one's is taken over from."""
+    mine.write_text(str(os.getpid()))
+    try:
+        while True:
+            try:
+                os.link(mine, lock)
+                return True
+            except FileExistsError:
+                holder = _holder(lock)
+                if holder == os.getpid():
+                    return False
+                if holder is not None and _alive(holder):
+                    raise OptionError(f"{what} {final} is being written by another se-analysis (process {holder}); "
+                                      f"wait for it to end or choose another {what}.") from None
+                lock.unlink(missing_ok=True)  # left by a process that died
+    finally:
+        mine.unlink(missing_ok=True)
+
+
+@contextmanager
+def claimed(final: str | Path, what: str = "--out") -> Iterator[None]:
+    """Hold `final` for this process until the block ends: OptionError at once if another running
+    process holds it. The claim is the file `.NAME.lock` beside `final`, holding the PID, made
+    atomically (a link of a file already written); one left by a process that died is taken over.
+    Nested claims of one process on the same place hold it once. Parent folders made for the claim
+    are removed again if nothing was written into them."""
+    final = Path(final)
+    made = [p for p in (final.parent, *final.parent.parents) if not p.exists()]
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock, mine = final.parent / f".{final.name}.lock", final.parent / f".{final.name}.lock-{os.getpid()}"
+    try:
+        if not _take(lock, mine, what, final):
+            yield  # nested: the outer claim releases it
+            return
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+    finally:
+        for folder in made:  # innermost first; stops at the first that holds something
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 @contextmanager

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
 import torch
 from torch import nn
@@ -29,10 +31,10 @@ from analysis.data.jpeg import make_image_loader
 from analysis.data.selection import PER_CLASS, selection_warnings
 from analysis.data.source import IMAGE_SIZE, DataSource, present_classes
 from analysis.devices import resolve_device
-from analysis.errors import DataError, ModelSpecError
+from analysis.errors import DataError, ModelSpecError, listed
 from analysis.experiments.interventions import ablate
 from analysis.experiments.paper import Protocol, choose, last_stage, paper_table
-from analysis.files import sha256
+from analysis.files import claimed, sha256
 from analysis.measures.notions import NotionRules
 from analysis.measures.tables import run_tables
 from analysis.options import Range, check_fields, check_values
@@ -84,6 +86,26 @@ class CollectJob:
                                    "shards": self.shards, "seed": self.seed})
 
 
+# Images per class below which a class's numbers rest on a handful: the probe's 5 folds cannot each test it.
+FEW_IMAGES = 5
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def holding_out(run: Callable[Concatenate[CollectJob, P], R]) -> Callable[Concatenate[CollectJob, P], R]:
+    """`run(job, ...)` with `job.out` checked and claimed (analysis.files.claimed) for its whole
+    time, so that a second writer of the same --out is refused at once. Under torchrun only the
+    process that writes (rank 0) claims it."""
+    @wraps(run)
+    def held(job: CollectJob, *args: P.args, **kwargs: P.kwargs) -> R:
+        check_writable(job.out, job.overwrite)
+        writes = int(os.environ.get("RANK") or 0) == 0
+        with claimed(job.out) if writes else contextlib.nullcontext():
+            return run(job, *args, **kwargs)
+    return held
+
+
+@holding_out
 def run_collect(job: CollectJob) -> Run | None:
     """Collect gate statistics for `job` and write its run folder (refusing early to overwrite).
 
@@ -91,7 +113,6 @@ def run_collect(job: CollectJob) -> Run | None:
     rank 0 writes the merged run; the other ranks return None. With `job.control`, each untrained
     network is collected the same way and written inside the run, in the same atomic write.
     """
-    check_writable(job.out, job.overwrite)
     device = resolve_device(job.device)
     # Started by torchrun with several processes: each must take its shard, never the whole job.
     distributed = job.distributed or int(os.environ.get("WORLD_SIZE") or 1) > 1
@@ -172,8 +193,9 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
 def data_warnings(stats: GateStats) -> list[str]:
     """What in the data leaves numbers of the run undefined or weak: classes of the data without
     samples (of those present in the source, `StatsConfig.present`: a class subset's other classes
-    are left out on purpose) or with one (no within-class variance), and jackknife shards without
-    samples (no interval)."""
+    are left out on purpose) or with fewer than FEW_IMAGES (one: no within-class variance, left out
+    of the probe; none with two: eta2, its tests and the probe are NaN), and jackknife shards
+    without samples (no interval)."""
     first = stats.gates[0].name
     count = stats.moments(first)[0]  # [S, K]
     per_class, per_shard = count.sum(0).tolist(), count.sum(1).tolist()
@@ -181,12 +203,16 @@ def data_warnings(stats: GateStats) -> list[str]:
     found = []
     empty = [names[k] for k in expected if per_class[k] == 0]
     if empty:
-        found.append(f"{len(empty)} of {len(expected)} classes have no sample ({', '.join(empty[:5])}"
-                     f"{', ...' if len(empty) > 5 else ''}): their means and the tables' class columns are undefined.")
-    single = [names[k] for k, n in enumerate(per_class) if n == 1]
-    if single:
-        found.append(f"{len(single)} classes have a single sample ({', '.join(single[:5])}"
-                     f"{', ...' if len(single) > 5 else ''}): their within-class variance is unknown.")
+        found.append(f"{len(empty)} of {len(expected)} classes have no sample ({listed(empty)}): "
+                     "their means and the tables' class columns are undefined.")
+    few = [f"{names[k]} {per_class[k]}" for k in expected if 0 < per_class[k] < FEW_IMAGES]
+    if few and max(per_class) < 2:
+        found.append(f"no class has two images ({len(few)} classes of one): eta2, its tests and the probe are "
+                     f"undefined (NaN); collect at least {FEW_IMAGES} images per class.")
+    elif few:
+        found.append(f"{len(few)} of {len(expected)} classes have fewer than {FEW_IMAGES} images ({listed(few)}): "
+                     "their numbers are unreliable, and a class of one image has no within-class variance and is "
+                     "left out of the probe; collect more images per class (--per-class).")
     if 0 in per_shard:
         found.append(f"{per_shard.count(0)} of {len(per_shard)} jackknife shards have no sample: "
                      "the eta2 intervals are not reliable; collect more samples or pass fewer --shards.")
@@ -228,6 +254,7 @@ def save_run(
     return write_run(stats, out, meta, tables, overwrite=overwrite, controls=inner)
 
 
+@holding_out
 def run_paper(job: CollectJob, protocol: Protocol) -> Run:
     """The SE paper's Role-of-Excitation study (analysis.experiments.paper): the protocol checked
     against the model and data before anything runs; `job` collected over protocol.per_class images
@@ -236,7 +263,6 @@ def run_paper(job: CollectJob, protocol: Protocol) -> Run:
     from analysis.presentation.paper_page import write_paper_page  # matplotlib, only for this job
 
     job = replace(job, classes=None, per_class=protocol.per_class)
-    check_writable(job.out, job.overwrite)
     model, _, source = open_model_and_data(
         job.model, job.data, weights=job.weights, random_init=job.random_init, pretrained=job.pretrained,
         image_size=job.image_size, seed=job.seed, per_class=job.per_class,

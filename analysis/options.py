@@ -32,20 +32,27 @@ class Range:
     low: float | None = None
     high: float | None = None
 
+    def contains(self, value: Any) -> bool:
+        """Whether `value` lies in the range (None and booleans always do)."""
+        if value is None or isinstance(value, bool):
+            return True
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+    @property
+    def wanted(self) -> str:
+        """The range in words: "at least 1", "at most 9", "between 0 and 1"."""
+        if self.high is None:
+            return f"at least {self.low}"
+        if self.low is None:
+            return f"at most {self.high}"
+        return f"between {self.low} and {self.high}"
+
     def check(self, name: str, value: Any, label: str | None = None) -> None:
         """OptionError naming the option as a user types it (or as `label` says), if `value` lies
         outside the range."""
-        if value is None or isinstance(value, bool):
-            return
-        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+        if not self.contains(value):
             flag = label or f"--{name.replace('_', '-')}"
-            if self.high is None:
-                wanted = f"at least {self.low}"
-            elif self.low is None:
-                wanted = f"at most {self.high}"
-            else:
-                wanted = f"between {self.low} and {self.high}"
-            raise OptionError(f"{flag} must be {wanted}, not {value}.")
+            raise OptionError(f"{flag} must be {self.wanted}, not {value}.")
 
 
 def ranges(source: Source) -> dict[str, Range]:
@@ -97,9 +104,22 @@ def _parser_of(annotation: Any) -> Callable[[str], Any]:
         return _parser_of(args[0])
     origin = typing.get_origin(annotation)
     if origin in (tuple, Sequence, list):
-        item = _parser_of(args[0])
-        return lambda text: tuple(item(part) for part in text.split(",") if part)
+        return _comma_separated(_parser_of(args[0]))
     return annotation if annotation in (int, float, str, Path) else str
+
+
+_ITEMS = {int: "whole numbers", float: "numbers"}
+
+
+def _comma_separated(item: Callable[[str], Any]) -> Callable[[str], tuple]:
+    """The argparse `type` of a comma-separated list of `item`s, whose error names what it wants."""
+    def comma_separated(text: str) -> tuple:
+        try:
+            return tuple(item(part) for part in text.split(",") if part)
+        except ValueError:
+            wanted = _ITEMS.get(item, "values")
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {wanted}") from None
+    return comma_separated
 
 
 def add_options(

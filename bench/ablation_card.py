@@ -144,7 +144,7 @@ Top-1 change in percentage points against the plain model, with a paired bootstr
 over images (1000 resamples, seed 0). ✓ = measured removable: the drop is below
 {100 * REMOVABLE_DROP:.0f} point with 95% confidence. *predicted removable* (from the run's blocks
 table): saturated (`sat_high` >= {SATURATED_SHARE}) or class-agnostic (`eta2_excess` <= the onset rule's
-{run.meta['onset']['min_excess']}); for a group, every block. ones: s = 1 (SE removed); mean: the
+{run.meta.onset.min_excess}); for a group, every block. ones: s = 1 (SE removed); mean: the
 data set's mean gate; class-mean: the true class's mean gate (an oracle); shuffle: the gates of
 another image of the batch.
 

@@ -14,7 +14,7 @@ import streamlit as st
 
 from analysis.errors import AnalysisError
 from dashboard import loaders
-from dashboard.widgets import md
+from dashboard.widgets import md, warnings
 
 SCREENS = Path(__file__).resolve().parent / "screens"
 PAGES = {  # url_path: (file, title); the first is the default page, at /
@@ -49,7 +49,7 @@ def main() -> None:
         return
     name = pick_run(names)
     try:
-        loaders.first_load(loaders.inside(root, name))
+        warnings(loaders.first_load(loaders.inside(root, name)))  # on every page: what the run warns of
         page.run()
     except AnalysisError as e:
         st.error(f"This run cannot be shown: {md(e)}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +17,7 @@ import pytest
 import torch
 
 from analysis import load_run
-from analysis.cli import main
+from analysis.cli import build_parser, main
 from analysis.models.architectures import build_model
 from analysis.testing.runs import cli_error
 
@@ -30,8 +32,8 @@ def test_collect_writes_a_run_that_show_prints(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(collect_args(out, "--random-init")) == 0
     run = load_run(out)
-    assert run.meta["stats"]["samples"] == 96
-    assert run.meta["data"]["num_classes"] == 4
+    assert run.document["stats"]["samples"] == 96
+    assert run.document["data"]["num_classes"] == 4
     assert list(run.blocks["block"]) == [f"SE_{s}_{b}" for s in (2, 3, 4) for b in (1, 2, 3)]
     assert len(run.channels) == 3 * (16 + 32 + 64)
     assert len(run.class_means) == 4 * 3 * (16 + 32 + 64)
@@ -46,7 +48,7 @@ def test_weights_file_is_used_and_hashed(tmp_path):
     weights = tmp_path / "w.pth"
     torch.save(model.state_dict(), weights)
     assert main(collect_args(tmp_path / "run", "--weights", str(weights))) == 0
-    meta = load_run(tmp_path / "run").meta
+    meta = load_run(tmp_path / "run").document
     assert meta["weights"] == str(weights) and len(meta["weights_sha256"]) == 64
 
 
@@ -67,7 +69,7 @@ def test_random_init_is_drawn_from_the_seed_with_gates_that_vary(tmp_path):
                                  model="timm:seresnet18", data="synthetic:classes=3,n=24,size=32")) == 0
         run = load_run(out)
         tables[name] = run.blocks
-        assert run.meta["random_init"]["seed"] == int(seed) and run.meta["random_init"]["batchnorm"]["samples"] == 24
+        assert run.document["random_init"]["seed"] == int(seed) and run.document["random_init"]["batchnorm"]["samples"] == 24
     pd.testing.assert_frame_equal(tables["a"], tables["b"])
     assert (tables["a"]["eta2_mean"] > 0).all() and (tables["a"]["gate_std"] > 0).all()
     assert not np.allclose(tables["a"]["gate_mean"], tables["c"]["gate_mean"])
@@ -103,7 +105,8 @@ def test_weights_that_would_run_code_are_refused(tmp_path, capsys):
     path = tmp_path / "evil.pth"
     path.write_bytes(pickle.dumps({"x": Exploit()}))
     err = cli_error(capsys, collect_args(tmp_path / "run", "--weights", str(path)))
-    assert "not a readable weights file" in err
+    assert "not a readable weights file: it holds code or objects other than tensors" in err
+    assert "weights_only" not in err  # torch's advice to load it anyway would run the code
     assert "code ran" not in capsys.readouterr().out
 
 
@@ -112,7 +115,11 @@ def test_truncated_and_mismatched_weights(tmp_path, capsys):
     torch.save(model.state_dict(), tmp_path / "ok.pth")
     data = (tmp_path / "ok.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
-    assert "not a readable weights file" in cli_error(capsys, collect_args(tmp_path / "r", "--weights", str(tmp_path / "cut.pth")))
+    assert "not a readable weights file: it is empty or cut short (an interrupted download?)." in cli_error(
+        capsys, collect_args(tmp_path / "r", "--weights", str(tmp_path / "cut.pth")))
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    assert "not a readable weights file: it is empty or cut short" in cli_error(
+        capsys, collect_args(tmp_path / "r", "--weights", str(tmp_path / "empty.safetensors")))
     torch.save(build_model("se_resnet56", in_channels=1, num_classes=4).state_dict(), tmp_path / "other.pth")
     assert "do not fit" in cli_error(capsys, collect_args(tmp_path / "r", "--weights", str(tmp_path / "other.pth")))
 
@@ -124,7 +131,7 @@ def test_existing_run_is_kept_unless_overwrite(tmp_path, capsys):
     assert "already exists" in cli_error(capsys, collect_args(out, "--random-init"))
     assert json.loads((out / "meta.json").read_text()) == before
     assert main(collect_args(out, "--random-init", "--overwrite", "--seed", "2")) == 0
-    assert load_run(out).meta["stats"]["config"]["seed"] == 2
+    assert load_run(out).document["stats"]["config"]["seed"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
@@ -190,6 +197,10 @@ BAD_INPUTS = [  # (arguments with OUT for the output path, what the sentence say
     (["ablate", "RUN", "--resamples", "0", "--quiet"], "--resamples must be at least 1, not 0"),
     (["attribute", "RUN", "--steps", "0", "--quiet"], "--steps must be at least 1, not 0"),
     (["dashboard", "--port", "99999", "--runs", "OUT"], "--port must be between 1 and 65535, not 99999"),
+    (["paper", *RUN_OPTIONS, "--out", "OUT", "--blocks", ""], "--blocks names none; name at least one"),
+    (["paper", *RUN_OPTIONS, "--out", "OUT", "--classes", ""], "--classes names none; name at least one"),
+    (["collect", *RUN_OPTIONS, "--out", "/proc/x"], "--out /proc/x cannot be created"),
+    (["show", "FILE"], "is not a run folder (it is a file)"),
 ]
 
 
@@ -226,7 +237,7 @@ def test_random_init_is_seeded_by_seed(tmp_path):
         seed = "4" if name == "c" else "3"
         assert main(["collect", *RUN_OPTIONS, "--seed", seed, "--out", str(tmp_path / name)]) == 0
     a, b, c = (load_run(tmp_path / name) for name in "abc")
-    assert a.meta["state_sha256"] == b.meta["state_sha256"] != c.meta["state_sha256"]
+    assert a.document["state_sha256"] == b.document["state_sha256"] != c.document["state_sha256"]
     for table in ("blocks", "channels", "class_means"):
         pd.testing.assert_frame_equal(a.table(table), b.table(table), check_exact=True)
     assert not a.channels["eta2"].equals(c.channels["eta2"])
@@ -248,7 +259,7 @@ def test_ablate_run_reads_the_run_and_refuses_other_weights(small_run, tmp_path,
 def test_degenerate_classes_are_warned_in_the_run_and_by_show(tmp_path, capsys):
     # 2 samples of 4 classes: two classes without a sample, and every shard but two empty.
     assert main(["collect", *RUN_OPTIONS, "--limit", "2", "--out", str(tmp_path / "r")]) == 0
-    warnings = load_run(tmp_path / "r").meta["warnings"]
+    warnings = load_run(tmp_path / "r").document["warnings"]
     assert any("2 of 4 classes have no sample (class_2, class_3)" in w for w in warnings), warnings
     assert any("jackknife shards have no sample" in w for w in warnings), warnings
     capsys.readouterr()
@@ -264,4 +275,92 @@ def test_torchrun_without_distributed_runs_distributed(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("onset (shape):") == 1  # one writer, not one per process
     run = load_run(tmp_path / "run", verify=True)
-    assert run.meta["processes"] == 2 and run.meta["stats"]["samples"] == 96
+    assert run.document["processes"] == 2 and run.document["stats"]["samples"] == 96
+
+
+def test_thousands_of_unknown_classes_are_cut_to_a_few_and_a_count(tmp_path, capsys):
+    classes = ",".join(f"nope{i}" for i in range(5000))
+    err = cli_error(capsys, ["collect", *RUN_OPTIONS, "--out", str(tmp_path / "r"), "--classes", classes])
+    assert "has no class 'nope0', 'nope1', 'nope2', 'nope3', 'nope4' and 4,995 more;" in err and len(err) < 300
+
+
+def test_a_list_option_that_is_no_list_says_what_it_wants(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--snapshots", "abc", "--out", str(tmp_path / "ck")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "argument --snapshots: 'abc' is not a comma-separated list of whole numbers" in err
+    assert "lambda" not in err and not (tmp_path / "ck").exists()
+
+
+def test_ablate_seed_help_says_what_it_seeds():
+    parser = build_parser()
+    ablate = parser._subparsers._group_actions[0].choices["ablate"]
+    (seed,) = [a for a in ablate._actions if a.dest == "seed"]
+    assert seed.help.startswith("seeds the shuffle intervention and the bootstrap (random-init weights")
+
+
+def test_a_second_writer_of_the_same_new_out_is_refused_at_once(tmp_path, capsys):
+    """A process that holds --out (as a collect does from its start) makes a second collect stop
+    before any work; once that process is gone, its claim is taken over."""
+    out = tmp_path / "new" / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from analysis.files import claimed\n"
+                               f"with claimed({str(out)!r}):\n print('held', flush=True); time.sleep(600)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        err = cli_error(capsys, ["collect", *RUN_OPTIONS, "--out", str(out)])
+        assert f"--out {out} is being written by another se-analysis (process {holder.pid}); wait for it" in err
+        assert sorted(p.name for p in out.parent.iterdir()) == [".run.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["collect", *RUN_OPTIONS, "--out", str(out)]) == 0  # a dead holder's claim is taken over
+    assert sorted(p.name for p in out.parent.iterdir()) == ["run"]
+
+
+def test_paper_with_one_image_per_class_warns_and_estimates_nothing(tmp_path, capsys):
+    out = tmp_path / "p"
+    capsys.readouterr()
+    assert main(["paper", "--model", "se_resnet20", "--random-init", "--data", "synthetic:classes=4,n=16,size=16,channels=1",
+                 "--per-class", "1", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "Warning from the run: no class has two images (4 classes of one): eta2, its tests and the probe are " \
+           "undefined (NaN)" in printed
+    assert "Warning from the run: no class has two images" in (out / "paper.html").read_text()
+    blocks = load_run(out).blocks
+    assert blocks[["eta2_null", "probe_acc", "probe_chance"]].isna().all().all()
+    constant = blocks["eta2_mean"] == 0  # a block whose gates do not vary has zero specificity, not NaN
+    assert blocks["eta2_mean"].isna().any() and (blocks["eta2_mean"].isna() | constant).all()
+    removal = load_run(out).table("interventions")
+    if (removal["acc_change"] == 0).all():  # no image changed: the exact interval of 0 changes in 4, not [0, 0]
+        assert removal["acc_change_ci_high"].iloc[0] == pytest.approx(1 - 0.025 ** (1 / 4))
+    assert "+0.00 to +0.00" not in printed
+
+
+def test_ablate_refuses_a_stats_file_swapped_for_one_of_the_same_size(small_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    stats, inputs = run / "stats.safetensors", run / "inputs.safetensors"
+    assert stats.stat().st_size == inputs.stat().st_size
+    shutil.copy(inputs, stats)
+    err = cli_error(capsys, ["ablate", str(run), "--groups", "all", "--quiet"])
+    assert err.endswith(f"{stats} is damaged: its sha256 differs from the one meta.json recorded.")
+
+
+def test_ablate_into_a_run_folder_that_cannot_be_written_stops_before_the_pass(small_run, tmp_path, capsys, monkeypatch):
+    """A read-only run folder (simulated: root may write anywhere) is refused before the pass whose table
+    would go into it."""
+    import analysis.files
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    access = os.access
+    monkeypatch.setattr(analysis.files.os, "access", lambda path, mode: access(path, mode) and Path(path) != run)
+    import analysis.experiments.interventions as interventions
+
+    @functools.wraps(interventions.ablate)  # its options stay the parser's
+    def never(*args, **kwargs):
+        pytest.fail("the pass ran")
+    monkeypatch.setattr(interventions, "ablate", never)
+    err = cli_error(capsys, ["ablate", str(run), "--groups", "all", "--quiet"])
+    assert err.endswith(f"the run folder {run} cannot be written: {run} is not writable.")

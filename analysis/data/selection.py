@@ -20,7 +20,7 @@ import numpy as np
 from torch.utils.data import Subset
 
 from analysis.data.source import DataSource, dataset_labels
-from analysis.errors import DataError
+from analysis.errors import DataError, listed
 from analysis.options import Range
 
 EXAMPLES = 3  # valid class names shown beside an unknown one
@@ -48,10 +48,10 @@ def class_indices(source: DataSource, names: Sequence[str], present: np.ndarray)
         else:
             unknown.append(name)
     if unknown:
-        raise DataError(f"{source.spec} has no class {', '.join(map(repr, unknown))}; {_examples(source, present)}.")
+        raise DataError(f"{source.spec} has no class {listed(map(repr, unknown))}; {_examples(source, present)}.")
     empty = sorted(found - set(present.tolist()))
     if empty:
-        missing = ", ".join(repr(source.class_names[k]) for k in empty)
+        missing = listed(repr(source.class_names[k]) for k in empty)
         raise DataError(f"{source.spec} holds no samples of class {missing}; {_examples(source, present)}.")
     return sorted(found)
 
@@ -97,5 +97,5 @@ def selection_warnings(source: DataSource) -> list[str]:
     short = record.get("short") or {}
     if not short:
         return []
-    listed = ", ".join(f"{name} {n}" for name, n in list(short.items())[:5]) + (", ..." if len(short) > 5 else "")
-    return [f"--per-class {record['per_class']}: {len(short)} classes have fewer samples, all of them taken ({listed})."]
+    classes = listed(f"{name} {n}" for name, n in short.items())
+    return [f"--per-class {record['per_class']}: {len(short)} classes have fewer samples, all of them taken ({classes})."]

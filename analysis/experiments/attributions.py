@@ -176,7 +176,7 @@ def attribute(
     gates = run_gates(run, model)
     modules = dict(unwrap(model).named_modules())
     layers = [modules[g.path] for g in gates]
-    k = run.meta["stats"]["config"]["num_classes"]
+    k = run.meta.stats.config.num_classes
     device = model_device(model)
     sums = AttributionSums(gates, k, device)
     seen = 0
@@ -194,5 +194,5 @@ def attribute(
             bar.update(len(y))
     if not seen:
         raise DataError("the data source yielded no samples.")
-    table = sums.table(run.meta["stats"]["class_names"])
+    table = sums.table(list(run.meta.stats.class_names))
     return table, block_summary(table, run.channels)

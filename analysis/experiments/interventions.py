@@ -21,7 +21,9 @@ Table `interventions`, one row per (group, intervention), groups in the order as
   block, stage, all or set; `blocks`: its blocks, comma-separated; `n_blocks`.
 * `intervention`; `samples`: images evaluated.
 * `acc_base`, `acc`: top-1 accuracy of the plain and the intervened model; `acc_change` = acc -
-  acc_base, with `acc_change_ci_low`, `acc_change_ci_high` its paired bootstrap 95% interval.
+  acc_base, with `acc_change_ci_low`, `acc_change_ci_high` its paired bootstrap 95% interval; where
+  no image changed its correctness the bootstrap has no spread, and the interval is the exact one of
+  zero changes among the images instead (`unchanged_bound`), never [0, 0].
 * `loss_base`, `loss`, `loss_change`, `loss_change_ci_low`, `loss_change_ci_high`: the same for
   the mean cross-entropy.
 * `sat_high`, `sat_low`, `eta2_excess`: the block's row of the run's blocks table (NaN for a group
@@ -103,7 +105,7 @@ def run_gate_means(run: Run, gates: list[Gate]) -> dict[str, tuple[torch.Tensor,
     """Per gate, (data set mean [C], class means [K, C]) in float64 from the run's class_means
     table. A class without images in the run gets NaN class means. The data set mean weighs each
     class mean by its count, so it is the mean over all the run's images."""
-    k = run.meta["stats"]["config"]["num_classes"]
+    k = run.meta.stats.config.num_classes
     channels = {g.name: g.channels for g in gates}
     means = {}
     for name, rows in run.class_means.groupby("block", observed=True, sort=False):
@@ -182,6 +184,13 @@ def bootstrap_ci(
     return np.quantile(means, tail, axis=0), np.quantile(means, 1 - tail, axis=0)
 
 
+def unchanged_bound(images: int, level: float = CI_LEVEL) -> float:
+    """The largest share of images that may change their correctness, at `level`, when none of
+    `images` did: the upper end of the exact (Clopper-Pearson) interval of 0 events in n,
+    1 - ((1 - level) / 2) ** (1 / n). An accuracy change lies within +- this share."""
+    return 1.0 - ((1.0 - level) / 2) ** (1.0 / images)
+
+
 def predicted_removable(blocks: pd.DataFrame, min_excess: float) -> pd.Series:
     """Per block name, the paper's prediction that its gates can be replaced at little cost: the
     block is saturated (`measures.saturation.saturated`: most gates are near 1, so SE barely rescales) or
@@ -203,7 +212,7 @@ def _require_known(run: Run, known: torch.Tensor, labels: torch.Tensor) -> None:
     unseen = labels[~known[labels]] if labels.device.type == "cpu" else labels[:0]
     if unseen.numel():
         raise InterventionError(
-            f"{run.path} has no images of class {run.meta['stats']['class_names'][int(unseen[0])]!r}, "
+            f"{run.path} has no images of class {run.meta.stats.class_names[int(unseen[0])]!r}, "
             "so its class-mean gates are unknown; ablate on data of the run's classes (--classes)."
         )
 
@@ -235,7 +244,7 @@ def ablate(
     gates = run_gates(run, model)
     group_list = block_groups(gates, groups)
     settings = [(frozenset(blocks), how) for _, _, blocks in group_list for how in interventions]
-    k = run.meta["stats"]["config"]["num_classes"]
+    k = run.meta.stats.config.num_classes
     means = run_gate_means(run, gates)
     known = _known_classes(means)
     correct, losses = [], []
@@ -282,8 +291,10 @@ def _table(
     s = len(correct) - 1
     diffs = np.concatenate([correct[1:] - correct[0], loss[1:] - loss[0]]).T  # [N, 2S]
     low, high = bootstrap_ci(diffs, resamples=resamples, seed=seed)
+    unchanged = np.flatnonzero(~diffs[:, :s].any(0))  # accuracy columns: no image changed its correctness
+    low[unchanged], high[unchanged] = -unchanged_bound(len(diffs)), unchanged_bound(len(diffs))
     blocks = run.blocks.set_index("block")
-    removable = predicted_removable(run.blocks, run.meta["onset"]["min_excess"])
+    removable = predicted_removable(run.blocks, run.meta.onset.min_excess)
     settings = [(group, how) for group in groups for how in interventions]
     rows = []
     for i, ((name, kind, members), how) in enumerate(settings):

@@ -75,6 +75,9 @@ class Protocol:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        empty = [name for name in ("classes", "blocks") if getattr(self, name) == ()]
+        if empty:  # `--blocks ''`: an empty list is no choice, and would fail only after the collection
+            raise OptionError(f"--{empty[0]} names none; name at least one, or leave it out for the paper's choice.")
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,7 @@ def paper_table(run: Run, choice: Choice, channels: int | None, seed: int) -> pd
     means = run.class_means
     means = means[means["block"].isin(choice.blocks) & means["class"].isin(choice.classes)]
     totals = run.channels[run.channels["block"].isin(choice.blocks)]
-    samples = int(run.meta["stats"]["samples"])
+    samples = run.meta.stats.samples
     parts = []
     for block in choice.blocks:
         size = int(sizes[block])

@@ -82,7 +82,11 @@ def anova(count: Array, total: Array, total_sq: Array, shift: Array | None = Non
 
 
 def eta_squared(a: Anova) -> np.ndarray:
-    """Between / total sum of squares per channel, 0 for a constant channel: [C] float64."""
+    """Between / total sum of squares per channel, 0 for a constant channel: [C] float64. NaN for a
+    non-constant channel when no sample shares a class with another (N <= K' with K' >= 2): eta2 is
+    then 1 whatever the gates, which says nothing."""
+    if a.classes >= 2 and a.n <= a.classes:
+        return np.where(a.constant, 0.0, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(a.constant, 0.0, a.ss_between / (a.ss_between + a.ss_within))
 
@@ -136,8 +140,11 @@ def class_modulation(a: Anova) -> np.ndarray:
 
 
 def eta2_null(classes: int, samples: float) -> float:
-    """Expected eta2 of a channel without any class effect, (K'-1)/(N-1); 0 when K' < 2."""
-    return (classes - 1) / (samples - 1) if classes > 1 else 0.0
+    """Expected eta2 of a channel without any class effect, (K'-1)/(N-1); 0 when K' < 2; NaN when
+    N <= K' (eta2 itself is then undefined, see eta_squared)."""
+    if classes < 2:
+        return 0.0
+    return (classes - 1) / (samples - 1) if samples > classes else float("nan")
 
 
 def null_band(blocks: pd.DataFrame, level: float = 0.95) -> pd.Series:

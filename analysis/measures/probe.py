@@ -27,6 +27,7 @@ PROBE_C = 1.0  # inverse L2 strength, as scikit-learn's LogisticRegression(C=1.0
 PROBE_MAX_ITER = 200  # L-BFGS iterations per fold at most
 _SMALL_FIT = 1 << 22  # n C K below which a CPU fit runs on one thread (see _few_threads)
 PROBE_TOL = 1e-5  # L-BFGS stops when no gradient entry of the mean loss exceeds this (scikit-learn: 1e-4)
+PROBE_MIN_VECTORS = 2  # vectors a class needs to be in the probe: with one, it is tested but never trained on
 
 
 class Probe(NamedTuple):
@@ -50,14 +51,16 @@ def stratified_folds(labels: Array, folds: int, seed: int) -> np.ndarray:
 
 def _probe_set(values: Array, labels: Array, folds: int, seed: int, max_classes: int | None):
     """(x [n, C] float32, class positions [n], class labels [K'], fold [n]) sorted by fold, or None
-    when there is nothing to cross-validate. More than `max_classes` classes: a seeded subset."""
+    when there is nothing to cross-validate. Classes of fewer than PROBE_MIN_VECTORS vectors are left
+    out (a class never trained on scores 0 however informative the gates); more than `max_classes`
+    classes: a seeded subset."""
     x = as_numpy(values)
     y = as_numpy(labels).astype(np.int64, copy=False)
-    classes = np.unique(y)
-    rows = np.arange(y.size)
+    classes, sizes = np.unique(y, return_counts=True)
+    classes = classes[sizes >= PROBE_MIN_VECTORS]
     if max_classes is not None and classes.size > max_classes:
         classes = np.sort(np.random.default_rng(seed).choice(classes, max_classes, replace=False))
-        rows = np.flatnonzero(np.isin(y, classes))
+    rows = np.flatnonzero(np.isin(y, classes))
     if folds < 2 or rows.size < folds or classes.size < 2:
         return None
     fold = stratified_folds(y[rows], folds, seed)

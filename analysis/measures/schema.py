@@ -58,8 +58,8 @@ _PROBE = (
     "gate vectors, standardised with training-fold statistics, stratified 5-fold, fit by full-batch "
     "L-BFGS on the statistics' device. With more than `probe_max_classes` (default 128) classes in the "
     "reservoir it uses a seeded random subset of that many classes, and the chance level is the "
-    "subset's (see `analysis.measures.probe.probe` for why). NaN when the reservoir holds fewer than "
-    "2 classes or fewer samples than folds."
+    "subset's (see `analysis.measures.probe.probe` for why). A class of a single vector is left out (it "
+    "would be tested but never trained on). NaN when fewer than 2 classes remain or fewer samples than folds."
 )
 _SHAPE = (
     "Divided by gate_std, the SD of all the block's gate values (across channels, classes and images; "
@@ -93,7 +93,8 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
             _BLOCK,
             _DEPTH,
             Column("channel", "int64", "Channel index within the gate."),
-            Column("eta2", "float64", "Eta-squared, between-class / total sum of squares, in [0, 1]."),
+            Column("eta2", "float64", "Eta-squared, between-class / total sum of squares, in [0, 1]. NaN when no two "
+                   "samples share a class (N <= K'), where it would be 1 whatever the gates."),
             Column(
                 "eps2",
                 "float64",
@@ -168,7 +169,8 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
             Column(
                 "eta2_null",
                 "float64",
-                "(K'-1)/(N-1), the expectation of eta2_mean without any class effect (0 when K' < 2).",
+                "(K'-1)/(N-1), the expectation of eta2_mean without any class effect (0 when K' < 2, NaN when "
+                "N <= K').",
             ),
             Column("eta2_excess", "float64", "eta2_mean - eta2_null."),
             Column("eta2_ci_low", "float64", f"Lower end of the {_JACKKNIFE}"),

@@ -404,6 +404,7 @@ def run_tables(
         "detectable": notions["detectable"]["block"],
         "rule_detectable": notions["detectable"]["rule"],
         "notions": notions,
+        "min_excess": rules.min_excess,
         "thresholds": asdict(rules),
     }
     return tables, onset

@@ -10,6 +10,7 @@ A checkpoint is named by either file, by the path without suffix, or by its fold
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,26 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from analysis.errors import AnalysisError, CheckpointError
+from analysis.errors import AnalysisError, CheckpointError, first_line
 from analysis.files import replacing
 from analysis.models.architectures import build_model
 
 FORMAT = "se-analysis-checkpoint/1"
+
+
+def load_failure(error: BaseException) -> str:
+    """Why a weights file did not load, in words: torch's refusal of pickled code names what the
+    file holds (never its advice to load it with weights_only=False, which would run that code); an
+    empty or cut file (an interrupted download) says so."""
+    text = str(error)
+    cut = ("Ran out of input", "header too small", "not fully covered", "failed finding central directory")
+    if isinstance(error, EOFError) or any(sign in text for sign in cut):
+        return "it is empty or cut short (an interrupted download?)"
+    if "Weights only load failed" in text:
+        found = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", text)
+        what = f" ({found[1]})" if found else ""
+        return f"it holds code or objects other than tensors{what}, which se-analysis never runs"
+    return first_line(error).rstrip(".")
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -43,8 +59,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 warnings.simplefilter("ignore")
                 state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to parse is one user-facing error
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable weights file (truncated, or holds code?): {reason}") from None
+        raise CheckpointError(f"{path} is not a readable weights file: {load_failure(e)}.") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from analysis.errors import ModelSpecError, first_line
+from analysis.models.checkpoint import load_failure
 
 HUB = "hf-hub:"  # the prefix of a source on the Hugging Face hub
 
@@ -101,8 +102,8 @@ def load(weights: NamedWeights) -> nn.Module:
             f"from {origin} failed: {_reason(weights, e)}."
         ) from None
     except (RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError) as e:  # a cached file, not these weights
-        reason = first_line(e).split(". ")[0].rstrip(":.")
-        raise ModelSpecError(f"the pretrained weights of {weights.spec} in {where} do not load: {reason}.") from None
+        raise ModelSpecError(f"the pretrained weights of {weights.spec} in {where} do not load: {load_failure(e)}; "
+                             "delete the cached file to fetch it again.") from None
     return model.eval()
 
 

@@ -27,9 +27,10 @@ from matplotlib.figure import Figure
 from analysis.measures.anova import null_band
 
 MAX_TICK_LABELS = 40  # beyond this many classes or blocks, axis labels are thinned
-# sns.set_theme(style="whitegrid", context="notebook") as a plain dict, so that nothing is set at import
+# sns.set_theme(style="whitegrid", context="notebook") as a plain dict, so that nothing is set at import;
+# text as text: a run's names (classes, blocks, runs) may hold `$`, which mathtext would parse (and fail on)
 STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook"), "font.family": "sans-serif",
-         "axes.prop_cycle": cycler(color=sns.color_palette("deep"))}
+         "axes.prop_cycle": cycler(color=sns.color_palette("deep")), "text.parse_math": False}
 # matplotlib reads its style from the process-wide rcParams both while a figure is built and while it
 # is drawn ("C0", tick label sizes); the lock keeps two threads (Streamlit's sessions) from swapping
 # them under each other or restoring the other's style. Re-entrant: a figure may draw while built.

@@ -97,20 +97,22 @@ def summary_lines(run: Run) -> list[str]:
     sizes = run.blocks.set_index("block")["channels"]
     missing = [b for b in PAPER_BLOCKS if b not in names]
     paper_classes = ", ".join(f"{c.name} ({c.index})" for c in PAPER_CLASSES)
-    samples, k = int(run.meta["stats"]["samples"]), int(run.blocks["classes"].iloc[0])
+    samples, k = run.meta.stats.samples, int(run.blocks["classes"].iloc[0])
+    model, data = views.model_and_data(run)
     return [
-        f"The SE paper's Role of Excitation study (Hu et al., TPAMI, section 7.2, Figs. 6-7) on {run.meta.get('model', '?')}, "
-        f"data {run.meta.get('data', {}).get('spec', '?')}: {samples} images of {k} classes.",
+        f"The SE paper's Role of Excitation study (Hu et al., TPAMI, section 7.2, Figs. 6-7) on {model}, "
+        f"data {data}: {samples} images of {k} classes.",
         "Classes: " + ", ".join(f"{r['class_name']} (label {r['class']}, {r['count']} images)" for _, r in series.iterrows())
         + f"; Fig. 7: {', '.join(spread)}. The paper's: {paper_classes} (its plane: carpenter's plane or airliner).",
         f"Blocks: {', '.join(blocks)}" + (" (the paper's)." if blocks == list(PAPER_BLOCKS) else
                                           f"; the model lacks the paper's {', '.join(missing)}." if missing else "."),
         "Channels per block: " + ", ".join(f"{b} {n} of {sizes[b]}" for b, n in channels.items())
-        + f", drawn uniformly without replacement (seed {run.meta.get('job', {}).get('seed', '?')} and the block's "
+        + f", drawn uniformly without replacement (seed {run.meta.job.seed if run.meta.job else '?'} and the block's "
           "name), in channel order.",
         f"The 'all classes' curve: each channel's mean gate over all {samples} images of the run (as many of every "
         "class as the data has, up to the per-class count): the paper's mean over all classes.",
         *_claims(run),
+        *(f"Warning from the run: {w}" for w in views.run_warnings(run)),
     ]
 
 

@@ -16,6 +16,7 @@ nothing but what `write_run_report` writes) and never writes into or over a run 
 from __future__ import annotations
 
 import html
+import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from analysis.presentation import figures, paper_page, views
 from analysis.presentation.html import data_uri, figure, html_page, table, text_list
 from analysis.runs.folder import Run, is_run_folder, load_run
 
+PAGE_CHARACTERS = 105  # characters of 9-point text in a line of an A4 page's text
 REPORT_FILES = ("report.html", "report.pdf", "paper.html", "figures")  # all that a run's report folder holds
 
 
@@ -112,9 +114,12 @@ def run_figures(run: Run) -> dict[str, Figure]:
 
 
 def _text_page(pdf: PdfPages, title: str, lines: list[str]) -> None:
+    """A page of text. Wrapped here, not by matplotlib (wrap=True), which measures a line holding two
+    `$` as mathtext even with parse_math off, and fails on a run's names."""
     fig = Figure(figsize=(8.27, 11.69))
-    fig.text(0.08, 0.95, title, fontsize=14, weight="bold", va="top")
-    fig.text(0.08, 0.90, "\n\n".join(lines), fontsize=9, va="top", wrap=True)
+    fig.text(0.08, 0.95, title, fontsize=14, weight="bold", va="top", parse_math=False)
+    fig.text(0.08, 0.90, "\n\n".join(textwrap.fill(line, PAGE_CHARACTERS) for line in lines), fontsize=9, va="top",
+             parse_math=False)
     pdf.savefig(fig)
 
 
@@ -143,8 +148,8 @@ def write_run_report(run: Run, folder: Path, pdf: bool = False) -> Report:
             f"<h1>SE gate report: {html.escape(run.path.name)}</h1>"
             f"{text_list(lines)}"
             f"{''.join(sections)}<h2>Blocks</h2>{table(run.blocks[views.present(run, views.BLOCK_COLUMNS)])}{extra}"
-            f"<p><small>run folder {html.escape(str(run.path))}; created {html.escape(run.meta.get('created', '?'))}; "
-            f"software {html.escape(str(run.meta.get('software', {})))}</small></p>"
+            f"<p><small>run folder {html.escape(str(run.path))}; created {html.escape(run.meta.created)}; "
+            f"software {html.escape(str(run.meta.software))}</small></p>"
         )
         (tmp / "report.html").write_text(html_page(f"SE gate report: {run.path.name}", body))
         if pdf:

@@ -26,7 +26,13 @@ BLOCK_COLUMNS = ("block", "channels", "eta2_mean", "eta2_null", "eta2_perm", "pe
 
 
 def class_names(run: Run) -> list[str]:
-    return list(run.meta["stats"]["class_names"])
+    return list(run.meta.stats.class_names)
+
+
+def model_and_data(run: Run) -> tuple[str, str]:
+    """The run's model and data spec as the reports name them ("?" where the run recorded none)."""
+    data = run.meta.data.spec if run.meta.data else None
+    return run.meta.model or "?", data or "?"
 
 
 def block_names(run: Run) -> list[str]:
@@ -225,19 +231,9 @@ def compare(runs: dict[str, Run]) -> pd.DataFrame:
 
 def onsets(run: Run) -> list[dict]:
     """Both onsets of the run with their rules and one line on what each means (schema.ONSETS).
-
-    Runs made before the shape rule hold only today's rule under "block": that is the detectable
-    onset, and the shape onset is reported as not measured (None with rule "not measured").
-    """
-    onset = run.meta.get("onset")
-    if not isinstance(onset, dict) or "block" not in onset:
-        raise RunFolderError(f"{run.path}/meta.json has no 'onset' entry with a 'block'; the run cannot be summarised.")
-    if "detectable" in onset:
-        found = {"block": (onset["block"], onset.get("rule", "?")),
-                 "detectable": (onset["detectable"], onset.get("rule_detectable", "?"))}
-    else:
-        found = {"block": (None, "not measured (run made before the shape rule)"),
-                 "detectable": (onset["block"], onset.get("rule", "?"))}
+    Runs made before the shape rule report the shape onset as not measured (analysis.runs.meta)."""
+    onset = run.meta.onset
+    found = {"block": (onset.block, onset.rule), "detectable": (onset.detectable, onset.rule_detectable)}
     labels = {"block": "onset (shape)", "detectable": "onset (detectable)"}
     return [{"key": key, "label": labels[key], "block": block, "rule": str(rule), "meaning": ONSETS[key]}
             for key, (block, rule) in found.items()]
@@ -245,8 +241,7 @@ def onsets(run: Run) -> list[dict]:
 
 def run_warnings(run: Run) -> list[str]:
     """What the run itself warns of (meta.json "warnings": degenerate data and the like), as text."""
-    found = run.meta.get("warnings") or []
-    return [str(w) for w in (found if isinstance(found, list) else [found])]
+    return list(run.meta.warnings)
 
 
 def present(run: Run, columns: tuple[str, ...]) -> list[str]:
@@ -261,17 +256,17 @@ def summary(run: Run) -> dict:
     b = run.blocks
     by_excess = b.sort_values("eta2_excess")
     saturated_blocks = b.loc[saturated(b), "block"].tolist()
-    meta = run.meta
     found = {o["key"]: o for o in onsets(run)}
     best = b["probe_acc"].idxmax() if b["probe_acc"].notna().any() else None
+    model, data = model_and_data(run)
     return {
-        "model": str(meta.get("model", "?")),
-        "data": str(meta.get("data", {}).get("spec", "?")),
-        "samples": int(meta["stats"]["samples"]),
+        "model": model,
+        "data": data,
+        "samples": run.meta.stats.samples,
         "classes": len(present_classes(run)),
         "blocks": len(b),
         "channels": int(b["channels"].sum()),
-        "accuracy": (meta.get("checkpoint") or {}).get("test_accuracy"),
+        "accuracy": run.meta.checkpoint.test_accuracy if run.meta.checkpoint else None,
         "onset": found["block"]["block"],
         "onset_rule": found["block"]["rule"],
         "onset_detectable": found["detectable"]["block"],

@@ -14,12 +14,14 @@ The folder is written under a temporary name and renamed into place, so an inter
 leaves a folder that looks complete, and an existing run is replaced only when asked, and only if it
 is a run folder (meta.json's "format" key says so): nothing the toolkit did not write is replaced.
 meta.json's "files" records every other file's size and sha256; `load_run` checks the sizes always
-and the checksums with `verify=True` (what `show`, `report` and the dashboard use).
+and the checksums with `verify=True` (what `show`, `report` and the dashboard use). meta.json itself
+is read through its contract (analysis.runs.meta): `run.meta` is a checked, typed RunMeta.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,27 +35,23 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from analysis.errors import OptionError, RunFolderError, first_line
-from analysis.files import check_creatable, manifest, recover, replacing, sha256
+from analysis.files import check_creatable, claimed, manifest, recover, replacing, sha256
 from analysis.capture.stats import GateStats
 from analysis.models.controls import CONTROLS, control_folder
+from analysis.runs.meta import RUN_FORMAT, RUN_VERSION, RunMeta, StatsRecord, check_meta, read_document, read_meta, \
+    run_format
 from analysis.versions import software_versions
 
-RUN_VERSION = 3  # 2: shifted moments, per-channel histogram ranges, permutation tables, squeeze inputs;
-# 3: per-channel histogram edges equiprobable on the first batch (`{gate}/edges`, was edge_lo/edge_hi)
-RUN_FORMAT = "se-analysis run"  # meta.json's mark of a folder the toolkit wrote
-# Keys of meta.json that show, report and the dashboard read, as (key, sub-keys).
-META_KEYS = (("onset", ("block", "rule")), ("stats", ("samples", "config", "gates", "class_names")))
 TABLES = ("blocks", "channels", "class_means")
 EXTRA_TABLES = ("interventions", "attributions", "attribution_blocks", "paper")
 
 
 def is_run_folder(path: str | Path) -> bool:
-    """Whether `path` is a folder whose meta.json marks it as written by the toolkit."""
+    """Whether `path` is a folder whose meta.json says the toolkit wrote it (in any format)."""
     try:
-        meta = json.loads((Path(path) / "meta.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return run_format(read_document(Path(path) / "meta.json")) is not None
+    except RunFolderError:
         return False
-    return isinstance(meta, dict) and meta.get("format") == RUN_FORMAT
 
 
 def check_writable(out: str | Path, overwrite: bool = False) -> Path:
@@ -92,7 +90,7 @@ def write_run(
     for name in TABLES:
         if any(name not in t for t in [tables, *(c[2] for c in folders.values())]):
             raise RunFolderError(f"a run needs the tables {', '.join(TABLES)}; {name} is missing.")
-    with replacing(out) as tmp:
+    with claimed(out), replacing(out) as tmp:
         for folder, (control_stats, control_meta, control_tables) in folders.items():
             _write_folder(tmp / folder, control_stats, control_meta, control_tables)
         _write_folder(tmp, stats, meta, tables)
@@ -120,15 +118,19 @@ def _write_folder(folder: Path, stats: GateStats, meta: dict[str, Any], tables: 
     # meta.json last: its presence marks a complete folder, its "files" what the folder holds
     # (a control's folder inside it included).
     full_meta["files"] = manifest(folder)
-    (folder / "meta.json").write_text(json.dumps(full_meta, indent=2, default=str))
+    text = json.dumps(full_meta, indent=2, default=str)
+    check_meta(folder / "meta.json", json.loads(text))  # what is written opens: checked before it is written
+    (folder / "meta.json").write_text(text)
 
 
 @dataclass
 class Run:
-    """An opened run folder; tables are read on first access."""
+    """An opened run folder; tables are read on first access. `meta` is meta.json checked and typed;
+    `document` is meta.json as written, kept only to write it back with a new file's record."""
 
     path: Path
-    meta: dict[str, Any]
+    meta: RunMeta
+    document: dict[str, Any] = field(repr=False)
     _cache: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def table(self, name: str) -> pd.DataFrame:
@@ -156,21 +158,13 @@ class Run:
     def class_means(self) -> pd.DataFrame:
         return self.table("class_means")
 
-    @property
-    def onset(self) -> str | None:
-        return self.meta["onset"]["block"]
-
     def controls(self, kind: str = "untrained") -> list[Run]:
         """The control runs of `kind` stored inside this run (see analysis.models.controls), in weight
         seed order; [] when the run has none."""
         if kind not in CONTROLS:
             raise RunFolderError(f"{kind!r} is not a control; controls: {', '.join(CONTROLS)}.")
-        entry = self.meta.get("controls")
-        if isinstance(entry, dict):  # issue 23 on: kind -> {"seeds": [...], "folders": [...]}
-            folders = (entry.get(kind) or {}).get("folders", [])
-        else:  # before: a list of kinds, each one run folder named after it
-            folders = [kind] if kind in (entry or []) else []
-        return [load_run(self.path / folder) for folder in folders]
+        record = self.meta.controls.get(kind)
+        return [load_run(self.path / folder) for folder in record.folders] if record else []
 
     def has_table(self, name: str) -> bool:
         return (self.path / f"{name}.parquet").is_file()
@@ -180,7 +174,7 @@ class Run:
         if name not in EXTRA_TABLES:
             raise RunFolderError(f"{name!r} is not an extra run table; extra tables: {', '.join(EXTRA_TABLES)}.")
         file = f"{name}.parquet"
-        files = self.meta.setdefault("files", {})
+        files = self.document.setdefault("files", {})
         if files.pop(file, None) is not None:  # never a recorded checksum beside another file's content
             self._write_meta()
         with replacing(self.path / file) as tmp:
@@ -190,8 +184,10 @@ class Run:
         self._cache[name] = table
 
     def _write_meta(self) -> None:
+        """meta.json rewritten from `document`, and `meta` from it (through the same contract)."""
+        self.meta = check_meta(self.path / "meta.json", self.document)
         with replacing(self.path / "meta.json") as tmp:
-            tmp.write_text(json.dumps(self.meta, indent=2, default=str))
+            tmp.write_text(json.dumps(self.document, indent=2, default=str))
 
     def gate_tensor(self, gate: str, field: str) -> torch.Tensor:
         """One stored tensor of one gate (e.g. "hist", "top_ids"), read alone from the file.
@@ -211,62 +207,57 @@ class Run:
     @cached_property
     def stats(self) -> GateStats:
         """The raw statistics, rebuilt on the CPU; their `inputs` are read on first access."""
-        stats = self._read_stats("stats", self.meta["stats"])
-        if self.meta.get("inputs"):
-            stats.inputs = lambda: self._read_stats("inputs", self.meta["inputs"])
+        stats = self._read_stats("stats", self.meta.stats)
+        inputs = self.meta.inputs
+        if inputs is not None:
+            stats.inputs = lambda: self._read_stats("inputs", inputs)
         return stats
 
-    def _read_stats(self, name: str, description: dict[str, Any]) -> GateStats:
+    def _read_stats(self, name: str, record: StatsRecord) -> GateStats:
         try:
-            return GateStats.from_state(description, load_file(str(self.path / f"{name}.safetensors")))
+            return GateStats.from_state(record.description(), load_file(str(self.path / f"{name}.safetensors")))
         except (OSError, KeyError, ValueError, SafetensorError) as e:
             raise RunFolderError(f"{self.path}/{name}.safetensors does not match meta.json or is damaged: {e}.") from None
 
 
-def _check_meta(path: Path, meta: dict[str, Any]) -> None:
-    """RunFolderError naming the first key of META_KEYS that meta.json lacks."""
-    for key, subkeys in META_KEYS:
-        if not isinstance(meta.get(key), dict):
-            raise RunFolderError(f"{path}/meta.json has no {key!r} entry; the run is damaged, collect it again.")
-        for sub in subkeys:
-            if sub not in meta[key]:
-                raise RunFolderError(f"{path}/meta.json has no {key}.{sub} entry; the run is damaged, collect it again.")
+def _inside(path: Path, name: str) -> Path:
+    """The file `name` of the run folder `path`; RunFolderError, before anything of it is read, if
+    it is a link that leads out of the run folder."""
+    file = path / name
+    # realpath, not Path.resolve: resolve also stats the target, which may be outside
+    if not Path(os.path.realpath(file)).is_relative_to(os.path.realpath(path)):
+        raise RunFolderError(f"{file} is a link out of its run folder; nothing is read through it.")
+    return file
 
 
-def _check_files(path: Path, meta: dict[str, Any], verify: bool) -> None:
-    """RunFolderError naming the first file recorded in meta.json that is missing, of another size,
-    or (with `verify`) of another sha256."""
-    for name, record in (meta.get("files") or {}).items():
-        file = path / name
+def _check_files(path: Path, meta: RunMeta, verify: bool) -> None:
+    """RunFolderError naming the first file recorded in meta.json that leads out of the run,
+    is missing, of another size, or (with `verify`) of another sha256."""
+    for name, record in meta.files.items():
+        file = _inside(path, name)
         if not file.is_file():
             raise RunFolderError(f"{file} is missing; the run is incomplete.")
-        if file.stat().st_size != record.get("size"):
-            raise RunFolderError(f"{file} is damaged: {file.stat().st_size} bytes, meta.json recorded {record.get('size')}.")
-        if verify and sha256(file) != record.get("sha256"):
+        if file.stat().st_size != record.size:
+            raise RunFolderError(f"{file} is damaged: {file.stat().st_size} bytes, meta.json recorded {record.size}.")
+        if verify and sha256(file) != record.sha256:
             raise RunFolderError(f"{file} is damaged: its sha256 differs from the one meta.json recorded.")
 
 
 def load_run(path: str | Path, verify: bool = False) -> Run:
-    """Open a run folder; RunFolderError if it is missing, incomplete, of another version, lacks an
-    entry of meta.json, or a file differs in size from meta.json's record (with `verify`, in sha256:
-    reading every byte, which `show`, `report` and the dashboard do once per run they open)."""
+    """Open a run folder; RunFolderError if it is missing, incomplete, of another version, its
+    meta.json breaks the contract (analysis.runs.meta), a file leads out of the run or differs in
+    size from meta.json's record (with `verify`, in sha256: reading every byte, which `show`,
+    `report`, `ablate` and the dashboard do once per run they open)."""
     path = Path(path)
     recover(path)  # a previous run left aside by a writer that was killed comes back under its name
     if not path.is_dir():
-        raise RunFolderError(f"{path} is not a run folder (it does not exist).")
-    meta_file = path / "meta.json"
-    if not meta_file.is_file():
+        problem = "it is a file" if path.exists() else "it does not exist"
+        raise RunFolderError(f"{path} is not a run folder ({problem}).")
+    if not _inside(path, "meta.json").is_file():
         raise RunFolderError(f"{path} is not a complete run folder: meta.json is missing.")
-    try:
-        meta = json.loads(meta_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunFolderError(f"{meta_file} cannot be read: {e}.") from None
-    if not isinstance(meta, dict) or meta.get("version") != RUN_VERSION:
-        found = meta.get("version") if isinstance(meta, dict) else None
-        raise RunFolderError(f"{path} is a run of format version {found}, this toolkit reads version {RUN_VERSION}.")
+    meta, document = read_meta(path)
     missing = [f for f in ("stats.safetensors", *(f"{t}.parquet" for t in TABLES)) if not (path / f).is_file()]
     if missing:
         raise RunFolderError(f"{path} is incomplete: {', '.join(missing)} missing.")
-    _check_meta(path, meta)
     _check_files(path, meta, verify)
-    return Run(path, meta)
+    return Run(path, meta, document)

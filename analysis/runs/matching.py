@@ -21,6 +21,7 @@ from analysis.capture.gates import Gate, find_gates
 from analysis.files import sha256
 from analysis.models.spec import open_model_and_data, pretrained_weights, state_sha256
 from analysis.runs.folder import Run, load_run
+from analysis.runs.meta import JobRecord
 
 
 def _summary(gates: list[Gate]) -> str:
@@ -34,8 +35,8 @@ def run_gates(run: Run, model: nn.Module) -> list[Gate]:
     A run made with `--gates REGEX` is matched with the same pattern (channels then come from the
     run). Raises RunMismatchError.
     """
-    recorded = [Gate(**g) for g in run.meta["stats"]["gates"]]
-    found = find_gates(model, (run.meta.get("job") or {}).get("gates"))
+    recorded = list(run.meta.stats.gates)
+    found = find_gates(model, run.meta.job.gates if run.meta.job else None)
     same = [(g.name, g.path) for g in found] == [(g.name, g.path) for g in recorded] and all(
         f.channels in (None, r.channels) for f, r in zip(found, recorded)
     )
@@ -71,25 +72,25 @@ def open_for_run(
             f"run folder {path} does not exist; make it first with "
             f"`se-analysis collect --model {model or 'MODEL'} --data {data or 'DATA'} --out {path}`."
         )
-    run = load_run(path)
-    job = run.meta.get("job") or {}
+    run = load_run(path, verify=True)
+    job = run.meta.job or JobRecord()
     if model is None:
-        model = _recorded(run, "model")
-        if job.get("weights"):
-            weights = weights or Path(job["weights"])
-        random_init = random_init or bool(job.get("random_init"))
-        pretrained = pretrained or bool(job.get("pretrained"))
-    data = data or _recorded(run, "data", "spec")
+        model = _recorded(run, run.meta.model, "model")
+        if job.weights:
+            weights = weights or Path(job.weights)
+        random_init = random_init or job.random_init
+        pretrained = pretrained or job.pretrained
+    data = data or _recorded(run, run.meta.data.spec if run.meta.data else None, "data")
     net, checkpoint, source = open_model_and_data(
         model, data, weights=weights, random_init=random_init, pretrained=pretrained,
-        image_size=image_size or job.get("image_size"), seed=job.get("seed", 0),
-        classes=classes or job.get("classes"), per_class=per_class or job.get("per_class"),
+        image_size=image_size or job.image_size, seed=job.seed,
+        classes=classes or job.classes, per_class=per_class or job.per_class,
     )
     run_gates(run, net)
     weights_file = weights or (checkpoint_paths(model)[0] if checkpoint else None)
     named = pretrained_weights(model, pretrained)
     _check_weights(run, net, weights_file, str(weights_file or (named.spec if named else "random ones")))
-    names = run.meta["stats"]["class_names"]
+    names = list(run.meta.stats.class_names)
     if list(source.class_names) != names:
         raise RunMismatchError(
             f"{path} was collected on other classes than {data}: {len(names)} classes from {names[0]!r}, "
@@ -98,25 +99,23 @@ def open_for_run(
     return run, net, source
 
 
-def _recorded(run: Run, *keys: str) -> str:
-    """meta.json's entry at `keys`; RunMismatchError naming the option to pass where it has none."""
-    value: object = run.meta
-    for key in keys:
-        value = value.get(key) if isinstance(value, dict) else None
-    if not isinstance(value, str):
-        raise RunMismatchError(f"{run.path}/meta.json records no {'.'.join(keys)}; pass --{keys[0]}.")
+def _recorded(run: Run, value: str | None, option: str) -> str:
+    """A spec the run recorded; RunMismatchError naming the option to pass where it has none."""
+    if value is None:
+        raise RunMismatchError(f"{run.path}/meta.json records no {option}; pass --{option}.")
     return value
 
 
 def _check_weights(run: Run, net: nn.Module, weights_file: Path | None, given: str) -> None:
     """RunMismatchError unless `net` holds the run's weights: the state dict's hash where the run
     recorded it, else the weights file's sha256 (runs of older versions). `given` names `net`'s weights."""
-    recorded, held = run.meta.get("state_sha256"), None
+    meta = run.meta
+    recorded, held = meta.state_sha256, None
     if recorded:
         held = state_sha256(net)
-    elif run.meta.get("weights_sha256"):
-        recorded = run.meta["weights_sha256"]
+    elif meta.weights_sha256:
+        recorded = meta.weights_sha256
         held = sha256(weights_file) if weights_file else None
     if recorded and held != recorded:
-        used = run.meta.get("weights") or (run.meta.get("pretrained") or {}).get("spec") or "random ones"
+        used = meta.weights or (meta.pretrained.spec if meta.pretrained else None) or "random ones"
         raise RunMismatchError(f"{run.path} was collected with other weights ({used}) than {given}.")

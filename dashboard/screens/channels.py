@@ -38,6 +38,6 @@ if classes:
 st.subheader("Samples that open this channel most")
 top = views.top_samples(run, block, channel)
 st.dataframe(top, hide_index=True)
-spec = run.meta.get("data", {}).get("spec")
+spec = run.meta.data.spec if run.meta.data else None
 if spec and len(top) and st.checkbox(f"show these images (reads the data set {md(spec)})"):
     show_images(spec, top["sample_id"].tolist())

@@ -5,7 +5,7 @@ import streamlit as st
 
 from analysis.presentation import views
 from dashboard.loaders import selected_run
-from dashboard.widgets import block_table, md, onsets, show, warnings
+from dashboard.widgets import block_table, md, onsets, show
 
 run = selected_run()
 s = views.summary(run)
@@ -14,7 +14,6 @@ st.markdown("**Model**")
 st.text(s["model"])
 st.markdown("**Data**")
 st.text(s["data"])
-warnings(run)
 cols = st.columns(6)
 cols[0].metric("samples", f"{s['samples']:,}")
 cols[1].metric("classes", s["classes"])

@@ -79,7 +79,7 @@ def test_torchrun_with_two_processes_equals_one_process(tmp_path):
     assert single_done.returncode == 0, single_done.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dist", "single", "w.pth"]
     merged, single = load_run(tmp_path / "dist"), load_run(tmp_path / "single")
-    assert merged.meta["processes"] == 2 and merged.meta["job"]["distributed"]
+    assert merged.document["processes"] == 2 and merged.document["job"]["distributed"]
     a, b = merged.stats, single.stats
     assert a.samples == b.samples == 301
     # The ranks calibrate on their first batches (agreeing among themselves), one process on its

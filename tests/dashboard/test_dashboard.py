@@ -118,7 +118,7 @@ def test_every_page_renders_a_good_run(runs_dir, monkeypatch, page, run):
         assert [m.label for m in at.metric] == ["samples", "classes", "SE blocks", "accuracy", "onset (shape)",
                                                 "onset (detectable)"]
         assert at.metric[0].value == "150"
-        onset = load_run(runs_dir / run).meta["onset"]
+        onset = load_run(runs_dir / run).document["onset"]
         shape, detectable = (onset["block"], onset["detectable"]) if "detectable" in onset else ("none", onset["block"])
         assert [plain(m.value) for m in at.metric[4:]] == [shape or "none", detectable or "none"]
         texts = " ".join(plain(t) for t in markdown_texts(at))
@@ -127,7 +127,7 @@ def test_every_page_renders_a_good_run(runs_dir, monkeypatch, page, run):
         measured = set(views.present(load_run(runs_dir / run), NEW_COLUMNS))  # what this run has (controls may not)
         assert measured and measured <= set(table.columns)
         assert len(at.image) == (3 if "shape_sep" in measured else 2)  # the shape figure where shape_sep is measured
-        warned = load_run(runs_dir / run).meta.get("warnings", [])
+        warned = load_run(runs_dir / run).document.get("warnings", [])
         assert [plain(w.value) for w in at.warning] == [f"This run warns: {w}" for w in warned][:len(at.warning)]
         assert len(at.warning) == len(warned)
     if page == "Block explorer" and run == "new":  # the chosen (last) block's row, controls beside its measures
@@ -147,7 +147,7 @@ def test_interventions_page_shows_measured_effects_and_attributions(runs_dir, mo
 
 
 @pytest.mark.parametrize("name, message", [
-    ("damaged", "is damaged"), ("old", "format version 99"), ("empty", "meta.json is missing"),
+    ("damaged", "is damaged"), ("old", "without se-analysis's format mark"), ("empty", "meta.json is missing"),
 ])
 @pytest.mark.parametrize("page", PAGES)
 def test_broken_runs_show_a_message_not_a_traceback(runs_dir, monkeypatch, name, message, page):

@@ -113,11 +113,11 @@ def test_collect_records_the_selection_and_ablates_on_it(tmp_path: Path, capsys)
     common = ["--model", "se_resnet20", "--weights", str(weights), "--data", SYNTH, "--quiet"]
     assert main(["collect", *common, "--out", str(run_dir), "--classes", "class_1,3", "--per-class", "30"]) == 0
     run = load_run(run_dir)
-    assert run.meta["data"]["selection"] == {"classes": [1, 3], "per_class": 30, "seed": 0,
+    assert run.document["data"]["selection"] == {"classes": [1, 3], "per_class": 30, "seed": 0,
                                              "short": {"class_1": 25, "class_3": 25}}
-    assert run.meta["job"]["classes"] == ["class_1", "3"] and run.meta["stats"]["config"]["classes"] == [1, 3]
-    assert run.meta["warnings"][0].startswith("--per-class 30: 2 classes have fewer samples")
-    assert run.meta["stats"]["samples"] == 50 and run.blocks["classes"].eq(2).all()
+    assert run.document["job"]["classes"] == ["class_1", "3"] and run.document["stats"]["config"]["classes"] == [1, 3]
+    assert run.document["warnings"][0].startswith("--per-class 30: 2 classes have fewer samples")
+    assert run.document["stats"]["samples"] == 50 and run.blocks["classes"].eq(2).all()
     assert views.present_classes(run) == [1, 3] and views.summary(run)["classes"] == 2
     # ablate defaults to the run's selection, so class-mean gates exist for every image's class
     assert main(["ablate", str(run_dir), "--groups", "all", "--interventions", "class-mean", "--resamples", "5",

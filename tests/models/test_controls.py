@@ -113,11 +113,13 @@ def test_collect_stores_several_reproducible_untrained_seeds_inside_the_run_by_d
         runs[name] = load_run(tmp_path / name)
     run, controls = runs["s3"], runs["s3"].controls()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s3", "s4", "w.pth"]  # no temporary folder left
-    assert run.meta["controls"] == {"untrained": {"seeds": [4, 5], "folders": ["untrained/seed_4", "untrained/seed_5"],
-                                                  "samples": [32]}}
+    assert run.document["controls"] == {"untrained": {"seeds": [4, 5], "folders": ["untrained/seed_4", "untrained/seed_5"],
+                                                      "samples": [32]}}
+    assert run.meta.controls["untrained"].seeds == (4, 5)
     assert [c.path for c in controls] == [tmp_path / "s3" / "untrained" / "seed_4", tmp_path / "s3" / "untrained" / "seed_5"]
-    assert [c.meta["control"]["seed"] for c in controls] == [4, 5] and controls[0].meta["control"]["batchnorm"]["samples"] == 32
-    assert controls[0].meta["weights_sha256"] is None and run.meta["weights_sha256"]
+    assert [c.document["control"]["seed"] for c in controls] == [4, 5]
+    assert controls[0].document["control"]["batchnorm"]["samples"] == 32
+    assert controls[0].meta.weights_sha256 is None and run.meta.weights_sha256
     assert list(controls[0].blocks["block"]) == list(run.blocks["block"])
     assert (run.blocks["eta2_mean"] == 0).all() and (controls[0].blocks["eta2_mean"] > 0).all()
     # the band columns are the smallest and largest over the seeds' own tables
@@ -141,11 +143,11 @@ def test_collect_control_none_leaves_every_answer_that_needs_it_undetermined(tmp
     assert main(collect_args(tmp_path / "r", "--random-init", "--control", "none")) == 0
     printed = capsys.readouterr().out
     run = load_run(tmp_path / "r")
-    assert run.controls() == [] and run.meta["controls"] == {} and not (tmp_path / "r" / "untrained").exists()
+    assert run.controls() == [] and run.meta.controls == {} and not (tmp_path / "r" / "untrained").exists()
     for name in ("magnitude", "shape"):
-        assert run.meta["onset"]["notions"][name]["status"] == "undetermined"
+        assert run.meta.onset.notions[name].status == "undetermined"
         assert f"onset ({name}): undetermined (no untrained control)" in printed
-    assert run.meta["onset"]["block"] is None and "onset (detectable): " in printed
+    assert run.meta.onset.block is None and "onset (detectable): " in printed
     with pytest.raises(RunFolderError, match="not a control"):
         run.controls("shuffled")
     with pytest.raises(SystemExit):
@@ -157,8 +159,8 @@ def test_a_random_init_run_is_compared_with_other_untrained_seeds(tmp_path):
     """--random-init draws the model from --seed; its controls are seeds --seed+1.. (never itself)."""
     assert main(collect_args(tmp_path / "r", "--random-init", "--seed", "2", "--control-seeds", "1")) == 0
     run = load_run(tmp_path / "r")
-    assert run.meta["random_init"]["seed"] == 2 and run.meta["controls"]["untrained"]["seeds"] == [3]
-    assert run.controls()[0].meta["state_sha256"] != run.meta["state_sha256"]
+    assert run.document["random_init"]["seed"] == 2 and run.meta.controls["untrained"].seeds == (3,)
+    assert run.controls()[0].meta.state_sha256 != run.meta.state_sha256
 
 
 def test_the_python_api_collects_controls_of_any_model_and_save_run_writes_them(tmp_path):
@@ -172,8 +174,9 @@ def test_the_python_api_collects_controls_of_any_model_and_save_run_writes_them(
     stats = analysis.collect(model, batches, 4, control="untrained", control_seeds=2, progress=False)
     assert sorted(stats.controls["untrained"]) == [1, 2]
     run = analysis.save_run(stats, tmp_path / "api", meta={"model": "seresnet18"})
-    assert [c.meta["control"] for c in run.controls()] == [{"kind": "untrained", "seed": 1}, {"kind": "untrained", "seed": 2}]
-    assert run.meta["onset"]["notions"]["shape"]["control_seeds"] == [1, 2]
-    assert run.meta["onset"]["notions"]["shape"]["status"] in ("found", "none")
+    assert [c.document["control"] for c in run.controls()] == [{"kind": "untrained", "seed": 1},
+                                                                {"kind": "untrained", "seed": 2}]
+    assert run.meta.onset.notions["shape"].control_seeds == (1, 2)
+    assert run.meta.onset.notions["shape"].status in ("found", "none")
     with pytest.raises(analysis.DataError, match="read again"):
         analysis.collect(model, iter(batches), 4, control="untrained", progress=False)

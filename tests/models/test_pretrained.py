@@ -120,8 +120,18 @@ def test_a_cached_torchvision_file_that_would_run_code_is_refused(caches, tmp_pa
     with pytest.raises(ModelSpecError) as error:
         build_from_spec("torchvision:mobilenet_v3_small.IMAGENET1K_V1")
     assert str(error.value) == (f"the pretrained weights of torchvision:mobilenet_v3_small.IMAGENET1K_V1 in the torch hub "
-                                f"cache {caches[1]} do not load: Weights only load failed.")
+                                f"cache {caches[1]} do not load: it holds code or objects other than tensors "
+                                "(io.open), which se-analysis never runs; delete the cached file to fetch it again.")
+    assert "weights_only" not in str(error.value)
     assert not (tmp_path / "code_ran").exists()
+
+
+def test_an_empty_cached_file_is_named_an_interrupted_download(caches):
+    caches[1].mkdir(parents=True)
+    (caches[1] / "mobilenet_v3_small-047dcff4.pth").write_bytes(b"")
+    with pytest.raises(ModelSpecError, match=r"do not load: it is empty or cut short \(an interrupted download\?\); "
+                                             "delete the cached file"):
+        build_from_spec("torchvision:mobilenet_v3_small.IMAGENET1K_V1")
 
 
 def test_collect_records_the_pretrained_weights_and_keeps_them(caches, tmp_path):
@@ -135,9 +145,9 @@ def test_collect_records_the_pretrained_weights_and_keeps_them(caches, tmp_path)
     assert main(["collect", "--model", "timm:test_efficientnet", "--pretrained", "--data", "synthetic:classes=2,n=8,size=32",
                  "--image-size", "32", "--batch-size", "8", "--out", str(out), "--quiet"]) == 0
     run = load_run(out)
-    assert run.meta["pretrained"] == {"spec": HUB_MODEL, "library": "timm", "name": "test_efficientnet",
+    assert run.document["pretrained"] == {"spec": HUB_MODEL, "library": "timm", "name": "test_efficientnet",
                                       "tag": "r160_in1k", "source": f"hf-hub:{HUB_REPO}"}
-    assert run.meta["state_sha256"] == state_sha256(reference) and run.meta["random_init"] is None
+    assert run.document["state_sha256"] == state_sha256(reference) and run.document["random_init"] is None
     assert state_sha256(open_for_run(out)[1]) == state_sha256(reference)
 
 

@@ -75,7 +75,7 @@ def test_summary_numbers_match_the_run_tables(runs, tmp_path):
     top, low = b["eta2_excess"].idxmax(), b["eta2_excess"].idxmin()
     assert f"Most class-specific block: {top} (mean eta2 {b.loc[top, 'eta2_mean']:.3f})" in page
     assert f"least: {low} (mean eta2 {b.loc[low, 'eta2_mean']:.3f})" in page
-    onset = runs[1].meta["onset"]
+    onset = runs[1].document["onset"]
     assert f"Onset block (detectable): {onset['detectable'] or 'none'}" in page
     assert f"Onset block (shape): {onset['block'] or 'none'}" in page
     assert f"eta2 {b['eta2_null'].iloc[0]:.4f} expected without class effect" in page
@@ -121,7 +121,7 @@ def test_a_run_with_controls_reports_both_onsets_the_controls_and_its_warnings(r
     (report,) = write_reports([tmp_path / "new"], tmp_path / "out", progress=False)
     page = report.html.read_text()
     for key, label in (("block", "shape"), ("detectable", "detectable")):  # the block, the rule and its meaning
-        onset = load_run(tmp_path / "new").meta["onset"]
+        onset = load_run(tmp_path / "new").document["onset"]
         rule = onset["rule" if key == "block" else "rule_detectable"]
         assert html.escape(f"Onset block ({label}): {onset[key]}, {schema.ONSETS[key]} (rule: {rule}).") in page
     assert "Warning from the run: class 4 has only 3 samples" in page

@@ -100,7 +100,7 @@ def test_summary_reads_the_block_table(run):
     b = run.blocks.set_index("block")
     assert s["most_specific"] == b["eta2_excess"].idxmax() and s["least_specific"] == b["eta2_excess"].idxmin()
     assert s["most_specific_eta2"] == b.loc[s["most_specific"], "eta2_mean"]
-    onset = run.meta["onset"]
+    onset = run.document["onset"]
     assert s["onset"] == onset["block"] and s["onset_detectable"] == onset["detectable"]
     assert s["samples"] == 240 and s["classes"] == 6 and s["channels"] == sum(g.channels for g in GATES)
     assert s["saturated"] == [] and s["probe_best"] == b["probe_acc"].max()
@@ -133,7 +133,7 @@ def adaptive_run(values: np.ndarray, labels: np.ndarray, edges: np.ndarray) -> S
         np.add.at(counts, (labels, ch, cell), 1)
     tensors = {"hist": torch.from_numpy(counts.ravel()), "edges": torch.from_numpy(edges)}
     return SimpleNamespace(
-        path="adaptive", meta={"stats": {"class_names": [f"c{i}" for i in range(k)], "config": {"bins": b1 - 1}}},
+        path="adaptive", meta=SimpleNamespace(stats=SimpleNamespace(class_names=tuple(f"c{i}" for i in range(k)))),
         blocks=pd.DataFrame({"block": ["SE_2_1"], "channels": [c]}), gate_tensor=lambda gate, field: tensors[field])
 
 

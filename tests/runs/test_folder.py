@@ -45,7 +45,7 @@ def dead_pid() -> int:
 def test_meta_records_size_and_sha256_of_every_file(run_copy):
     import hashlib
 
-    files = load_run(run_copy).meta["files"]
+    files = load_run(run_copy).document["files"]
     on_disk = sorted(str(p.relative_to(run_copy)) for p in run_copy.rglob("*") if p.is_file() and p.name != "meta.json"
                      or p.parent != run_copy and p.name == "meta.json")  # the controls' meta.json inside it too
     assert sorted(files) == on_disk and "untrained/seed_1/meta.json" in files
@@ -86,7 +86,8 @@ def test_a_run_of_the_previous_format_is_refused_in_one_sentence(run_copy, capsy
     meta = json.loads((run_copy / "meta.json").read_text())
     meta["version"] = 2
     (run_copy / "meta.json").write_text(json.dumps(meta))
-    assert "is a run of format version 2, this toolkit reads version 3." in cli_error(capsys, ["show", str(run_copy)])
+    expected = "is a run of format 2, written by an older se-analysis; this one reads format 3: collect it again"
+    assert expected in cli_error(capsys, ["show", str(run_copy)])
 
 
 def test_added_table_is_recorded_and_verified(run_copy):
@@ -95,7 +96,7 @@ def test_added_table_is_recorded_and_verified(run_copy):
     run = load_run(run_copy)
     run.add_table("interventions", pd.DataFrame({"a": [1.0, 2.0]}))
     again = load_run(run_copy, verify=True)
-    assert again.meta["files"]["interventions.parquet"]["size"] == (run_copy / "interventions.parquet").stat().st_size
+    assert again.document["files"]["interventions.parquet"]["size"] == (run_copy / "interventions.parquet").stat().st_size
     (run_copy / "interventions.parquet").write_bytes(b"x")
     with pytest.raises(RunFolderError, match="interventions.parquet is damaged"):
         load_run(run_copy)
@@ -111,7 +112,7 @@ def test_overwrite_replaces_a_run_but_never_another_folder(run_copy, tmp_path, c
     err = cli_error(capsys, ["demo", "--out", str(thesis), "--quiet"])
     assert "not a run folder" in err and (thesis / "thesis.tex").exists()
     assert main(collect(run_copy, "--overwrite", "--seed", "1")) == 0
-    assert load_run(run_copy).meta["job"]["seed"] == 1
+    assert load_run(run_copy).document["job"]["seed"] == 1
 
 
 def test_report_never_writes_over_or_into_a_run_folder(run_copy, capsys):
@@ -152,5 +153,5 @@ def test_a_run_left_aside_by_a_killed_writer_comes_back_under_its_name(run_copy)
     aside = run_copy.parent / f".run.old-{dead_pid()}"
     run_copy.rename(aside)  # killed between moving the old run aside and renaming the new one in
     (run_copy.parent / f".run.tmp-{dead_pid()}").mkdir()
-    assert load_run(run_copy, verify=True).meta["format"] == "se-analysis run"
+    assert load_run(run_copy, verify=True).document["format"] == "se-analysis run"
     assert sorted(p.name for p in run_copy.parent.iterdir()) == ["run"]

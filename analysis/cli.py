@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Callable
 import pandas as pd
 
 from analysis.errors import AnalysisError, OptionError, first_line
-from analysis.models.controls import CONTROLS
 from analysis.options import Range, add_options, check_values, option_values
 from analysis.resources import dashboard_app, shipped_checkpoint
 
@@ -221,7 +220,6 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     run, model, loader, images = _against_run(args, ablate)
     options = option_values(args, ablate, skip=RUN_TIME)
-    options["amp"] = None if options["amp"] == "none" else options["amp"]
     table = ablate(model, loader, run, **options, progress=not args.quiet, total=images)
     run.add_table("interventions", table)
     print("\n".join([format_interventions(table), *warning_lines(run), f"table interventions written to {run.path}"]))
@@ -253,20 +251,12 @@ def cmd_paper(args: argparse.Namespace) -> int:
 
 
 PAPER_SKIP = ("progress", "limit", "classes", "per_class", "distributed")  # CollectJob's fields `paper` sets
-PAPER_HELP = {"classes": "Fig. 6's classes: names, WordNet ids or indices (unset: the paper's where the data has them)",
-              "blocks": "SE blocks to draw (unset: the paper's where the model has them)",
-              "channels": "channels sampled per block with --seed (unset: 50, or all of a smaller block)",
-              "per_class": "images of every class collected, drawn with --seed (all of a class with fewer)"}
-
 
 # ablate's own seed; the model's random-init weights and the per-class sample come from the run's
 ABLATE_SEED = "seeds the shuffle intervention and the bootstrap (random-init weights and --per-class come from the run)"
 MODEL_AND_DATA = ("model", "data", "weights", "random_init", "pretrained", "image_size", "limit", "classes",
                   "per_class", "batch_size", "workers", "device")
 HELP = {
-    "model": "checkpoint folder, se_resnet20 | timm:NAME[.TAG] | torchvision:NAME[.WEIGHTS] "
-             "(a tag implies --pretrained)",
-    "data": "fashion-mnist[:train|:test] | imagefolder:PATH | synthetic:k=v,...",
     "out": "run folder to write",
     "weights": "state dict (.pth, .pt) or .safetensors file, loaded without code",
     "random_init": "allow a model with random weights",
@@ -297,10 +287,6 @@ HELP = {
     "control_seeds": "untrained networks (weight seeds --seed+1 .. --seed+N); their band is the reference",
     "control_limit": "images per control pass, a seeded stratified subset (default: all of the run's)",
     "distributed": "under torchrun: each process collects a shard of the data, rank 0 writes the merged run",
-    "se": "SE block or the paper's ablations",
-    "reduction": "SE reduction ratio r",
-    "width": "first-stage width",
-    "snapshots": "epochs to keep as snapshots, comma-separated",
     "groups": "comma-separated: block (each alone), stage (each), a stage (SE_4_*), all, or blocks joined by + (SE_4_2+SE_4_3)",
     "interventions": "comma-separated subset",
     "resamples": "bootstrap resamples of the images",
@@ -308,19 +294,29 @@ HELP = {
     "target": "which class logit to attribute",
     "steps": "integrated-gradient steps",
 }
-CHOICES = {
-    "decode": ("auto", "cpu", "gpu"),
-    "amp": ("none", "bf16", "fp16"),
-    "control": (*CONTROLS, "none"),
-    "se": ("se", "nosqueeze", "none"),
-    "schedule": ("cosine", "step"),
-    "method": ("grad-x-act", "ig"),
-    "target": ("pred", "true"),
-}
+
+
+def _registered() -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """(help texts, choices) that the library's registries and constants hold: the kinds of model and
+    data spec as registered now, and the values of each option with a fixed set."""
+    from analysis.data import spec_forms as data_forms
+    from analysis.data.jpeg import DECODE_CHOICES
+    from analysis.experiments.attributions import METHODS, TARGETS
+    from analysis.models.architectures import ARCHITECTURES, SE_VARIANTS
+    from analysis.models.controls import CONTROLS
+    from analysis.models.precision import AMP_NAMES
+    from analysis.models.spec import spec_forms as model_forms
+    from analysis.models.train import SCHEDULES
+
+    texts = {"model": f"{model_forms()} (a tag implies --pretrained)", "data": data_forms()}
+    choices = {"decode": DECODE_CHOICES, "amp": AMP_NAMES, "control": (*CONTROLS, "none"), "arch": tuple(ARCHITECTURES),
+               "se": SE_VARIANTS, "schedule": SCHEDULES, "method": METHODS, "target": TARGETS}
+    return {**HELP, **texts}, choices
 
 
 def _options(p: argparse.ArgumentParser, source: Callable | type, **kwargs) -> None:
-    add_options(p, source, help=HELP, choices=CHOICES, **kwargs)
+    texts, choices = _registered()
+    add_options(p, source, help=texts, choices=choices, **kwargs)
 
 
 def _quiet(p: argparse.ArgumentParser) -> None:
@@ -335,8 +331,9 @@ def _against_run_parser() -> argparse.ArgumentParser:
     p.add_argument("run", nargs="?", type=Path, help="run folder; model, weights and data default to its own")
     p.add_argument("--out", type=Path, help="the run folder, as an option")
     # Model and data are given only to override the run's own, and then checked against it.
-    p.add_argument("--model", help=f"{HELP['model']} (default: the run's)")
-    p.add_argument("--data", help=f"{HELP['data']} (default: the run's)")
+    texts = _registered()[0]
+    p.add_argument("--model", help=f"{texts['model']} (default: the run's)")
+    p.add_argument("--data", help=f"{texts['data']} (default: the run's)")
     _options(p, CollectJob, only=[name for name in MODEL_AND_DATA if name not in ("model", "data")])
     _quiet(p)
     return p
@@ -400,14 +397,15 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
 
     p = sub.add_parser("paper", help="the SE paper's Role-of-Excitation study (Figs. 6-7) as a run folder with its page")
     _options(p, CollectJob, skip=PAPER_SKIP)
-    add_options(p, Protocol, help=PAPER_HELP)
+    add_options(p, Protocol)
     _quiet(p)
     p.set_defaults(func=cmd_paper)
 
     p = sub.add_parser("ablate", parents=[_against_run_parser()],
                        help="replace the gates of blocks and groups (ones, mean, class-mean, shuffle) "
                             "and measure the accuracy change; stored in the run folder")
-    add_options(p, ablate, skip=RUN_TIME, choices=CHOICES, help={**HELP, "seed": ABLATE_SEED})
+    texts, choices = _registered()
+    add_options(p, ablate, skip=RUN_TIME, choices=choices, help={**texts, "seed": ABLATE_SEED})
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("attribute", parents=[_against_run_parser()],

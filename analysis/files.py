@@ -24,11 +24,11 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from analysis.errors import OptionError
+from analysis.errors import AnalysisError, OptionError
 
 
 def _remove(path: Path) -> None:
@@ -102,6 +102,23 @@ def check_creatable(path: str | Path, what: str = "--out") -> Path:
         raise OptionError(f"{failure}: a folder cannot be made and renamed in {parent} "
                           f"({e.strerror or type(e).__name__}).") from None
     return path
+
+
+def check_replaceable(
+    out: str | Path, kind: str, ours: Callable[[Path], bool], *, overwrite: bool = True, what: str = "--out",
+    exists: type[AnalysisError] = OptionError,
+) -> Path:
+    """Refuse, before any work, an `out` that cannot be made (check_creatable), that exists without
+    `overwrite` (an `exists` error), or that is anything but `kind` written by the toolkit (`ours(out)`;
+    a link never is): the one rule by which nothing the toolkit did not write is ever replaced."""
+    out = check_creatable(out, what)
+    if not (out.exists() or out.is_symlink()):
+        return out
+    if not overwrite:
+        raise exists(f"{out} already exists; choose another {what} or pass --overwrite.")
+    if out.is_symlink() or not ours(out):
+        raise OptionError(f"{out} is not {kind} that se-analysis wrote, so it is never replaced; choose another {what}.")
+    return out
 
 
 def _take(lock: Path, mine: Path, what: str, final: Path) -> bool:

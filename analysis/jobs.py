@@ -36,10 +36,11 @@ from analysis.experiments.interventions import ablate
 from analysis.experiments.paper import Protocol, choose, last_stage, paper_table
 from analysis.files import claimed, sha256
 from analysis.measures.notions import NotionRules
-from analysis.measures.tables import run_tables
+from analysis.measures.tables import control_tables, run_tables, untrained_band
 from analysis.options import Range, check_fields, check_values
 from analysis.models.checkpoint import checkpoint_paths
 from analysis.models.controls import CONTROL_SEEDS, control_folder, untrained, untrained_record, untrained_seeds
+from analysis.models.precision import amp_name
 from analysis.models.spec import open_model_and_data, pretrained_weights, state_sha256
 from analysis.runs.folder import Run, check_writable, write_run
 
@@ -57,13 +58,13 @@ class CollectJob:
     gates: str | None = None  # regex naming the gate modules, instead of discovery by type
     batch_size: Annotated[int, Range(1)] = 128
     workers: Annotated[int, Range(0)] = 0
-    decode: str = "auto"  # auto, cpu (PIL in the workers), gpu (nvjpeg, imagefolder only); see analysis.jpeg
+    decode: str = "auto"  # auto, cpu (PIL in the workers), gpu (nvjpeg, imagefolder only); see analysis.data.jpeg
     limit: Annotated[int | None, Range(1)] = None  # a seeded stratified subset of N samples, see make_loader
     classes: tuple[str, ...] | None = None  # class names, WordNet ids or indices to keep, see analysis.data.selection
     per_class: Annotated[int | None, PER_CLASS] = None  # a sample of N per class, drawn with `seed`
     image_size: Annotated[int | None, IMAGE_SIZE] = None  # default: the model's preferred size, else the data's own
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    amp: str = "none"  # none, bf16, fp16
+    amp: str = "none"  # none, bf16, fp16: see analysis.models.precision
     channels_last: bool = False
     compile: bool = False
     bins: int = StatsConfig.bins  # what the statistics keep: see StatsConfig
@@ -75,7 +76,7 @@ class CollectJob:
     onset_margin: float = 0.0  # the shape onset's margin over its controls, see analysis.measures.onset
     overwrite: bool = False
     progress: bool = True
-    distributed: bool = False  # one shard per torchrun process, merged; see analysis.distributed
+    distributed: bool = False  # one shard per torchrun process, merged; see analysis.capture.distributed
     control: str = "untrained"  # untrained: also collect the architecture untrained, into out/untrained/seed_S/; none
     control_seeds: Annotated[int, Range(1)] = CONTROL_SEEDS  # untrained networks, weight seeds seed+1..seed+N
     control_limit: Annotated[int | None, Range(1)] = None  # images per control pass (stratified); default: all
@@ -147,7 +148,7 @@ def run_collect(job: CollectJob) -> Run | None:
         "job": asdict(job),
         "processes": rank.world if rank else 1,
         "warnings": [*selection_warnings(source), *data_warnings(stats)],
-        "gate_precision": gate_precision(model, stats.gates, None if job.amp == "none" else job.amp),
+        "gate_precision": gate_precision(model, stats.gates, amp_name(job.amp)),
     }
     control_meta = {
         seed: {**meta, "weights": None, "weights_sha256": None, "checkpoint": None, "pretrained": None,
@@ -181,7 +182,7 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
     stats = collect(
         model, loader, source.num_classes,
         gate_pattern=job.gates, class_names=source.class_names, config=control_config(config) if control else config,
-        amp=None if job.amp == "none" else job.amp, channels_last=job.channels_last, compile=job.compile,
+        amp=job.amp, channels_last=job.channels_last, compile=job.compile,
         progress=job.progress and (not rank or rank.rank == 0), total=len(shard) if rank else total,
         agree=agree_ranks if rank else None, inputs=not control,
     )
@@ -238,15 +239,13 @@ def save_run(
     check_writable(out, overwrite)
     meta = meta or {}
     inner: dict[str, dict[int, tuple]] = {}
-    bands = {}
-    for kind, by_seed in stats.controls.items():
-        for seed, control_stats in sorted(by_seed.items()):
-            control_tables, control_onset = run_tables(control_stats, rules=rules)
+    found = control_tables(stats, rules)
+    for kind, by_seed in found.items():
+        for seed, (tables_, control_onset) in by_seed.items():
             default = {"model": meta.get("model"), "control": {"kind": kind, "seed": seed}}
             record = {**(control_meta or {}).get(seed, default), "onset": control_onset}
-            inner.setdefault(kind, {})[seed] = (control_stats, record, control_tables)
-            bands[seed] = control_tables["blocks"]
-    tables, onset = run_tables(stats, controls=bands or None, rules=rules)
+            inner.setdefault(kind, {})[seed] = (stats.controls[kind][seed], record, tables_)
+    tables, onset = run_tables(stats, controls=untrained_band(found), rules=rules)
     controls = {kind: {"seeds": sorted(by_seed), "folders": [control_folder(kind, s) for s in sorted(by_seed)],
                        "samples": sorted({c.samples for c in by_seed.values()})}
                 for kind, by_seed in stats.controls.items()}
@@ -274,7 +273,7 @@ def run_paper(job: CollectJob, protocol: Protocol) -> Run:
     device = resolve_device(job.device)
     loader = make_image_loader(source, job.batch_size, device, decode=job.decode, workers=job.workers)
     table = ablate(model.to(device), loader, run, groups=group, interventions=("ones",),
-                   amp=None if job.amp == "none" else job.amp, seed=job.seed, progress=job.progress,
+                   amp=job.amp, seed=job.seed, progress=job.progress,
                    total=len(source.dataset))
     run.add_table("interventions", table)
     run.add_table("paper", paper_table(run, choice, protocol.channels, job.seed))

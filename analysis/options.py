@@ -3,9 +3,11 @@
     add_options(parser, CollectJob, help={"model": "se_resnet20 | timm:NAME"})
     job = CollectJob(**option_values(args, CollectJob))
 
-Each default is written once, where the library keeps it; the CLI adds only help texts and choices.
-A range is written beside its default as `Annotated[int, Range(1)]`: dataclasses check their fields
-with `check_fields(self)` in `__post_init__`, and the CLI checks a function's options with
+Each default is written once, where the library keeps it, and so is each help text where one is
+written beside it (`Annotated[int, Help("epochs to train")]`, shown by the CLI, read by Python users
+where the field is declared); the CLI adds the other help texts and the choices. A range is written
+beside its default as `Annotated[int, Range(1)]`: dataclasses check their fields with
+`check_fields(self)` in `__post_init__`, and the CLI checks a function's options with
 `check_values(function, values)` before any work starts.
 """
 
@@ -53,6 +55,17 @@ class Range:
         if not self.contains(value):
             flag = label or f"--{name.replace('_', '-')}"
             raise OptionError(f"{flag} must be {self.wanted}, not {value}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Help:
+    """An option's help text, written once beside its field or keyword parameter."""
+
+    text: str
+
+
+def _help_of(annotation: Any) -> str | None:
+    return next((extra.text for extra in getattr(annotation, "__metadata__", ()) if isinstance(extra, Help)), None)
 
 
 def ranges(source: Source) -> dict[str, Range]:
@@ -132,12 +145,14 @@ def add_options(
     choices: dict[str, Sequence[str]] | None = None,
 ) -> None:
     """One `--name` option per field of `source` (a dataclass) or keyword parameter (a function),
-    all of them or `only` those, less `skip`."""
+    all of them or `only` those, less `skip`. Its help text is the one written beside it (`Help`),
+    else `help[name]`."""
     help, choices = help or {}, choices or {}
     for name, annotation, default in _parameters(source):
         if name in skip or (only is not None and name not in only):
             continue
-        flag, text = f"--{name.replace('_', '-')}", help.get(name)
+        flag, text = f"--{name.replace('_', '-')}", _help_of(annotation) or help.get(name)
+        text = text.replace("%", "%%") if text else text  # argparse expands % in help texts
         if annotation is bool:
             action = argparse.BooleanOptionalAction if default is True else "store_true"
             parser.add_argument(flag, action=action, default=default, help=text)

@@ -3,7 +3,7 @@
     python bench/dashboard_scale.py [--runs /tmp/imagenet_runs] [--classes 1000] [--per-class 50]
 
 Makes (once) a run with SE-ResNet-50's 16 blocks (15,104 gate channels) and K classes from
-analysis.synthetic, then drives the real app with Streamlit's AppTest, the way a user clicks:
+analysis.testing.planted, then drives the real app with Streamlit's AppTest, the way a user clicks:
 every page, then new choices on each page. Prints one row per step with its wall time; the
 first row is the first load of the run (tables and class means read, cached afterwards).
 """

@@ -98,7 +98,7 @@ def figure(kind: str, path: str, files: tuple, key: tuple) -> bytes:
     if kind == "shape":
         return png(figures.shape_curve(run.blocks, onsets))
     if kind == "saturation":
-        return png(figures.saturation(run.blocks))
+        return png(figures.saturation_bars(run.blocks))
     means = class_means(path, files)
     if kind == "profiles":
         blocks, classes, spread = key

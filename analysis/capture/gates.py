@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from analysis.capture.names import index_name, stage_name
 from analysis.capture.tracing import KINDS, trace
 from analysis.errors import NoGatesError, OptionError
 
@@ -118,10 +119,10 @@ def gate_names(paths: list[str]) -> list[str]:
     for pattern, stage0, block0 in _STAGE_RULES:
         matches = [pattern.search(p + ".") for p in paths]
         if all(matches):
-            names = [f"SE_{int(m[1]) + stage0}_{int(m[2]) + block0}" for m in matches]
+            names = [stage_name(int(m[1]) + stage0, int(m[2]) + block0) for m in matches]
             if len(set(names)) == len(names):
                 return names
-    return [f"SE_{i + 1}" for i in range(len(paths))]
+    return [index_name(i + 1) for i in range(len(paths))]
 
 
 def _out_channels(se_block: nn.Module) -> int | None:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from analysis.data.source import DataSource
+from analysis.data.source import DataSource, image_channels, register_source
 from analysis.errors import DataError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
@@ -89,8 +89,12 @@ def _fashion_mnist_dir(split: str) -> Path:
     return cache
 
 
-def open_fashion_mnist(spec: str, named: str, asked: str | None, image_size: int | None, channels: int) -> DataSource:
+@register_source("fashion-mnist", "fashion-mnist[:train|:test]")
+def open_fashion_mnist(
+    spec: str, named: str, *, split: str | None, image_size: int | None, channels: int | None
+) -> DataSource:
     """Fashion-MNIST's train or test split (test by default) from its gzipped IDX files, validated."""
+    channels, asked = image_channels("fashion-mnist", channels, 1), split
     if named and asked and named != asked:
         raise DataError(f"data spec {spec!r} names split {named!r}, but split {asked!r} was asked for.")
     split = named or asked or "test"

@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from analysis.data.imagenet import imagenet_classes, imagenet_labels
-from analysis.data.source import DataSource
+from analysis.data.source import DataSource, image_channels, register_source
 from analysis.errors import DataError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -66,8 +66,13 @@ def _folder_class_names(root: Path, folders: list[str]) -> list[str]:
     return [str(name) for name in names]
 
 
-def open_image_folder(spec: str, path: str, split: str | None, image_size: int, channels: int) -> DataSource:
-    """An ImageNet-style folder (one sub-folder per class) with the standard evaluation transform."""
+@register_source("imagefolder", "imagefolder:PATH")
+def open_image_folder(
+    spec: str, path: str, *, split: str | None, image_size: int | None, channels: int | None
+) -> DataSource:
+    """An ImageNet-style folder (one sub-folder per class, or per class in `split`) with the standard
+    evaluation transform, at `image_size` (default 224) with `channels` (default 3)."""
+    image_size, channels = image_size or 224, image_channels("imagefolder", channels, 3)
     from torchvision import transforms
     from torchvision.datasets import ImageFolder
 

@@ -1,13 +1,16 @@
-"""The one check that a batch's labels name classes of the data: used wherever labels arrive.
+"""The one check that a batch's labels name classes of the data, used wherever labels arrive, and the
+one rule of which classes are present (those with samples).
 
     check_labels(y, num_classes)            # LabelError for a label outside 0..num_classes-1
     check_labels(y, num_classes, (1, 254))  # ... or, for a class subset, not among its labels
+    present_labels([3, 0, 5])               # (0, 2): the classes with samples, from counts per class
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from analysis.errors import LabelError
@@ -27,3 +30,10 @@ def check_labels(labels: torch.Tensor, num_classes: int, classes: Sequence[int] 
             other = labels[~torch.isin(labels, torch.as_tensor(classes, dtype=labels.dtype))]
             if other.numel():
                 raise LabelError(f"label {int(other[0])} is not one of the {len(classes)} classes the statistics hold.")
+
+
+def present_labels(counts: Sequence[int] | np.ndarray) -> tuple[int, ...]:
+    """The labels with at least one sample, in increasing order, from the sample count of each label [K]:
+    every class unless the data holds some of them only (a class subset, an ImageNet folder of a few
+    classes) or a limit left some out."""
+    return tuple(np.flatnonzero(np.asarray(counts) > 0).tolist())

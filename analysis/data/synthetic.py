@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from analysis.data.source import IMAGE_SIZE, DataSource
+from analysis.data.source import IMAGE_SIZE, DataSource, register_source
 from analysis.errors import DataError
 
 SYNTHETIC_DEFAULTS: dict[str, int | float] = {
@@ -80,8 +80,13 @@ def _parse_synthetic(spec: str, body: str) -> dict[str, int | float]:
     return params
 
 
-def open_synthetic(spec: str, body: str, image_size: int | None, channels: int | None) -> DataSource:
+@register_source("synthetic", f"synthetic[:{','.join(f'{k}={v}' for k, v in SYNTHETIC_DEFAULTS.items())}]")
+def open_synthetic(
+    spec: str, body: str, *, split: str | None, image_size: int | None, channels: int | None
+) -> DataSource:
     """Synthetic data; the spec's keys win over `image_size`/`channels`, which win over the defaults."""
+    if split is not None:
+        raise DataError(f"synthetic data has no splits (asked for {split!r}); use another seed instead.")
     given = _parse_synthetic(spec, body)
     adapted = {k: v for k, v in (("size", image_size), ("channels", channels)) if v is not None}
     params = {**SYNTHETIC_DEFAULTS, **adapted, **given}

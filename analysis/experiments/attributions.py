@@ -47,9 +47,9 @@ from tqdm import tqdm
 
 from analysis.capture.collect import model_device
 from analysis.options import Range
-from analysis.errors import DataError
+from analysis.errors import DataError, OptionError
 from analysis.capture.gates import Gate, unwrap
-from analysis.data.labels import check_labels
+from analysis.data.labels import check_labels, present_labels
 from analysis.runs.matching import run_gates
 from analysis.runs.folder import Run
 
@@ -82,7 +82,7 @@ class AttributionSums:
     def table(self, class_names: list[str]) -> pd.DataFrame:
         """The `attributions` table (module docstring), blocks in gate order."""
         count = self.count.cpu().numpy()
-        present = np.flatnonzero(count > 0)
+        present = np.asarray(present_labels(count), dtype=np.int64)
         parts = []
         for gate in self.gates:
             c, k = gate.channels, len(present)
@@ -119,7 +119,7 @@ def gate_attributions(
             LayerIntegratedGradients(model, layer).attribute(x, target=target, n_steps=steps, internal_batch_size=len(x))
             for layer in layers
         ]
-    raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    raise OptionError(f"method must be one of {', '.join(METHODS)}, not {method!r}.")
 
 
 def block_summary(attributions: pd.DataFrame, channels: pd.DataFrame) -> pd.DataFrame:
@@ -172,7 +172,7 @@ def attribute(
     be in eval mode; attribution runs in float32 with gradients, batch by batch on its device.
     """
     if target not in TARGETS:
-        raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
+        raise OptionError(f"target must be one of {', '.join(TARGETS)}, not {target!r}.")
     gates = run_gates(run, model)
     modules = dict(unwrap(model).named_modules())
     layers = [modules[g.path] for g in gates]

@@ -35,7 +35,6 @@ Table `interventions`, one row per (group, intervention), groups in the order as
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any
@@ -53,6 +52,7 @@ from analysis.data.labels import check_labels
 from analysis.errors import DataError, InterventionError
 from analysis.measures.saturation import saturated
 from analysis.capture.gates import Gate
+from analysis.capture.names import stage_group, stage_of
 from analysis.models.precision import autocast
 from analysis.options import Range
 from analysis.runs.matching import run_gates
@@ -62,15 +62,14 @@ INTERVENTIONS = ("ones", "mean", "class-mean", "shuffle")
 DEFAULT_GROUPS = "block,stage,all"
 REMOVABLE_DROP = 0.01  # measured removable: accuracy drops by less than this (1 point), 95% sure
 CI_LEVEL = 0.95
-_STAGE_NAME = re.compile(r"^SE_(\d+)_\d+$")
 
 
 def stages(names: list[str]) -> dict[str, list[str]]:
     """{"SE_{stage}_*": its blocks} in forward order, for the names of the form SE_{stage}_{block}."""
     found: dict[str, list[str]] = {}
     for name in names:
-        if m := _STAGE_NAME.match(name):
-            found.setdefault(f"SE_{m[1]}_*", []).append(name)
+        if (stage := stage_of(name)) is not None:
+            found.setdefault(stage_group(stage), []).append(name)
     return found
 
 

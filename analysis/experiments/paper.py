@@ -42,7 +42,7 @@ from analysis.data.selection import PER_CLASS, class_indices
 from analysis.data.source import DataSource, present_classes
 from analysis.errors import DataError, OptionError
 from analysis.experiments.interventions import stages
-from analysis.options import Range, check_fields
+from analysis.options import Help, Range, check_fields
 from analysis.runs.folder import Run
 
 
@@ -68,10 +68,14 @@ SATURATED_BLOCK = "SE_5_2"  # the paper: "a tendency towards a saturated state .
 class Protocol:
     """What the study draws; None picks the paper's choice where the model and data have it (`choose`)."""
 
-    classes: tuple[str, ...] | None = None  # Fig. 6's classes: names, WordNet ids or label indices
-    blocks: tuple[str, ...] | None = None  # SE blocks, one panel each
-    channels: Annotated[int | None, Range(1)] = None  # sampled per block; None: 50, or all of a smaller block
-    per_class: Annotated[int, PER_CLASS] = PAPER_PER_CLASS  # images of every class collected
+    classes: Annotated[tuple[str, ...] | None, Help(
+        "Fig. 6's classes: names, WordNet ids or indices (unset: the paper's where the data has them)")] = None
+    blocks: Annotated[tuple[str, ...] | None, Help(
+        "SE blocks to draw, one panel each (unset: the paper's where the model has them)")] = None
+    channels: Annotated[int | None, Range(1), Help(
+        "channels sampled per block with --seed (unset: 50, or all of a smaller block)")] = None
+    per_class: Annotated[int, PER_CLASS, Help(
+        "images of every class collected, drawn with --seed (all of a class with fewer)")] = PAPER_PER_CLASS
 
     def __post_init__(self) -> None:
         check_fields(self)

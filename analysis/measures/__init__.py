@@ -37,7 +37,7 @@ from analysis.measures.permutation import permutation_null, permutation_p
 from analysis.measures.probe import PROBE_C, PROBE_MAX_CLASSES, Probe, fit_logistic, ncm_probe, probe, stratified_folds
 from analysis.measures.profiles import gate_sd, mean_pairwise_cosine, profile_separation, profile_split, selectivity
 from analysis.measures.resampling import bootstrap_interval, eta2_jackknife, jackknife_interval, shard_weights
-from analysis.measures.saturation import GATE_HIGH, GATE_LOW, SATURATED_SHARE, SATURATION_RULE, saturated, saturation
+from analysis.measures.saturation import GATE_HIGH, GATE_LOW, SATURATED_SHARE, SATURATION_RULE, saturated
 from analysis.measures.schema import Column, doc, markdown, validate
 from analysis.measures.tables import block_table, channel_table, class_mean_table, control_statistics, run_tables
 from analysis.measures.testing import benjamini_hochberg
@@ -94,7 +94,6 @@ __all__ = [
     "resample_statistics",
     "run_tables",
     "saturated",
-    "saturation",
     "selectivity",
     "shard_weights",
     "stratified_folds",

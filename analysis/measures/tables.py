@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -408,3 +408,33 @@ def run_tables(
         "thresholds": asdict(rules),
     }
     return tables, onset
+
+
+@dataclass(frozen=True)
+class Tables:
+    """A run's tables held in memory, as `tables(stats)` computes them (a Run reads the same from its folder)."""
+
+    blocks: pd.DataFrame
+    channels: pd.DataFrame
+    class_means: pd.DataFrame
+    onset: dict[str, Any]  # meta.json's "onset" entry: `onset["block"]` is the onset block, with its rules
+
+
+def control_tables(stats: StatsLike, rules: NotionRules = NotionRules()) -> dict[str, dict[int, tuple[dict[str, pd.DataFrame], dict[str, Any]]]]:
+    """Each control collected beside `stats` (`stats.controls`, kind -> weight seed -> statistics)
+    as its own `run_tables`: kind -> seed -> (tables, onset), seeds in order."""
+    return {kind: {seed: run_tables(found, rules=rules) for seed, found in sorted(by_seed.items())}
+            for kind, by_seed in getattr(stats, "controls", {}).items()}
+
+
+def untrained_band(controls: Mapping[str, Mapping[int, tuple[dict[str, pd.DataFrame], Any]]]) -> dict[int, pd.DataFrame] | None:
+    """The untrained seeds' blocks tables (`control_tables`), the band `run_tables` holds a run
+    against; None without an untrained control."""
+    return {seed: found[0]["blocks"] for seed, found in controls.get("untrained", {}).items()} or None
+
+
+def tables(stats: StatsLike, *, rules: NotionRules = NotionRules()) -> Tables:
+    """Every table of `stats` without writing anything (`run_tables` as one object, for a notebook),
+    held against the untrained controls `collect(..., control="untrained")` put beside it."""
+    found, onset = run_tables(stats, controls=untrained_band(control_tables(stats, rules)), rules=rules)
+    return Tables(found["blocks"], found["channels"], found["class_means"], onset)

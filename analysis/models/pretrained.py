@@ -1,17 +1,22 @@
-"""Pretrained weights by name, loaded by timm's and torchvision's own loaders from their caches.
+"""Model families (timm, torchvision): models and their pretrained weights by name, through the libraries' own
+builders and loaders and from their caches.
 
-`timm:NAME.TAG` and `torchvision:NAME.WEIGHTS` name them; a bare NAME means the library's default.
+A family is one registration (`register_family`): the specs `PREFIX:NAME[.TAG]` it answers, how it builds
+NAME with its initial weights, which pretrained weights a tag names and how they load; the spec parser
+(analysis.models.spec), the CLI's help and its errors read FAMILIES. `timm:NAME.TAG` and
+`torchvision:NAME.WEIGHTS` name pretrained weights; a bare NAME means the library's default.
 timm fetches a tag with a hub id from the Hugging Face hub into its cache (HF_HOME, HF_HUB_CACHE;
 HF_HUB_OFFLINE=1 reads only the cache), any other from its URL into torch.hub's cache
 (TORCH_HOME/hub/checkpoints), as torchvision does (torchvision has torch.hub check the sha256 prefix
 in the file's name when it downloads; a cached file is read as it is). No code runs while loading: timm
 reads safetensors or calls torch.load(weights_only=True); torchvision's builders would not (see
-`_torchvision`).
+`_torchvision_load`).
 """
 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,10 +48,30 @@ class NamedWeights:
         return {"spec": self.spec, **asdict(self)}
 
 
+@dataclass(frozen=True)
+class Family:
+    """A library of models, named by specs `prefix:NAME[.TAG]`."""
+
+    prefix: str
+    form: str  # how its specs are written, for help texts and errors: "timm:NAME[.TAG]"
+    build: Callable[[str], nn.Module]  # NAME -> the module with the library's initial weights
+    weights: Callable[[str, str], NamedWeights]  # (NAME, TAG or "" for the default) -> weights; ModelSpecError if none
+    load: Callable[[NamedWeights], nn.Module]  # the module holding those weights, read without running code
+
+
+FAMILIES: dict[str, Family] = {}  # prefix -> family, in registration order
+
+
+def register_family(family: Family) -> Family:
+    """Make `family.prefix:NAME` a model spec (a later registration of the same prefix replaces it)."""
+    FAMILIES[family.prefix] = family
+    return family
+
+
 def resolve(library: str, name: str) -> NamedWeights:
     """The weights `library:name` names (NAME.TAG, or NAME for the default); ModelSpecError if none."""
     arch, _, tag = name.partition(".")
-    return _timm_weights(arch, tag) if library == "timm" else _torchvision_weights(arch, tag)
+    return FAMILIES[library].weights(arch, tag)
 
 
 def _timm_weights(arch: str, tag: str) -> NamedWeights:
@@ -90,12 +115,7 @@ def load(weights: NamedWeights) -> nn.Module:
     into it; ModelSpecError saying where it looked when they are neither there nor fetchable."""
     where, wanted, origin = _cache(weights)
     try:
-        if weights.library == "timm":
-            import timm
-
-            model = timm.create_model(f"{weights.name}.{weights.tag}", pretrained=True)
-        else:
-            model = _torchvision(weights)
+        model = FAMILIES[weights.library].load(weights)
     except OSError as e:  # huggingface_hub's LocalEntryNotFoundError and HfHubHTTPError, torch.hub's URLError
         raise ModelSpecError(
             f"{weights.spec} has no pretrained weights in {where} (looked for {wanted}), and fetching them "
@@ -107,7 +127,25 @@ def load(weights: NamedWeights) -> nn.Module:
     return model.eval()
 
 
-def _torchvision(weights: NamedWeights) -> nn.Module:
+def _timm_build(name: str) -> nn.Module:
+    import timm
+
+    return timm.create_model(name, pretrained=False)
+
+
+def _timm_load(weights: NamedWeights) -> nn.Module:
+    import timm
+
+    return timm.create_model(f"{weights.name}.{weights.tag}", pretrained=True)
+
+
+def _torchvision_build(name: str) -> nn.Module:
+    from torchvision import models
+
+    return models.get_model(name, weights=None)
+
+
+def _torchvision_load(weights: NamedWeights) -> nn.Module:
     """The model torchvision's builder makes for `weights`, their state dict read with weights_only=True:
     the builders read it with torch.hub.load_state_dict_from_url, whose weights_only is False by default
     (torch 2.14), so a pickle could run code. The SE families' builders (EfficientNet, RegNet,
@@ -142,3 +180,8 @@ def _reason(weights: NamedWeights, error: OSError) -> str:
             return "HF_HUB_OFFLINE is set"
     cause = getattr(error, "reason", None) or error.__cause__  # URLError keeps the socket's error in .reason
     return first_line(cause if isinstance(cause, BaseException) else error).rstrip(".")
+
+
+register_family(Family("timm", "timm:NAME[.TAG]", _timm_build, _timm_weights, _timm_load))
+register_family(Family("torchvision", "torchvision:NAME[.WEIGHTS]", _torchvision_build, _torchvision_weights,
+                       _torchvision_load))

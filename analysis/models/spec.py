@@ -1,7 +1,8 @@
 """Turn a model spec string into a model, and load weights without executing code.
 
-Specs: a checkpoint (`checkpoints/fmnist_se20`, see analysis.checkpoint), `se_resnet20` (a project
-architecture, see analysis.models.ARCHITECTURES), `timm:seresnet50`, `torchvision:efficientnet_b0`.
+Specs: a checkpoint (`checkpoints/fmnist_se20`, see analysis.models.checkpoint), `se_resnet20` (a project
+architecture, see analysis.models.architectures.ARCHITECTURES), or a registered model family's
+`timm:seresnet50`, `torchvision:efficientnet_b0` (analysis.models.pretrained.FAMILIES; `spec_forms()`).
 A timm or torchvision model's weights come from a local file (`weights=`), from its library's
 pretrained weights (`pretrained=`, or a tag: `timm:legacy_seresnet50.in1k`, fetched into and read
 from the library's cache, see analysis.models.pretrained), or are random (`random_init=`).
@@ -26,9 +27,12 @@ from analysis.data import DataSource, open_data
 from analysis.data.selection import select
 from analysis.models.architectures import ARCHITECTURES, build_model
 from analysis.models.controls import recompute_batchnorm, seeded, untrained
-from analysis.models.pretrained import NamedWeights, load, resolve
+from analysis.models.pretrained import FAMILIES, NamedWeights, load, resolve
 
-LIBRARIES = ("timm", "torchvision")
+
+def spec_forms() -> str:
+    """The kinds of model spec, as the CLI's help and the errors list them."""
+    return f"a checkpoint file or folder, {', '.join(f.form for f in FAMILIES.values())} or one of {', '.join(ARCHITECTURES)}"
 
 
 def build_from_spec(
@@ -55,12 +59,9 @@ def build_from_spec(
             raise ModelSpecError(f"{spec} is a checkpoint and carries its weights; drop {given}.")
         return load_checkpoint(spec)
     kind, _, name = spec.partition(":")
-    if not (kind in LIBRARIES or (not name and kind in ARCHITECTURES)):
-        raise ModelSpecError(
-            f"unknown model spec {spec!r}: no checkpoint is there; use a checkpoint file, timm:NAME, "
-            f"torchvision:NAME or one of {', '.join(ARCHITECTURES)}."
-        )
-    if pretrained and kind not in LIBRARIES:
+    if not (kind in FAMILIES or (not name and kind in ARCHITECTURES)):
+        raise ModelSpecError(f"unknown model spec {spec!r}: no checkpoint is there; use {spec_forms()}.")
+    if pretrained and kind not in FAMILIES:
         raise ModelSpecError(f"{spec} is a project architecture without pretrained weights; drop --pretrained.")
     named = pretrained_weights(spec, pretrained)
     if named is not None:
@@ -73,12 +74,12 @@ def build_from_spec(
         return load(named), None
     if weights is None and not random_init:
         raise ModelSpecError(
-            f"{spec} needs weights: pass {'--pretrained, ' if kind in LIBRARIES else ''}--weights FILE, "
+            f"{spec} needs weights: pass {'--pretrained, ' if kind in FAMILIES else ''}--weights FILE, "
             "or --random-init to study an untrained model."
         )
     try:
         with seeded(seed):  # parameters that no reset_parameters() covers are drawn from the seed too
-            model = _construct(spec, kind, name, num_classes, in_channels)
+            model = _construct(kind, name, num_classes, in_channels)
     except (RuntimeError, ValueError, KeyError) as e:
         raise ModelSpecError(f"cannot build {spec}: {e}") from None
     if weights is not None:
@@ -87,18 +88,28 @@ def build_from_spec(
     return untrained(model, seed), None
 
 
-def _construct(spec: str, kind: str, name: str, num_classes: int | None, in_channels: int | None) -> nn.Module:
+def open_model(
+    spec: str,
+    *,
+    weights: str | Path | None = None,
+    pretrained: bool = False,
+    random_init: bool = False,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    seed: int = 0,
+) -> nn.Module:
+    """The model `spec` names, in eval mode: a checkpoint, a project architecture, `timm:NAME[.TAG]` or
+    `torchvision:NAME[.WEIGHTS]`, with the weights of `build_from_spec` (which also returns a
+    checkpoint's metadata). ModelSpecError or CheckpointError when it cannot be opened."""
+    return build_from_spec(spec, weights=weights, random_init=random_init, pretrained=pretrained,
+                           num_classes=num_classes, in_channels=in_channels, seed=seed)[0]
+
+
+def _construct(kind: str, name: str, num_classes: int | None, in_channels: int | None) -> nn.Module:
     """The module a non-checkpoint spec names, with its library's initial weights."""
     if not name and kind in ARCHITECTURES:
-        kwargs = {"num_classes": num_classes or 10, "in_channels": in_channels or 3}
-        return build_model(kind, **kwargs)
-    if kind == "timm":
-        import timm
-
-        return timm.create_model(name, pretrained=False)
-    import torchvision  # build_from_spec checked that the spec names one of these three kinds
-
-    return torchvision.models.get_model(name, weights=None)
+        return build_model(kind, num_classes=num_classes or 10, in_channels=in_channels or 3)
+    return FAMILIES[kind].build(name)  # build_from_spec checked that the spec names a family
 
 
 def pretrained_weights(spec: str, pretrained: bool = False) -> NamedWeights | None:
@@ -109,7 +120,7 @@ def pretrained_weights(spec: str, pretrained: bool = False) -> NamedWeights | No
     library's default weights.
     """
     kind, _, name = spec.partition(":")
-    if kind in LIBRARIES and (pretrained or "." in name):
+    if kind in FAMILIES and (pretrained or "." in name):
         return resolve(kind, name)
     return None
 

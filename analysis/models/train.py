@@ -23,14 +23,16 @@ from torch import nn
 from tqdm import tqdm
 
 from analysis.devices import resolve_device
-from analysis.errors import OptionError
-from analysis.files import check_creatable, replacing
+from analysis.files import check_replaceable, replacing
 from analysis.models.checkpoint import FORMAT, parameter_count, save_checkpoint
 from analysis.data import make_loader, open_data
 from analysis.models.architectures import build_model
 from analysis.models.precision import autocast
-from analysis.options import Range, check_fields
+from analysis.options import Help, Range, check_fields
 from analysis.versions import software_versions
+
+
+SCHEDULES = ("cosine", "step")  # the learning-rate schedules of TrainConfig.schedule
 
 
 @dataclass(frozen=True)
@@ -38,22 +40,24 @@ class TrainConfig:
     """One training run; saved in every checkpoint's metadata."""
 
     arch: str = "se_resnet20"
-    se: str = "se"  # "se", "nosqueeze" or "none"
-    reduction: Annotated[int, Range(1)] = 4  # r; small stages (16..64 channels) need a smaller r than ResNet-50's 16
-    width: Annotated[int | None, Range(1)] = None  # first-stage width; None = the architecture's default
+    se: Annotated[str, Help("SE block or the paper's ablations")] = "se"
+    reduction: Annotated[int, Range(1), Help(
+        "SE reduction ratio r; small stages (16..64 channels) need a smaller r than ResNet-50's 16")] = 4
+    width: Annotated[int | None, Range(1), Help("first-stage width (unset: the architecture's)")] = None
     data: str = "fashion-mnist"  # training spec; the test split is the same kind with :test
     epochs: Annotated[int, Range(1)] = 15
     batch_size: Annotated[int, Range(1)] = 128
-    lr: Annotated[float, Range(0)] = 0.1  # SGD, Nesterov momentum 0.9, scaled linearly with batch_size / 128
+    lr: Annotated[float, Range(0), Help("SGD with Nesterov momentum 0.9, scaled linearly with batch_size / 128")] = 0.1
     weight_decay: Annotated[float, Range(0)] = 5e-4
-    schedule: str = "cosine"  # "cosine" or "step" (x0.1 at 50% and 75% of the epochs)
-    pad: Annotated[int, Range(0)] = 2  # random translation in pixels
+    schedule: Annotated[str, Help("step: x0.1 at 50% and 75% of the epochs")] = "cosine"
+    pad: Annotated[int, Range(0), Help("random translation in pixels")] = 2
     flip: bool = True
     seed: Annotated[int, Range(0)] = 0
-    snapshots: tuple[int, ...] = (1, 2, 5, 10)  # epochs saved as epoch_NNN besides final
+    snapshots: Annotated[tuple[int, ...], Help("epochs saved as snapshots epoch_NNN beside final, comma-separated")] = (
+        1, 2, 5, 10)
     workers: Annotated[int, Range(0)] = 0
-    limit: Annotated[int | None, Range(1)] = None  # train on the first N samples only (tests)
-    test_limit: Annotated[int | None, Range(1)] = None
+    limit: Annotated[int | None, Range(1), Help("train on the first N samples only (tests)")] = None
+    test_limit: Annotated[int | None, Range(1), Help("evaluate on the first N test samples only (tests)")] = None
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -137,13 +141,7 @@ def is_checkpoint_folder(path: Path) -> bool:
 def check_checkpoint_folder(out: str | Path, overwrite: bool = False) -> Path:
     """Refuse, before training, an `out` that cannot be made, or that exists (without `overwrite`,
     or that is not a checkpoint folder `train` wrote: nothing else is ever replaced)."""
-    out = check_creatable(out)
-    if out.exists() and not overwrite:
-        raise OptionError(f"{out} already exists; choose another --out or pass --overwrite.")
-    if out.exists() and not is_checkpoint_folder(out):
-        raise OptionError(f"{out} is not a checkpoint folder that se-analysis wrote, so it is never replaced; "
-                          "choose another --out.")
-    return out
+    return check_replaceable(out, "a checkpoint folder", is_checkpoint_folder, overwrite=overwrite)
 
 
 def train(

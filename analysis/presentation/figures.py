@@ -1,4 +1,4 @@
-"""Figures of a run, drawn with seaborn/matplotlib from analysis.views outputs.
+"""Figures of a run, drawn with seaborn/matplotlib from analysis.presentation.views outputs.
 
 Every function returns a matplotlib Figure and reads nothing itself, so the dashboard and the
 reports draw the same pictures from the same numbers. Matrices too large for seaborn's heatmap
@@ -137,7 +137,7 @@ def shape_curve(blocks: pd.DataFrame, onsets: dict[str, str | None] | None = Non
 
 
 @styled
-def saturation(blocks: pd.DataFrame) -> Figure:
+def saturation_bars(blocks: pd.DataFrame) -> Figure:
     """Share of gates >= 0.9 and <= 0.1 per block, and the mean gate with its spread."""
     fig = StyledFigure(figsize=(12, 3.6), layout="constrained")
     ax, ax2 = fig.subplots(1, 2)

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from analysis.errors import OptionError
-from analysis.files import check_creatable, replacing
+from analysis.files import check_creatable, check_replaceable, replacing
 from analysis.measures.schema import ONSETS
 from analysis.presentation import figures, paper_page, views
 from analysis.presentation.html import data_uri, figure, html_page, table, text_list
@@ -47,9 +47,9 @@ def is_report_folder(path: Path) -> bool:
 
 def check_report_folder(folder: Path) -> None:
     """OptionError unless `folder` may be written: absent, or an earlier report."""
-    if folder.is_symlink() or (folder.exists() and not (folder.is_dir() and is_report_folder(folder))):
-        kind = "a run folder" if is_run_folder(folder) else "not a report folder that se-analysis wrote"
-        raise OptionError(f"{folder} is {kind}, so a report never replaces it; choose another --out.")
+    if is_run_folder(folder):
+        raise OptionError(f"{folder} is a run folder, so a report never replaces it; choose another --out.")
+    check_replaceable(folder, "a report folder", is_report_folder)
 
 
 @dataclass
@@ -97,7 +97,7 @@ def run_figures(run: Run) -> dict[str, Figure]:
     found = {
         "depth": figures.depth_curve(run.blocks, onsets),
         **({"shape": figures.shape_curve(run.blocks, onsets)} if views.present(run, ("shape_sep",)) else {}),
-        "saturation": figures.saturation(run.blocks),
+        "saturation": figures.saturation_bars(run.blocks),
         "profiles": figures.class_profiles({b: means[b] for b in blocks}, classes, names),
         "profiles_spread": figures.class_profiles({b: means[b] for b in blocks}, classes, names, spread=True),
         "heatmap": figures.class_channel_heatmap(focus_means, views.preferred_order(run, focus), focus_names, focus),

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import RunFolderError
+from analysis.data.labels import present_labels
 from analysis.experiments.paper import PAPER_BLOCKS
 from analysis.measures.saturation import SATURATION_RULE, saturated
 from analysis.measures.schema import ONSETS
@@ -44,8 +45,7 @@ def present_classes(run: Run) -> list[int]:
     of them only (an ImageNet folder of a few classes, --classes) or a --limit left some out. The
     class pickers, defaults, chance levels and class x class figures use these."""
     k = len(class_names(run))
-    count = run.gate_tensor(block_names(run)[0], "count").numpy().reshape(-1, k).sum(0)
-    return np.flatnonzero(count).tolist()
+    return list(present_labels(run.gate_tensor(block_names(run)[0], "count").numpy().reshape(-1, k).sum(0)))
 
 
 def present_means(run: Run, mean: np.ndarray) -> tuple[np.ndarray, list[str]]:

@@ -3,7 +3,7 @@
     runs/x/meta.json            what was analysed and how (model, data, gates, versions, onset)
     runs/x/stats.safetensors    the raw GateStats, enough to recompute every table or merge runs
     runs/x/inputs.safetensors   the GateStats of the SE blocks' squeezed inputs z (meta["inputs"]), if collected
-    runs/x/blocks.parquet       one row per SE block (see analysis.metrics)
+    runs/x/blocks.parquet       one row per SE block (see analysis.measures.tables)
     runs/x/channels.parquet     one row per gate channel
     runs/x/class_means.parquet  one row per block x class x channel
     runs/x/<extra>.parquet      tables added later by other commands (EXTRA_TABLES), e.g. ablations
@@ -34,8 +34,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from analysis.errors import OptionError, RunFolderError, first_line
-from analysis.files import check_creatable, claimed, manifest, recover, replacing, sha256
+from analysis.errors import RunFolderError, first_line
+from analysis.files import check_replaceable, claimed, manifest, recover, replacing, sha256
 from analysis.capture.stats import GateStats
 from analysis.models.controls import CONTROLS, control_folder
 from analysis.runs.meta import RUN_FORMAT, RUN_VERSION, RunMeta, StatsRecord, check_meta, read_document, read_meta, \
@@ -57,12 +57,7 @@ def is_run_folder(path: str | Path) -> bool:
 def check_writable(out: str | Path, overwrite: bool = False) -> Path:
     """Refuse early (before a long collection) to write where a run folder cannot be made, or to
     replace anything but a run folder, and that only with `overwrite`."""
-    out = check_creatable(out)
-    if out.exists() and not overwrite:
-        raise RunFolderError(f"{out} already exists; choose another --out or pass --overwrite.")
-    if out.exists() and not is_run_folder(out):
-        raise OptionError(f"{out} is not a run folder that se-analysis wrote, so it is never replaced; choose another --out.")
-    return out
+    return check_replaceable(out, "a run folder", is_run_folder, overwrite=overwrite, exists=RunFolderError)
 
 
 def write_run(

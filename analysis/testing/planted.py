@@ -15,8 +15,10 @@ import math
 import torch
 
 from analysis.capture.gates import Gate
+from analysis.capture.names import stage_name
 from analysis.capture.ranges import first_batch, histogram_edges
 from analysis.capture.stats import GateStats, StatsConfig
+from analysis.errors import OptionError
 
 RESNET50_CHANNELS = (256,) * 3 + (512,) * 4 + (1024,) * 6 + (2048,) * 3
 FIRST = 64  # samples of the first batch that sets each channel's histogram edges
@@ -24,9 +26,9 @@ FIRST = 64  # samples of the first batch that sets each channel's histogram edge
 
 def resnet_gates(channels: tuple[int, ...] = RESNET50_CHANNELS, blocks_per_stage: tuple[int, ...] = (3, 4, 6, 3)) -> list[Gate]:
     """Gates named like SE-ResNet's (SE_2_1 .. SE_5_3) with the given channel counts."""
-    names = [f"SE_{stage + 2}_{b + 1}" for stage, n in enumerate(blocks_per_stage) for b in range(n)]
+    names = [stage_name(stage + 2, b + 1) for stage, n in enumerate(blocks_per_stage) for b in range(n)]
     if len(names) != len(channels):
-        raise ValueError(f"{len(channels)} channel counts for {len(names)} blocks")
+        raise OptionError(f"{len(channels)} channel counts for {len(names)} blocks.")
     return [Gate(name, i + 1, f"synthetic.{name}", c) for i, (name, c) in enumerate(zip(names, channels))]
 
 

@@ -10,7 +10,7 @@ from dashboard.widgets import md, pick_classes, show
 
 
 def show_images(spec: str, ids: list[int]) -> None:
-    from analysis.data.sources import open_data
+    from analysis.data import open_data
 
     try:
         dataset = open_data(spec).dataset

@@ -1,25 +1,11 @@
-"""Saturation shares from histograms, and the one rule that calls a block saturated."""
+"""The one rule that calls a block saturated."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
-import pytest
 
-from analysis.measures.saturation import SATURATION_RULE, saturated, saturation
-
-
-def test_saturation_is_exact_on_bin_edges_and_linear_inside_a_bin() -> None:
-    counts = np.array([3, 1, 0, 0, 0, 0, 0, 0, 2, 4])  # B = 10: 0.1 and 0.9 are edges
-    high, low = saturation(counts)
-    assert (high, low) == (0.4, 0.3)
-    counts = np.array([4, 0, 0, 0, 0, 0, 0, 6])  # B = 8: 0.1 and 0.9 fall inside bins 0 and 7
-    high, low = saturation(counts)
-    assert high == pytest.approx(6 * (1 - 0.9) / (1 / 8) / 10)
-    assert low == pytest.approx(4 * 0.1 / (1 / 8) / 10)
-    assert all(math.isnan(v) for v in saturation(np.zeros(20)))
+from analysis.measures.saturation import SATURATION_RULE, saturated
 
 
 def test_a_block_is_saturated_when_half_of_its_gates_are_near_one() -> None:

@@ -81,7 +81,7 @@ def figure_inputs(tmp_path_factory) -> dict[str, tuple]:
     return {
         "depth_curve": (controls, onsets),
         "shape_curve": (controls, onsets),
-        "saturation": (run.blocks,),
+        "saturation_bars": (run.blocks,),
         "class_profiles": ({b: means[b] for b in views.default_blocks(run)}, [0, 2], names, True, 4),
         "class_channel_heatmap": (means[block][0], views.preferred_order(run, block), names, block),
         "gate_distributions": (views.gate_distribution(run, block, None, [0, 1]), block),

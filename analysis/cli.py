@@ -146,7 +146,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise RunFolderError(f"{args.runs} is not a folder of runs; make one with `se-analysis demo`.")
     app = dashboard_app()
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
-               "--server.address", args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+               "--server.address", args.address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--client.toolbarMode", "viewer"]  # a viewer's menu: no Deploy button
     env = {**os.environ, "SE_ANALYSIS_RUNS": str(args.runs.resolve())}
     os.execve(sys.executable, command, env)  # become the server, so signals reach it directly
 
@@ -192,8 +193,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _against_run(args: argparse.Namespace, function: Callable) -> tuple:
     """(run, model, loader, images): the run folder (RUN or --out) with the model and a loader of the
-    data, read from the run's meta.json where not given, checked to belong to it; `function`'s
-    options are checked first."""
+    data (the run's own images unless options say otherwise, which it prints), read from the run's
+    meta.json where not given, checked to belong to it; `function`'s options are checked first."""
     from analysis.devices import resolve_device
     from analysis.data.jpeg import make_image_loader
     from analysis.files import check_creatable
@@ -206,13 +207,14 @@ def _against_run(args: argparse.Namespace, function: Callable) -> tuple:
     if path is None:
         raise OptionError("name the run folder: se-analysis COMMAND RUN (or --out RUN).")
     device = resolve_device(args.device)
-    run, model, source = open_for_run(
+    run, model, source, limit, images = open_for_run(
         path, args.model, args.data, weights=args.weights, random_init=args.random_init, pretrained=args.pretrained,
-        image_size=args.image_size, classes=args.classes, per_class=args.per_class,
+        image_size=args.image_size, classes=args.classes, per_class=args.per_class, limit=args.limit,
     )
     check_creatable(run.path, "the run folder")  # where the new table goes, before the pass that makes it
-    loader = make_image_loader(source, args.batch_size, device, workers=args.workers, limit=args.limit)
-    return run, model.to(device), loader, min(len(source.dataset), args.limit or len(source.dataset))
+    print(f"{args.command}: {images}")
+    loader = make_image_loader(source, args.batch_size, device, workers=args.workers, limit=limit)
+    return run, model.to(device), loader, min(len(source.dataset), limit or len(source.dataset))
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -328,13 +330,15 @@ def _against_run_parser() -> argparse.ArgumentParser:
     from analysis.jobs import CollectJob
 
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("run", nargs="?", type=Path, help="run folder; model, weights and data default to its own")
+    p.add_argument("run", nargs="?", type=Path, help="run folder; model, weights and images default to its own")
     p.add_argument("--out", type=Path, help="the run folder, as an option")
     # Model and data are given only to override the run's own, and then checked against it.
-    texts = _registered()[0]
+    texts, choices = _registered()
     p.add_argument("--model", help=f"{texts['model']} (default: the run's)")
     p.add_argument("--data", help=f"{texts['data']} (default: the run's)")
-    _options(p, CollectJob, only=[name for name in MODEL_AND_DATA if name not in ("model", "data")])
+    own = {name: f"{texts[name]}; None: the run's own" for name in ("limit", "classes", "per_class")}
+    add_options(p, CollectJob, help={**texts, **own}, choices=choices,
+                only=[name for name in MODEL_AND_DATA if name not in ("model", "data")])
     _quiet(p)
     return p
 

@@ -143,7 +143,7 @@ def run_collect(job: CollectJob) -> Run | None:
         "pretrained": named.record() if named else None,
         "state_sha256": state_sha256(model),
         "random_init": untrained_record(model, job.seed, source) if weights_file is None and named is None else None,
-        "data": source.describe(),
+        "data": {**source.describe(), "limit": job.limit},
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "job": asdict(job),
         "processes": rank.world if rank else 1,

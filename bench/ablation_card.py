@@ -3,6 +3,7 @@ and the accuracy table of checkpoints/MODEL_CARD.md.
 
     python bench/ablation_card.py                         # collect, ablate, attribute, then write
     python bench/ablation_card.py --steps none            # only rewrite the page from the run
+    python bench/ablation_card.py --tiny --run R --out P --card C   # 64 images, one group (smoke test)
 
 Runs the `se-analysis` commands listed on the page, as a user would, and times each. Every number
 of the page comes from the run folder's tables and the recorded timings: nothing is typed by hand.
@@ -32,11 +33,15 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL, DATA = "checkpoints/fmnist_se20", "fashion-mnist:test"
 
 
-def commands(run: Path) -> dict[str, list[str]]:
-    common = ["--model", MODEL, "--data", DATA, "--out", str(run), "--quiet"]
+TINY = ["--limit", "64"]  # --tiny: the first 64 images, every group of blocks at once, few resamples
+
+
+def commands(run: Path, tiny: bool = False) -> dict[str, list[str]]:
+    common = ["--model", MODEL, "--data", DATA, "--out", str(run), "--quiet", *(TINY if tiny else [])]
     return {
         "collect": ["se-analysis", "collect", *common, "--batch-size", "500", "--overwrite"],
-        "ablate": ["se-analysis", "ablate", *common, "--batch-size", "500"],
+        "ablate": ["se-analysis", "ablate", *common, "--batch-size", "500",
+                   *(["--groups", "all", "--resamples", "20"] if tiny else [])],
         "attribute": ["se-analysis", "attribute", *common, "--batch-size", "250"],
     }
 
@@ -47,11 +52,11 @@ def hardware() -> str:
     return f"{os.cpu_count()}-core {platform.machine()} CPU ({cpu}), {torch.get_num_threads()} torch threads, fp32"
 
 
-def measure(run: Path, steps: list[str], timings_file: Path) -> None:
+def measure(run: Path, steps: list[str], timings_file: Path, tiny: bool) -> None:
     timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
     binary = Path(sys.executable).parent
     for step in steps:
-        command = commands(run)[step]
+        command = commands(run, tiny)[step]
         load_before = os.getloadavg()[0]
         start = time.perf_counter()
         subprocess.run([str(binary / command[0]), *command[1:]], cwd=ROOT, check=True)
@@ -104,7 +109,7 @@ def replace_between_markers(path: Path, name: str, text: str) -> None:
     path.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
 
 
-def page(run_path: Path, timings: dict) -> str:
+def page(run_path: Path, timings: dict, tiny: bool = False) -> str:
     run = load_run(run_path)
     iv = run.table("interventions")
     blocks = run.table("attribution_blocks")
@@ -120,7 +125,7 @@ def page(run_path: Path, timings: dict) -> str:
     timing_lines = "\n".join(
         f"| `{step}` | {t['seconds']:.0f} s | {t['load_before']:.1f} / {t['load_after']:.1f} |" for step, t in timings.items()
     )
-    command_lines = "\n".join(" ".join(c) for c in commands(run_path).values())
+    command_lines = "\n".join(" ".join(c) for c in commands(run_path, tiny).values())
     hw = next(iter(timings.values()))["hardware"] if timings else "unknown"
     return f"""# Interventions and attributions: fmnist_se20
 
@@ -178,12 +183,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "checkpoints" / "ABLATION.md")
     parser.add_argument("--card", type=Path, default=ROOT / "checkpoints" / "MODEL_CARD.md",
                         help="model card whose <!-- ablation:start/end --> section gets the accuracy table")
+    parser.add_argument("--tiny", action="store_true", help="64 images, all blocks as one group: does it run")
     args = parser.parse_args()
     timings_file = args.run.with_name(args.run.name + ".timings.json")
     steps = [s for s in args.steps.split(",") if s and s != "none"]
-    measure(args.run, steps, timings_file)
+    measure(args.run, steps, timings_file, args.tiny)
     timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
-    args.out.write_text(page(args.run, timings))
+    args.out.write_text(page(args.run, timings, args.tiny))
     replace_between_markers(args.card, "ablation", accuracy_table(load_run(args.run)))
     print(f"wrote {args.out} and the ablation table of {args.card}")
 

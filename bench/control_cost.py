@@ -1,7 +1,7 @@
 """What the untrained controls cost: `se-analysis demo` with and without them, and one collection pass
 of the trained network against one control pass, each in a fresh process (wall time, peak memory).
 
-    .venv/bin/python bench/control_cost.py [--rounds 2] [--threads 1]
+    .venv/bin/python bench/control_cost.py [--rounds 2] [--threads 1] [--tiny]
 
 Runs interleave (A B A B) so that a machine shared with other work slows both alike; the load
 average is printed beside each row. Prints one table.
@@ -56,19 +56,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--checkpoint", default=str(Path(__file__).resolve().parents[1] / "checkpoints" / "fmnist_se20"))
+    parser.add_argument("--tiny", action="store_true", help="100 images, one round (the smoke test)")
     args = parser.parse_args()
+    images, control_images, rounds = (100, 50, 1) if args.tiny else (10000, 2000, args.rounds)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        demo = ["demo", "--out", f"{tmp}/demo", "--reports", f"{tmp}/reports", "--quiet"]
+        demo = ["demo", "--out", f"{tmp}/demo", "--reports", f"{tmp}/reports", "--quiet", "--limit", str(images),
+                "--control-limit", str(control_images)]
         cases = {
-            "demo, controls (3 seeds x 2000 images)": DEMO.format(argv=demo),
+            f"demo, controls (3 seeds x {control_images} images)": DEMO.format(argv=demo),
             "demo, --control none": DEMO.format(argv=[*demo, "--control", "none"]),
         }
-        for name, limit, control in (("pass: trained, 10000 images", 10000, False),
-                                     ("pass: one control, 10000 images", 10000, True),
-                                     ("pass: one control, 2000 images", 2000, True)):
+        for name, limit, control in ((f"pass: trained, {images} images", images, False),
+                                     (f"pass: one control, {images} images", images, True),
+                                     (f"pass: one control, {control_images} images", control_images, True)):
             cases[name] = PASS.format(threads=args.threads, checkpoint=args.checkpoint, control=control, limit=limit)
-        for round_ in range(args.rounds):
+        for round_ in range(rounds):
             for name, code in cases.items():
                 found = measured(code, args.threads)
                 rows.append((round_, name, found["seconds"], found["peak_mib"], os.getloadavg()[0]))

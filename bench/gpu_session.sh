@@ -30,5 +30,5 @@ step "collection against plain inference, compiled (each mode compiles for a min
 timeout 240 $py bench/gpu_throughput.py --models timm:seresnet50 --compile-modes compile 2>&1 | tee -a "$out/gpu_throughput.txt"
 
 step "GPU tests"
-timeout 90 $py -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_jpeg.py 2>&1 | tail -n 5 | tee "$out/gpu_tests.txt"
+timeout 90 $py -m pytest -q -p no:cacheprovider tests/capture/test_gpu.py tests/data/test_jpeg.py 2>&1 | tail -n 5 | tee "$out/gpu_tests.txt"
 step done

@@ -1,82 +1,36 @@
-"""Wall time of the metrics at ImageNet scale on synthetic statistics.
+"""Time and memory of a run's tables at ImageNet scale, on planted GateStats.
 
-    python bench/metrics_scale.py [--classes 1000] [--val-per-class 50] [--threads 2] [--int32-hist]
+    python bench/metrics_scale.py [--classes 10,100,1000] [--threads 1] [--probe-max-classes N] [--tiny]
 
-16 blocks with SE-ResNet-50's channel counts (15,104 channels), K classes, S=8 shards, B=20 bins,
-16 reservoir vectors per class. `histogram()` widens the stored int32 counts to int64 on every call,
-as GateStats does; --int32-hist hands them over as stored. Prints one row per step: seconds (best
-of --repeats) and output size.
+16 blocks with SE-ResNet-50's channel counts (15,104 channels), K classes, 50 images per class,
+GateStats' default configuration (8 shards, 8 relabellings, 18 bins, 16 reservoir vectors per
+class), made by `analysis.testing.planted.planted_stats`. Each K runs in a process of its own, so that its
+peak memory (max RSS) is its own. One row per K: wall and CPU seconds of each table (best of
+--repeats), of which the logistic probes (the probe and its control task, every block), the
+statistics' size, the process's peak RSS. --probe-max-classes: the probes' class cap (default the library's,
+PROBE_MAX_CLASSES), to see what it costs. --tiny: 2 small blocks, K = 5 (the CI smoke test).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
+import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import torch
 
-from analysis import measures
+from analysis.testing.planted import planted_stats, resnet_gates
+from analysis.measures import tables
+from analysis.measures.probe import PROBE_MAX_CLASSES
 
-CHANNELS = [256] * 3 + [512] * 4 + [1024] * 6 + [2048] * 3
-
-
-@dataclass(frozen=True)
-class Gate:
-    name: str
-    depth: int
-    path: str
-    channels: int
+TINY_CHANNELS, TINY_STAGES = (16, 32), (1, 1)
 
 
-@dataclass
-class SyntheticStats:
-    """GateStats' reading interface over random tensors of the right shapes and dtypes."""
-
-    gates: list[Gate]
-    num_classes: int
-    class_names: list[str]
-    tensors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
-    widen_hist: bool = True
-
-    def moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        t = self.tensors[name]
-        return t["count"], t["sum"], t["sumsq"]
-
-    def histogram(self, name: str) -> torch.Tensor:
-        hist = self.tensors[name]["hist"]
-        return hist.long() if self.widen_hist else hist  # GateStats keeps int32, widens on reading
-
-    def reservoir(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        t = self.tensors[name]
-        return t["values"], t["labels"], torch.arange(t["labels"].numel())
-
-
-def synthetic(classes: int, per_class: int, shards: int, bins: int, reservoir: int) -> SyntheticStats:
-    g = torch.Generator().manual_seed(0)
-    gates = [Gate(f"SE_{i + 1}", i + 1, f"layer.{i}.se", c) for i, c in enumerate(CHANNELS)]
-    stats = SyntheticStats(gates, classes, [f"class {k}" for k in range(classes)])
-    count = torch.multinomial(torch.ones(shards), classes * per_class, replacement=True, generator=g)
-    count = torch.stack([torch.bincount(count[k * per_class : (k + 1) * per_class], minlength=shards)
-                         for k in range(classes)], 1)  # [S, K]
-    labels = torch.arange(classes).repeat_interleave(reservoir)
-    for gate in gates:
-        c = gate.channels
-        mean = torch.rand(1, classes, c, generator=g, dtype=torch.float64) * 0.6 + 0.2
-        n = count.to(torch.float64)[:, :, None]
-        total = n * mean
-        stats.tensors[gate.name] = {
-            "count": count,
-            "sum": total,
-            "sumsq": total * mean + n * 0.01,
-            "hist": torch.poisson(torch.full((classes, c, bins), per_class / bins), generator=g).int(),
-            "values": torch.rand(classes * reservoir, c, generator=g),
-            "labels": labels,
-        }
-    return stats
-
-
-def best(fn, repeats: int) -> tuple[float, float, object]:
+def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]:
     """(wall seconds, CPU seconds of this process over all its threads, result) of the fastest run."""
     runs, out = [], None
     for _ in range(repeats):
@@ -87,32 +41,67 @@ def best(fn, repeats: int) -> tuple[float, float, object]:
     return wall, cpu, out
 
 
+def charged(function: Callable, spent: list[float]) -> Callable:
+    """`function`, adding the CPU seconds of each call to spent[0]."""
+
+    def timed_call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        start = time.process_time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            spent[0] += time.process_time() - start
+
+    return timed_call
+
+
+def measure(classes: int, repeats: int, tiny: bool, cap: int) -> dict[str, float]:
+    """The row of one K, measured in this process."""
+    gates = resnet_gates(TINY_CHANNELS, TINY_STAGES) if tiny else resnet_gates()
+    stats = planted_stats(gates, classes)
+    size = sum(t.numel() * t.element_size() for t in stats.fused.values())
+    t_ch, c_ch, channels = timed(lambda: tables.channel_table(stats), repeats)
+    spent = [0.0]  # the logistic probes' share of block_table (both probes of every block)
+    tables.probe = charged(tables.probe, spent)
+    t_bl, c_bl, _ = timed(lambda: tables.block_table(stats, channels=channels, probe_max_classes=cap), repeats)
+    c_pr = spent[0] / repeats
+    t_cm, c_cm, _ = timed(lambda: tables.class_mean_table(stats), 1)
+    return {"classes": classes, "channels": sum(g.channels for g in gates), "stats_gib": size / 2**30,
+            "channel_table": c_ch, "block_table": c_bl, "probes": c_pr, "class_mean_table": c_cm,
+            "wall": t_ch + t_bl + t_cm, "cpu": c_ch + c_bl + c_cm,
+            "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+COLUMNS = [("classes", "K", "{:.0f}"), ("channels", "channels", "{:.0f}"), ("stats_gib", "stats GiB", "{:.2f}"),
+           ("channel_table", "channels cpu s", "{:.2f}"), ("block_table", "blocks cpu s", "{:.2f}"),
+           ("probes", "of which probes", "{:.2f}"), ("class_mean_table", "class means cpu s", "{:.2f}"),
+           ("cpu", "all cpu s", "{:.2f}"), ("wall", "all wall s", "{:.2f}"), ("peak_gib", "peak RSS GiB", "{:.2f}")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--classes", type=int, default=1000)
-    ap.add_argument("--val-per-class", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--int32-hist", action="store_true", help="histogram() returns int32, unwidened")
+    ap.add_argument("--classes", default="10,100,1000", help="comma-separated K, one process each")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--probe-max-classes", type=int, default=PROBE_MAX_CLASSES, help="the probes' class cap")
+    ap.add_argument("--tiny", action="store_true", help="2 small blocks, K = 5: does it run (CI)")
+    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child: measure this K, print JSON
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    stats = synthetic(args.classes, args.val_per_class, shards=8, bins=20, reservoir=16)
-    stats.widen_hist = not args.int32_hist
-    t_ch, c_ch, channels = best(lambda: measures.channel_table(stats), args.repeats)
-    t_bl, c_bl, blocks = best(lambda: measures.block_table(stats, channels=channels), args.repeats)
-    t_pr, c_pr, _ = best(lambda: [measures.probe(*stats.reservoir(g.name)[:2]) for g in stats.gates], args.repeats)
-    t_cm, c_cm, means = best(lambda: measures.class_mean_table(stats), 1)
-    print(f"K={args.classes}, {sum(CHANNELS)} channels in {len(CHANNELS)} blocks, "
-          f"{args.threads} threads, histogram {'int32' if args.int32_hist else 'int64'}")
-    print(f"{'step':<34}{'wall s':>8}{'cpu s':>8}{'rows':>12}")
-    for name, wall, cpu, rows in [
-        ("channel_table", t_ch, c_ch, len(channels)),
-        ("block_table(channels=...)", t_bl, c_bl, len(blocks)),
-        ("  of which probe (all blocks)", t_pr, c_pr, ""),
-        ("channel_table + block_table", t_ch + t_bl, c_ch + c_bl, ""),
-        ("class_mean_table", t_cm, c_cm, len(means)),
-    ]:
-        print(f"{name:<34}{wall:>8.2f}{cpu:>8.2f}{rows:>12}")
+    if args.one is not None:
+        print(json.dumps(measure(args.one, args.repeats, args.tiny, args.probe_max_classes)))
+        return
+    ks = [5] if args.tiny else [int(k) for k in args.classes.split(",")]
+    rows = []
+    for k in ks:
+        command = [sys.executable, __file__, "--one", str(k), "--threads", str(args.threads), "--repeats",
+                   str(args.repeats), "--probe-max-classes", str(args.probe_max_classes), *(["--tiny"] if args.tiny else [])]
+        rows.append(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
+    print(f"tables of planted GateStats, {args.threads} intra-op thread(s), best of {args.repeats}, "
+          f"probes on at most {args.probe_max_classes} classes")
+    print("".join(f"{title:>18}" for _, title, _ in COLUMNS))
+    for row in rows:
+        print("".join(f"{fmt.format(row[key]):>18}" for key, _, fmt in COLUMNS))
+
 
 if __name__ == "__main__":
     main()

@@ -104,10 +104,10 @@ def subsets(stats, controls: list, names: list[str]) -> None:
         print(f"{n_images:>6} images: " + "; ".join(found))
 
 
-def bias() -> None:
+def bias(datasets: int = 20) -> None:
     """Each yardstick's estimate against its population value on a block whose common curve is
     flatter (spread 1e-3) than the noise of its estimate (within-class SD 0.05, 150 images a class)."""
-    print("\n## estimator bias on a flat common curve (spread 1e-3, noise 0.05, 900 images): mean over 20 data sets\n")
+    print(f"\n## estimator bias on a flat common curve (spread 1e-3, noise 0.05, 900 images): mean over {datasets} data sets\n")
     block = planted_block("own", np.random.default_rng(0), spread=1e-3, size=0.01)
     block = Planted(block.means, noise=0.05)
     m = block.means.mean(0)
@@ -119,7 +119,7 @@ def bias() -> None:
     truth = {"spread of m": residual / m.std(), "within-class SD": residual / block.noise,
              "gate SD": residual / np.sqrt(block.noise**2 + (block.means - m).var(0).mean() + m.var())}
     estimates = {k: [] for k in YARDSTICKS}
-    for seed in range(20):
+    for seed in range(datasets):
         stats = planted_stats({"B": block}, 900, seed, permutations=0, reservoir=1)
         for k, v in shapes(layout(stats, "B")).items():
             if k in estimates:
@@ -128,12 +128,12 @@ def bias() -> None:
         print(f"{k:<16} population {truth[k]:.4g}, estimate {np.mean(estimates[k]):.4g} +- {np.std(estimates[k]):.2g}")
 
 
-def planted() -> None:
+def planted(images: int = 2000) -> None:
     trained, controls = notion_cases()
     names = [g.name for g in trained.gates]
     table(f"planted: {', '.join(f'{n} {k}' for n, k in zip(names, TRAINED))}; controls {CONTROL[0]}",
           trained, list(controls.values()), names)
-    x, y = flat_data(2000)
+    x, y = flat_data(images)
     net = FlatProfileNet().centre(flat_data(20000, seed=123)[0])
     stats = collect(net, batches(x, y, 500), 10, progress=False, inputs=False, control="untrained", control_seeds=3)
     names = [g.name for g in stats.gates]
@@ -144,7 +144,7 @@ def planted() -> None:
 def shipped(run: Run) -> None:
     controls = [c.stats for c in run.controls()]
     names = run.blocks["block"].tolist()
-    table(f"{run.meta.get('model')} on {run.meta['stats']['samples']} images, {len(controls)} untrained seeds",
+    table(f"{run.meta.model} on {run.meta.stats.samples} images, {len(controls)} untrained seeds",
           run.stats, controls, names)
     subsets(run.stats, controls, names)
 
@@ -152,10 +152,11 @@ def shipped(run: Run) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", nargs="?", help="a run folder with its untrained controls (the shipped network's)")
+    parser.add_argument("--tiny", action="store_true", help="fewer images and data sets (the smoke test)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    planted()
-    bias()
+    planted(500 if args.tiny else 2000)
+    bias(3 if args.tiny else 20)
     if args.run:
         shipped(load_run(args.run))
 

@@ -2,6 +2,7 @@
 
     se-analysis collect --model checkpoints/fmnist_se20 --data fashion-mnist:test --control-seeds 5 --out runs/ship5
     .venv/bin/python bench/validate_notions.py runs/ship5 [--resamples 200]
+    .venv/bin/python bench/validate_notions.py --tiny     # collects a 200-image run first (the smoke test)
 
 Plain forward hooks of this script record every gate vector of the trained network and of each
 untrained seed over the run's images (the models rebuilt from the run's meta.json: the checkpoint,
@@ -19,16 +20,20 @@ from __future__ import annotations
 
 import argparse
 import math
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import stats as sps
 
+from analysis.cli import main as cli_main
 from analysis.data import make_loader
 from analysis.models.controls import untrained
 from analysis.models.spec import open_model_and_data
 from analysis.runs.folder import Run, load_run
 
+CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "fmnist_se20"
 POINT_TOLERANCE = 1e-6
 SHARE_TOLERANCE = 0.10
 
@@ -101,13 +106,24 @@ def compare(label: str, mine: float, theirs: float, tolerance: float) -> bool:
     return ok
 
 
-def main() -> None:  # long: one report, read top to bottom
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run")
+    parser.add_argument("run", nargs="?")
     parser.add_argument("--resamples", type=int, default=200)
+    parser.add_argument("--tiny", action="store_true", help="collect a run of 200 images with one seed in a "
+                                                            "temporary folder and validate it (the smoke test)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    run = load_run(args.run)
+    if args.tiny:
+        with tempfile.TemporaryDirectory() as tmp:
+            assert cli_main(["collect", "--model", str(CHECKPOINT), "--data", "fashion-mnist:test", "--limit", "200",
+                             "--control-seeds", "1", "--out", f"{tmp}/run", "--quiet"]) == 0
+            validate(load_run(f"{tmp}/run"), 10)
+    else:
+        validate(load_run(args.run), args.resamples)
+
+
+def validate(run: Run, resamples: int) -> None:  # long: one report, read top to bottom
     job = run.meta.job
     model, _, source = open_model_and_data(run.meta.model, "fashion-mnist:test", seed=job.seed if job else 0)
     limit = run.meta.stats.samples
@@ -142,11 +158,11 @@ def main() -> None:  # long: one report, read top to bottom
 
     rng = np.random.default_rng(0)
     draws = {name: [] for name in names}
-    for _ in range(args.resamples):
+    for _ in range(resamples):
         pick = rng.integers(0, len(y), len(y))
         for name in names:
             draws[name].append(block_statistics(gates[name][pick], y[pick], classes))
-    print(f"\nimage bootstrap: {args.resamples} resamples x {len(seeds)} seeds (detectable: resamples); "
+    print(f"\nimage bootstrap: {resamples} resamples x {len(seeds)} seeds (detectable: resamples); "
           f"share of the run's onset block within {SHARE_TOLERANCE} of its certainty")
     for notion, record in run.document["onset"]["notions"].items():
         if record["status"] == "undetermined":
@@ -159,7 +175,7 @@ def main() -> None:  # long: one report, read top to bottom
         top = np.max(bands, axis=0) if statistic else None
         mine = onset(passes(notion, values, blocks, top, rules), names)
         found = []
-        for r in range(args.resamples):
+        for r in range(resamples):
             resampled = {k: np.array([draws[n][r][k] for n in names]) for k in stat_keys}
             for b in bands:
                 found.append(onset(passes(notion, resampled, blocks, b, rules), names))

@@ -14,17 +14,9 @@ import streamlit as st
 
 from analysis.errors import AnalysisError
 from dashboard import loaders
-from dashboard.widgets import md, warnings
+from dashboard.widgets import PAGES, md, warnings
 
 SCREENS = Path(__file__).resolve().parent / "screens"
-PAGES = {  # url_path: (file, title); the first is the default page, at /
-    "overview": ("overview.py", "Overview"),
-    "blocks": ("blocks.py", "Block explorer"),
-    "channels": ("channels.py", "Channel explorer"),
-    "classes": ("classes.py", "Classes"),
-    "compare": ("compare.py", "Compare"),
-    "interventions": ("interventions.py", "Interventions"),
-}
 
 
 def pick_run(names: list[str]) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 import streamlit as st
@@ -19,6 +20,7 @@ from matplotlib.figure import Figure
 from analysis.errors import AnalysisError, RunFolderError
 from analysis.presentation import figures, views
 from analysis.runs.folder import Run, load_run
+from dashboard import charts
 
 SCREEN_POINTS = 1000  # points per line, columns per heatmap: about two per pixel of a panel at 90 dpi
 RUNS_ENV = "SE_ANALYSIS_RUNS"
@@ -33,14 +35,29 @@ def run_folders(root: Path) -> list[str]:
     """Run folders under root (up to two levels deep), as paths relative to root.
 
     Folders without meta.json are listed too (unless they group runs), so a broken run says why.
-    A folder that is a link out of root is not listed (one holding such links is: `stamp` says why).
+    A folder inside a run folder is part of that run (a control such as RUN/untrained), never a run
+    of its own. A folder that is a link out of root is not listed (one holding such links is: `stamp`
+    says why).
     """
     if not root.is_dir():
         return []
     found = {p.parent for pattern in ("*/meta.json", "*/*/meta.json") for p in root.glob(pattern)}
+    found = {p for p in found if p.parent == root or not (p.parent / "meta.json").exists()}
     found |= {p for p in root.iterdir() if p.is_dir() and not any(f.parent == p for f in found)}
     return sorted(str(p.relative_to(root)) for p in found
                   if not p.name.startswith(".") and p.resolve().is_relative_to(root))
+
+
+def training_order(runs: dict[str, Run]) -> list[str]:
+    """Run names by folder, then by the epoch of their checkpoint where recorded (an epoch snapshot's
+    meta.json has it), then by name with numbers in numeric order (epoch_2 before epoch_10)."""
+    def key(name: str) -> tuple:
+        checkpoint = runs[name].meta.checkpoint
+        epoch = checkpoint.epoch if checkpoint else None
+        parts = [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name)]
+        folder, _, _ = name.rpartition("/")
+        return folder, epoch if isinstance(epoch, int) else float("inf"), parts
+    return sorted(runs, key=key)
 
 
 def inside(root: Path, name: str) -> Path:
@@ -87,45 +104,69 @@ def png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-@st.cache_data(max_entries=256, show_spinner=False)
-def figure(kind: str, path: str, files: tuple, key: tuple) -> bytes:
-    """One figure of one run as PNG bytes; `key` holds the view's choices (blocks, classes, ...)."""
+def _draw(kind: str, path: str, files: tuple, key: tuple) -> Figure:
+    """The matplotlib figure `kind` of one run (figure's docstring)."""
     run = open_run(path, files)
-    names = views.class_names(run)
     onsets = {o["label"]: o["block"] for o in views.onsets(run)}
     if kind == "depth":
-        return png(figures.depth_curve(run.blocks, onsets))
+        return figures.depth_curve(run.blocks, onsets)
     if kind == "shape":
-        return png(figures.shape_curve(run.blocks, onsets))
+        return figures.shape_curve(run.blocks, onsets)
     if kind == "saturation":
-        return png(figures.saturation_bars(run.blocks))
+        return figures.saturation_bars(run.blocks)
+    if kind == "interventions":  # key: ("block",) the single blocks, ("group",) stages, sets and all
+        rows = views.block_interventions(run) if key == ("block",) else views.intervention_rows(run)
+        return figures.intervention_effects(rows if key == ("block",) else rows[rows["kind"] != "block"])
+    if kind == "attributions":
+        return figures.attribution_depth(run.table("attribution_blocks"))
     means = class_means(path, files)
     if kind == "profiles":
         blocks, classes, spread = key
-        return png(figures.class_profiles({b: means[b] for b in blocks}, list(classes), names, spread,
-                                          max_points=SCREEN_POINTS))
-    if kind == "heatmap":
-        (block,) = key
-        mean, shown = views.present_means(run, means[block][0])
-        return png(figures.class_channel_heatmap(mean, views.preferred_order(run, block), shown, block,
-                                                 max_columns=SCREEN_POINTS))
+        return figures.class_profiles({b: means[b] for b in blocks}, list(classes), views.class_names(run), spread,
+                                      max_points=SCREEN_POINTS)
     if kind == "distribution":
         block, channel, classes = key
         title = f"{block}" + (f" channel {channel}" if channel is not None else " (all channels)")
-        return png(figures.gate_distributions(views.gate_distribution(run, block, channel, list(classes)), title))
+        return figures.gate_distributions(views.gate_distribution(run, block, channel, list(classes)), title)
     if kind == "similarity":
         (block,) = key
         mean, shown = views.present_means(run, means[block][0])
-        return png(figures.similarity_matrix(views.class_similarity(mean), shown, block))
+        return figures.similarity_matrix(views.class_similarity(mean), shown, block)
     raise ValueError(kind)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def figure(kind: str, path: str, files: tuple, key: tuple) -> bytes:
+    """One figure of one run as PNG bytes: depth, shape, saturation, interventions, attributions,
+    profiles, distribution or similarity; `key` holds the view's choices (blocks, classes, ...)."""
+    return png(_draw(kind, path, files, key))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def heatmap(path: str, files: tuple, block: str) -> charts.Heatmap:
+    """The class x channel heatmap of one block, for charts.heatmap_chart."""
+    run = open_run(path, files)
+    mean, shown = views.present_means(run, class_means(path, files)[block][0])
+    return charts.heatmap(run, block, mean, shown, SCREEN_POINTS)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def compare_figure(runs: tuple[tuple[str, str, tuple], ...], metric: str) -> bytes:
+    """The Compare page's figure of the runs (name, path, stamp), in that order."""
+    return png(figures.compare_curves(views.compare({name: open_run(path, files) for name, path, files in runs}), metric))
+
+
+def default_block(run: Run) -> str:
+    """The block a page shows first: the shape onset, where gating becomes class-specific, else the last."""
+    onset = views.summary(run)["onset"]
+    return onset if onset in views.block_names(run) else views.block_names(run)[-1]
 
 
 def block_explorer_defaults(run: Run) -> list[tuple[str, tuple]]:
     """(kind, key) of each figure the Block explorer shows with its default choices."""
-    last = views.block_names(run)[-1]
     classes = tuple(views.spread_out(views.present_classes(run), 4))
-    return [("profiles", (tuple(views.default_blocks(run)), classes, False)), ("heatmap", (last,)),
-            ("distribution", (last, None, classes))]
+    return [("profiles", (tuple(views.default_blocks(run)), classes, False)),
+            ("distribution", (default_block(run), None, classes))]
 
 
 def first_load(path: Path) -> Run:
@@ -139,6 +180,7 @@ def first_load(path: Path) -> Run:
     class_means(str(path), files)  # the one slow read
     for kind, key in block_explorer_defaults(run):
         figure(kind, str(path), files, key)
+    heatmap(str(path), files, default_block(run))
     return run
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
@@ -50,6 +51,7 @@ from analysis.capture.collect import model_device
 from analysis.capture.hooks import ForwardHooks
 from analysis.data.labels import check_labels
 from analysis.errors import DataError, InterventionError
+from analysis.experiments.replay import Prefix
 from analysis.measures.saturation import saturated
 from analysis.capture.gates import Gate
 from analysis.capture.names import stage_group, stage_of
@@ -118,47 +120,65 @@ def run_gate_means(run: Run, gates: list[Gate]) -> dict[str, tuple[torch.Tensor,
     return means
 
 
-class GateReplacement(ForwardHooks):
-    """Forward hooks that replace the outputs of the gates named in `blocks` by `intervention`;
-    the other gates pass unchanged (a hook returning None keeps the output).
+@dataclass(frozen=True)
+class Intervention:
+    """The gates of `blocks` replaced by `how`, one of INTERVENTIONS."""
 
-        with GateReplacement(model, gates, run_gate_means(run, gates)) as hooks:
-            hooks.begin_batch(y)
-            hooks.blocks, hooks.intervention = {"SE_4_3"}, "mean"
+    blocks: frozenset[str]
+    how: str
+
+
+def derangement(n: int, generator: torch.Generator) -> torch.Tensor:
+    """[n] int64: the image whose gates each image takes under `shuffle`: in a random order of the
+    batch, each takes the gates of the one before it, so none keeps its own (for n >= 2)."""
+    order = torch.randperm(n, generator=generator)
+    taken = torch.empty_like(order)
+    taken[order] = order.roll(1)
+    return taken
+
+
+class GateReplacement(ForwardHooks):
+    """Forward hooks that replace the outputs of the gates of `intervention.blocks` by
+    `intervention.how` in every pass inside the context; the other gates pass unchanged (a hook
+    returning None keeps the output).
+
+        with GateReplacement(model, gates, means, Intervention(frozenset({"SE_4_3"}), "mean")):
             logits = model(x)
+
+    `means`: per gate (data set mean [C], class means [K, C]) on the model's device, as
+    `run_gate_means` gives them (read by mean and class-mean); `labels` [N]: the images' true
+    classes (class-mean); `order` [N]: the image whose gates each image takes (shuffle, see
+    `derangement`). Raises InterventionError when the intervention lacks what it reads.
     """
 
     def __init__(
-        self, model: nn.Module, gates: list[Gate], means: dict[str, tuple[torch.Tensor, torch.Tensor]], seed: int = 0
+        self, model: nn.Module, gates: list[Gate], means: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        intervention: Intervention, *, labels: torch.Tensor | None = None, order: torch.Tensor | None = None,
     ) -> None:
         super().__init__(model, gates, self._swap)
-        device = model_device(model)
-        self.means = {name: (m.float().to(device), c.float().to(device)) for name, (m, c) in means.items()}
-        self.generator = torch.Generator().manual_seed(seed)
-        self.blocks: frozenset[str] | set[str] = frozenset()
-        self.intervention = "ones"
-        self.labels: torch.Tensor | None = None
-        self.perm: torch.Tensor | None = None
-
-    def begin_batch(self, labels: torch.Tensor) -> None:
-        """Set the batch's true labels (for class-mean) and draw its derangement (for shuffle):
-        in a random order of the batch, each image takes the gates of the one before it."""
-        order = torch.randperm(len(labels), generator=self.generator)
-        perm = torch.empty_like(order)
-        perm[order] = order.roll(1)
-        self.labels, self.perm = labels, perm.to(labels.device)
+        how = intervention.how
+        if how not in INTERVENTIONS:
+            raise InterventionError(f"intervention {how!r} is not one of {', '.join(INTERVENTIONS)}.")
+        needs = {"class-mean": ("labels", labels), "shuffle": ("order", order)}
+        if how in needs and needs[how][1] is None:
+            raise InterventionError(f"the intervention {how} needs the batch's {needs[how][0]}.")
+        missing = [name for name in intervention.blocks if how in ("mean", "class-mean") and name not in means]
+        if missing:
+            raise InterventionError(f"the intervention {how} needs the run's mean gates of {', '.join(sorted(missing))}.")
+        self.intervention, self.means, self.labels, self.order = intervention, means, labels, order
 
     def _swap(self, gate: Gate, output: Any) -> torch.Tensor | None:
-        return self.replace(gate, output) if gate.name in self.blocks else None
+        return self.replace(gate, output) if gate.name in self.intervention.blocks else None
 
     def replace(self, gate: Gate, out: torch.Tensor) -> torch.Tensor:
-        """The gate output `out` [N, C, ...] under the current intervention, same shape and dtype."""
-        if self.intervention == "ones":
+        """The gate output `out` [N, C, ...] under the intervention, same shape and dtype."""
+        how = self.intervention.how
+        if how == "ones":
             return torch.ones_like(out)
-        if self.intervention == "shuffle":
-            return out[self.perm]
+        if how == "shuffle":
+            return out[self.order]
         mean, class_mean = self.means[gate.name]
-        vectors = mean[None] if self.intervention == "mean" else class_mean[self.labels]
+        vectors = mean[None] if how == "mean" else class_mean[self.labels]
         if out.shape[1] != vectors.shape[1]:
             raise InterventionError(f"gate {gate.name} has {out.shape[1]} channels, its run means {vectors.shape[1]}.")
         return torch.empty_like(out).copy_(vectors.view(*vectors.shape, *[1] * (out.dim() - 2)))
@@ -200,8 +220,8 @@ def predicted_removable(blocks: pd.DataFrame, min_excess: float) -> pd.Series:
 
 
 def _known_classes(means: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """[K] bool: the classes whose class-mean gates the run holds in every block (those it has images of)."""
-    return torch.stack([~cm.isnan().any(1) for _, cm in means.values()]).all(0)
+    """[K] bool on the CPU: the classes whose class-mean gates the run holds in every block (those it has images of)."""
+    return torch.stack([~cm.isnan().any(1) for _, cm in means.values()]).all(0).cpu()
 
 
 def _require_known(run: Run, known: torch.Tensor, labels: torch.Tensor) -> None:
@@ -242,13 +262,14 @@ def ablate(
     precision = autocast(device, amp)
     gates = run_gates(run, model)
     group_list = block_groups(gates, groups)
-    settings = [(frozenset(blocks), how) for _, _, blocks in group_list for how in interventions]
+    settings = [Intervention(frozenset(blocks), how) for _, _, blocks in group_list for how in interventions]
     k = run.meta.stats.config.num_classes
-    means = run_gate_means(run, gates)
+    means = {name: (m.float().to(device), c.float().to(device)) for name, (m, c) in run_gate_means(run, gates).items()}
     known = _known_classes(means)
+    generator = torch.Generator().manual_seed(seed)
+    prefix = Prefix(model, gates)
     correct, losses = [], []
     with (
-        GateReplacement(model, gates, means, seed) as hooks,
         torch.inference_mode(),
         tqdm(total=total, unit="img", disable=not progress, file=sys.stderr, desc="ablate") as bar,
     ):
@@ -257,18 +278,17 @@ def ablate(
             if "class-mean" in interventions:
                 _require_known(run, known, y)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            hooks.begin_batch(y)
-            batch_correct, batch_loss = [], []
-            for blocks, how in [(frozenset(), "ones"), *settings]:  # first the plain model
-                hooks.blocks, hooks.intervention = blocks, how
-                with precision:
-                    logits = model(x).float()
-                if logits.shape[1] != k:
-                    raise InterventionError(f"the model has {logits.shape[1]} outputs, the run's data {k} classes.")
-                batch_correct.append(logits.argmax(1) == y)
-                batch_loss.append(F.cross_entropy(logits, y, reduction="none"))
-            correct.append(torch.stack(batch_correct))
-            losses.append(torch.stack(batch_loss))
+            order = derangement(len(y), generator).to(device)
+            with precision, prefix.recorded():
+                outcomes = [model(x).float()]  # the plain model, its modules recorded
+            if outcomes[0].shape[1] != k:
+                raise InterventionError(f"the model has {outcomes[0].shape[1]} outputs, the run's data {k} classes.")
+            for intervention in settings:  # each replays what ran before its first changed gate
+                with (precision, prefix.replayed(prefix.first(intervention.blocks)),
+                      GateReplacement(model, gates, means, intervention, labels=y, order=order)):
+                    outcomes.append(model(x).float())
+            correct.append(torch.stack([logits.argmax(1) == y for logits in outcomes]))
+            losses.append(torch.stack([F.cross_entropy(logits, y, reduction="none") for logits in outcomes]))
             bar.update(len(y))
     if not correct:
         raise DataError("the data source yielded no samples.")

@@ -19,6 +19,7 @@ import torch
 from scipy import sparse
 from scipy import stats as sps
 
+from analysis.capture.keys import sample_hash
 from analysis.measures._arrays import Array, as_numpy
 
 PROBE_STD_FLOOR = 1e-6  # smallest feature std used to standardise the probe's inputs
@@ -47,6 +48,18 @@ def stratified_folds(labels: Array, folds: int, seed: int) -> np.ndarray:
     fold = np.empty(y.size, dtype=np.int64)
     fold[order] = np.arange(y.size) % folds
     return fold
+
+
+def control_labels(labels: Array, ids: Array, seed: int) -> np.ndarray:
+    """The control task's labels (Hewitt & Liang 2019): the true labels dealt out again, in order
+    of sample id, to the samples in a seeded order (a hash of the id). Each class keeps its count, so
+    the control's chance level is the probe's, and the labels depend on the samples alone, not on the
+    order they are listed in. labels [n], ids [n] int -> [n] int64."""
+    y, i = as_numpy(labels).astype(np.int64), as_numpy(ids).astype(np.int64)
+    dealt = np.argsort(as_numpy(sample_hash(torch.from_numpy(i), seed)[1]), kind="stable")
+    out = np.empty_like(y)
+    out[dealt] = y[np.argsort(i, kind="stable")]
+    return out
 
 
 def _probe_set(values: Array, labels: Array, folds: int, seed: int, max_classes: int | None):
@@ -93,10 +106,10 @@ def fit_logistic(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Multinomial L2 logistic regression, full-batch L-BFGS: (W [C, K], b [K]) minimising
     mean cross-entropy + |W|^2 / (2 c n), scikit-learn's C sum CE + |W|^2 / 2 scaled by 1/(c n)
-    (the intercept unpenalised, as there). z [n, C] (float64 on the CPU, float32 on a GPU), y [n].
+    (the intercept unpenalised, as there). z [n, C] float (the probe's: float32), y [n].
 
-    Batched: z [F, n, C] with `weight` [F, n] (1 for a row in problem f's training set, else 0)
-    fits F independent problems in one L-BFGS run, (W [F, C, K], b [F, K]): their losses add up
+    Batched: z [F, n, C], y [n] or [F, n], with `weight` [F, n] (1 for a row in problem f's training
+    set, else 0) fits F independent problems in one L-BFGS run, (W [F, C, K], b [F, K]): their losses add up
     with disjoint parameters, so the joint minimum is each one's, and one run of small kernels
     replaces F (the cross-validation folds cost little more than one fit)."""
     single = z.dim() == 2
@@ -124,10 +137,32 @@ def fit_logistic(
     return (weights[0], bias[0]) if single else (weights, bias)
 
 
-def _standardised(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both standardised with the training part's mean and population std (floor PROBE_STD_FLOOR)."""
+def _fold_features(x: torch.Tensor, test: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training [m, r], test [t, r]) float32 features of the fold whose test rows are `test`: the
+    vectors x [n, C] standardised with the training part's mean and population std (floor
+    PROBE_STD_FLOOR), r = C. With at most half as many training vectors as channels, their
+    coordinates in an orthonormal basis of the training vectors' span instead (r = m): the loss
+    reads the weights only through that span and the L2 penalty only grows outside it, so the fit
+    and its predictions are the same, at m / C of the cost per iteration (the basis costs two)."""
+    train = torch.cat([x[: test.start], x[test.stop :]])
     mu, sd = train.mean(0), train.std(0, correction=0).clamp_min(PROBE_STD_FLOOR)
-    return (train - mu) / sd, (test - mu) / sd
+    z_train, z_test = (((part - mu) / sd).float() for part in (train, x[test]))
+    if 2 * len(z_train) > z_train.shape[1]:
+        return z_train, z_test
+    basis = torch.linalg.qr(z_train.T).Q  # [C, m] orthonormal columns spanning the training vectors
+    return z_train @ basis, z_test @ basis
+
+
+def _stacked(parts: list[torch.Tensor], labels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(features [F, m, r], labels [F, m], weight [F, m]) of F problems of up to m rows and r
+    features, zero-padded; weight 1 on each problem's own rows."""
+    m, r = max(len(p) for p in parts), max(p.shape[1] for p in parts)
+    z = parts[0].new_zeros(len(parts), m, r)
+    y = labels[0].new_zeros(len(parts), m)
+    weight = parts[0].new_zeros(len(parts), m)
+    for f, (part, label) in enumerate(zip(parts, labels)):
+        z[f, : len(part), : part.shape[1]], y[f, : len(part)], weight[f, : len(part)] = part, label, 1
+    return z, y, weight
 
 
 def probe(
@@ -142,27 +177,29 @@ def probe(
 ) -> Probe:
     """L2 multinomial logistic regression on standardised reservoir vectors, stratified k-fold.
 
-    Each fold standardises with its training part and fits by full-batch L-BFGS on `device` (the
-    statistics' device; CPU: float64, elsewhere float32). At 1000 classes x 2048 channels that is
-    fast on a GPU; on the CPU a fit costs n K C per iteration, so with more than `max_classes`
-    classes the probe runs on a seeded random subset of that many classes (the same for every gate
-    of a run, whose reservoirs hold the same samples) and chance is the subset's. None: every class.
-    values [n, C] float, labels [n] int. NaN fields when there is nothing to cross-validate.
+    Each fold standardises with its training part (`_fold_features`) and the folds are fit
+    together by full-batch L-BFGS in float32 on `device` (the statistics' device). At 1000 classes
+    x 2048 channels that is fast on a GPU; on the CPU a fit costs m K min(m, C) per iteration (m
+    training vectors), so with more than `max_classes` classes the probe runs on a seeded random
+    subset of that many classes (the same for every gate of a run, whose reservoirs hold the same
+    samples) and chance is the subset's. None: every class. values [n, C] float, labels [n] int.
+    NaN fields when there is nothing to cross-validate.
     """
     found = _probe_set(values, labels, folds, seed, max_classes)
     if found is None:
         return Probe(math.nan, math.nan, math.nan, math.nan)
     x, position, k_all, fold = found
     dev = torch.device("cpu" if device is None else device)
-    dtype = torch.float64 if dev.type == "cpu" else torch.float32
-    xt = torch.from_numpy(x).to(dev, dtype)
-    yt, ft = torch.from_numpy(position).to(dev), torch.from_numpy(fold).to(dev)
-    train = torch.stack([ft != f for f in range(folds)])  # [F, n]
-    z = torch.stack([_standardised(xt[train[f]], xt)[1] for f in range(folds)])  # each fold's scaling
-    with _few_threads(dev, x.size * k_all.size * folds):
-        w, b = fit_logistic(z, yt, k_all.size, c=c, weight=train)
-    predicted = torch.baddbmm(b[:, None], z, w).argmax(2)  # [F, n]
-    correct = int(((predicted == yt) & ~train).sum())
+    xt = torch.from_numpy(x).to(dev, torch.float64)
+    yt = torch.from_numpy(position).to(dev)
+    edges = np.searchsorted(fold, np.arange(folds + 1))  # the rows are sorted by fold
+    tests = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+    features = [_fold_features(xt, test) for test in tests]
+    z, y, weight = _stacked([train for train, _ in features], [torch.cat([yt[: t.start], yt[t.stop :]]) for t in tests])
+    with _few_threads(dev, z.numel() * k_all.size):
+        w, b = fit_logistic(z, y, k_all.size, c=c, weight=weight)
+    correct = sum(int(((test @ w[f, : test.shape[1]] + b[f]).argmax(1) == yt[t]).sum())
+                  for f, ((_, test), t) in enumerate(zip(features, tests)))
     return _scored(correct, position, k_all.size)
 
 

@@ -284,8 +284,15 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
             Column(
                 "probe_perm",
                 "float64",
-                "Accuracy of the same probe on pseudo-labels of the same vectors (relabelling 0 of the "
-                "permutation null, a hash of the sample id): the control task of Hewitt & Liang 2019.",
+                "Accuracy of the same probe on the same vectors with their labels dealt out again at "
+                "random (in an order seeded by a hash of the sample id, so each class keeps its count): "
+                "the control task of Hewitt & Liang 2019.",
+            ),
+            Column(
+                "probe_perm_chance",
+                "float64",
+                "Chance level of probe_perm: the most frequent class's share of its labels in the probe "
+                "set (equal to probe_chance, since the control task keeps every class's count).",
             ),
             Column("probe_selectivity", "float64", "probe_acc - probe_perm (Hewitt & Liang's selectivity)."),
             Column("probe_per_class", "float64", "Probe vectors per class (probe set size / classes in it)."),

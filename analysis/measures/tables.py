@@ -31,7 +31,6 @@ import pandas as pd
 import torch
 
 from analysis.capture.config import StatsConfig
-from analysis.capture.keys import pseudo_labels
 from analysis.measures._arrays import as_numpy
 from analysis.measures.anova import (
     Anova,
@@ -46,7 +45,7 @@ from analysis.measures.anova import (
 from analysis.measures.information import mutual_information_bits
 from analysis.measures.notions import NULL_QUANTILE, NotionRules, answer, resample_statistics
 from analysis.measures.permutation import permutation_null, permutation_p
-from analysis.measures.probe import PROBE_MAX_CLASSES, Probe, ncm_probe, probe
+from analysis.measures.probe import PROBE_MAX_CLASSES, Probe, control_labels, ncm_probe, probe
 from analysis.measures.profiles import mean_pairwise_cosine, profile_separation, profile_split, selectivity
 from analysis.measures.resampling import bootstrap_interval, eta2_jackknife, resample_count, shard_weights
 from analysis.measures.schema import validate
@@ -172,17 +171,18 @@ def control_statistics(blocks: Mapping[int, pd.DataFrame], gates: Sequence[str])
 
 
 def _probes(stats: StatsLike, name: str, probe_args: dict[str, Any]) -> dict[str, float]:
-    """The logistic probe, its control task on pseudo-labels and the nearest-class-mean probe."""
+    """The logistic probe, its control task on the labels dealt out again and the nearest-class-mean probe."""
     values, labels, ids = stats.reservoir(name)
     pr: Probe = probe(values, labels, **probe_args)
-    fake = pseudo_labels(ids, 0, stats.config.present, stats.config.seed)
-    perm = probe(values, fake, **probe_args).accuracy
+    control = probe(values, control_labels(labels, ids, stats.config.seed), **probe_args)
+    perm = control.accuracy
     ncm_args = {k: v for k, v in probe_args.items() if k != "device"}
     return {
         "probe_acc": pr.accuracy,
         "probe_chance": pr.chance,
         "probe_p": pr.p_value,
         "probe_perm": perm,
+        "probe_perm_chance": control.chance,
         "probe_selectivity": pr.accuracy - perm,
         "probe_per_class": pr.per_class,
         "probe_ncm": ncm_probe(values, labels, **ncm_args).accuracy,

@@ -25,6 +25,7 @@ from cycler import cycler
 from matplotlib.figure import Figure
 
 from analysis.measures.anova import null_band
+from analysis.presentation.views import heatmap_matrix
 
 MAX_TICK_LABELS = 40  # beyond this many classes or blocks, axis labels are thinned
 # sns.set_theme(style="whitegrid", context="notebook") as a plain dict, so that nothing is set at import;
@@ -226,13 +227,9 @@ def class_channel_heatmap(
 ) -> Figure:
     """Class x channel map of class-mean gates minus the channel's all-class mean, channels by
     preferred class; with `max_columns`, neighbouring channels (same preferred class, mostly) are
-    averaged in groups so that no more than max_columns columns are drawn."""
-    centred = (mean - mean.mean(0, keepdims=True))[:, order]
-    channels = centred.shape[1]
-    group = -(-channels // max_columns) if max_columns else 1
-    if group > 1:
-        starts = np.arange(0, centred.shape[1], group)
-        centred = np.add.reduceat(centred, starts, axis=1) / np.diff(np.append(starts, centred.shape[1]))
+    averaged in groups so that no more than max_columns columns are drawn (views.heatmap_matrix)."""
+    centred, starts = heatmap_matrix(mean, order, max_columns)
+    channels, group = len(order), int(starts[1] - starts[0]) if len(starts) > 1 else 1
     lim = float(np.abs(centred).max()) or 1.0
     k = len(class_names)
     fig = StyledFigure(figsize=(10, min(2 + 0.25 * k, 9)), layout="constrained")
@@ -300,10 +297,13 @@ def compare_curves(table: pd.DataFrame, metric: str = "eta2_excess") -> Figure:
 
 @styled
 def intervention_effects(rows: pd.DataFrame) -> Figure:
-    """Top-1 change per block and intervention with its 95% interval (top), and the block's
-    class-specificity excess and saturated share (bottom): predicted against measured."""
-    fig = StyledFigure(figsize=(12, 6.5), layout="constrained")
-    ax, ax2 = fig.subplots(2, 1, sharex=True)
+    """Top-1 change per block (or group of blocks) and intervention with its 95% interval (top), and,
+    for single blocks, the block's class-specificity excess and saturated share (bottom): predicted
+    against measured (views.intervention_rows; a group has no such prediction: one panel)."""
+    predicted = bool(rows["eta2_excess"].notna().any())
+    fig = StyledFigure(figsize=(12, 6.5 if predicted else 3.8), layout="constrained")
+    axes = fig.subplots(2 if predicted else 1, 1, sharex=True, squeeze=False)[:, 0]
+    ax = axes[0]
     names = list(dict.fromkeys(rows["block"]))
     kinds = list(dict.fromkeys(rows["intervention"]))
     width = 0.8 / len(kinds)
@@ -315,16 +315,19 @@ def intervention_effects(rows: pd.DataFrame) -> Figure:
         ax.bar(x, r["change_pp"], width, yerr=errors, capsize=2, ecolor="0.1", color=f"C{i}", label=kind)
     ax.axhline(0, color="0.3", lw=0.8)
     ax.set_ylabel("top-1 change (points)")
-    ax.set_title("Replacing one block's gates: accuracy change with 95% bootstrap interval")
+    ax.set_title(f"Replacing {'one block' if predicted else 'a group of blocks'}'s gates: "
+                 "accuracy change with 95% bootstrap interval")
     ax.legend(fontsize=8, ncol=len(kinds))
-    first = rows.drop_duplicates("block")
-    x = np.arange(len(names))
-    ax2.plot(x, first["eta2_excess"], "o-", color="C0", label="eta2 excess over chance")
-    ax2.plot(x, first["sat_high"] + first["sat_low"], "s--", color="C1", label="share of gates >= 0.9 or <= 0.1")
-    ax2.set_ylim(0, 1.02)
-    ax2.legend(fontsize=8, loc="upper left")
-    ax2.set_title("What the statistics predicted")
-    _block_axis(ax2, names)
+    if predicted:
+        first = rows.drop_duplicates("block")
+        x = np.arange(len(names))
+        ax2 = axes[1]
+        ax2.plot(x, first["eta2_excess"], "o-", color="C0", label="eta2 excess over chance")
+        ax2.plot(x, first["sat_high"] + first["sat_low"], "s--", color="C1", label="share of gates >= 0.9 or <= 0.1")
+        ax2.set_ylim(0, 1.02)
+        ax2.legend(fontsize=8, loc="upper left")
+        ax2.set_title("What the statistics predicted")
+    _block_axis(axes[-1], names)
     return fig
 
 

@@ -184,18 +184,19 @@ class Run:
         with replacing(self.path / "meta.json") as tmp:
             tmp.write_text(json.dumps(self.document, indent=2, default=str))
 
-    def gate_tensor(self, gate: str, field: str) -> torch.Tensor:
-        """One stored tensor of one gate (e.g. "hist", "top_ids"), read alone from the file.
+    def gate_tensor(self, gate: str, field: str, rows: slice | None = None) -> torch.Tensor:
+        """One stored tensor of one gate (e.g. "hist", "top_ids"), read alone from the file; with
+        `rows`, only those rows of its first dimension are read.
 
-        Reading a single tensor keeps the dashboard fast on ImageNet-scale runs, whose full
-        statistics are gigabytes.
+        Reading a single tensor, or a part of it, keeps the dashboard fast on ImageNet-scale runs,
+        whose full statistics are gigabytes (one gate's histogram alone is 160 MB).
         """
         key = f"{gate}/{field}"
         try:
             with safe_open(str(self.path / "stats.safetensors"), framework="pt") as f:
                 if key not in f.keys():
                     raise RunFolderError(f"{self.path}/stats.safetensors has no {key}.")
-                return f.get_tensor(key)
+                return f.get_tensor(key) if rows is None else f.get_slice(key)[rows]
         except (OSError, SafetensorError) as e:
             raise RunFolderError(f"{self.path}/stats.safetensors is damaged or unreadable: {e}.") from None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from torch import nn
 
@@ -21,7 +22,7 @@ from analysis.capture.gates import Gate, find_gates
 from analysis.files import sha256
 from analysis.models.spec import open_model_and_data, pretrained_weights, state_sha256
 from analysis.runs.folder import Run, load_run
-from analysis.runs.meta import JobRecord
+from analysis.runs.meta import DataRecord, JobRecord
 
 
 def _summary(gates: list[Gate]) -> str:
@@ -47,6 +48,16 @@ def run_gates(run: Run, model: nn.Module) -> list[Gate]:
     return recorded
 
 
+class Opened(NamedTuple):
+    """A run with the model and data opened against it (`open_for_run`)."""
+
+    run: Run
+    model: nn.Module  # in eval mode, on the CPU
+    source: DataSource  # the data with its class selection
+    limit: int | None  # the loader's --limit (None: every sample of `source`)
+    images: str  # one sentence: how many images, and whether they are the run's own
+
+
 def open_for_run(
     run_path: str | Path,
     model: str | None = None,
@@ -58,13 +69,15 @@ def open_for_run(
     image_size: int | None = None,
     classes: Sequence[str] | None = None,
     per_class: int | None = None,
-) -> tuple[Run, nn.Module, DataSource]:
-    """(run, model in eval mode on the CPU, data source), checked to belong together.
+    limit: int | None = None,
+) -> Opened:
+    """The run, the model and the data, checked to belong together.
 
-    `model` (with `weights`, `pretrained` or `random_init`), `data`, `image_size` and the class
-    selection (`classes`, `per_class`, see analysis.data.selection) default to those the run recorded;
-    random weights and the per-class sample are drawn from the run's seed. A missing run folder is an error that
-    names the `collect` command that makes it; weights other than the run's are refused.
+    `model` (with `weights`, `pretrained` or `random_init`), `data`, `image_size`, the class
+    selection (`classes`, `per_class`, see analysis.data.selection) and `limit` default to those the
+    run recorded, so that by default the images are the run's own; random weights and the per-class
+    sample are drawn from the run's seed. A missing run folder is an error that names the `collect`
+    command that makes it; weights other than the run's are refused.
     """
     path = Path(run_path)
     if not path.exists():
@@ -74,13 +87,15 @@ def open_for_run(
         )
     run = load_run(path, verify=True)
     job = run.meta.job or JobRecord()
+    recorded = run.meta.data or DataRecord()
+    given = {"data": data, "classes": classes, "per-class": per_class, "limit": limit}
     if model is None:
         model = _recorded(run, run.meta.model, "model")
         if job.weights:
             weights = weights or Path(job.weights)
         random_init = random_init or job.random_init
         pretrained = pretrained or job.pretrained
-    data = data or _recorded(run, run.meta.data.spec if run.meta.data else None, "data")
+    data = data or _recorded(run, recorded.spec, "data")
     net, checkpoint, source = open_model_and_data(
         model, data, weights=weights, random_init=random_init, pretrained=pretrained,
         image_size=image_size or job.image_size, seed=job.seed,
@@ -96,7 +111,18 @@ def open_for_run(
             f"{path} was collected on other classes than {data}: {len(names)} classes from {names[0]!r}, "
             f"not {source.num_classes} from {source.class_names[0]!r}."
         )
-    return run, net, source
+    limit = recorded.limit if limit is None else limit
+    own = {"data": recorded.spec, "classes": job.classes, "per-class": job.per_class, "limit": recorded.limit}
+    return Opened(run, net, source, limit, _images(run, data, min(len(source.dataset), limit or len(source.dataset)),
+                                                    {k: v for k, v in given.items() if v is not None and v != own[k]}))
+
+
+def _images(run: Run, data: str, images: int, overrides: dict[str, object]) -> str:
+    """Which images a command against `run` reads: the run's own, or which options made them others."""
+    if not overrides:
+        return f"{images:,} images of {data}: the run's own (its data, classes and limit)."
+    shown = " ".join(f"--{k} {','.join(v) if isinstance(v, (list, tuple)) else v}" for k, v in overrides.items())
+    return f"{images:,} images of {data}, not the run's own {run.meta.stats.samples:,} ({shown} given)."
 
 
 def _recorded(run: Run, value: str | None, option: str) -> str:

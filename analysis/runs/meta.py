@@ -156,6 +156,7 @@ class CheckpointRecord:
     """meta.json "checkpoint": the checkpoint's own record (analysis.models.checkpoint)."""
 
     test_accuracy: Annotated[float | None, Range(0, 1)] = None
+    epoch: Annotated[int | None, Range(0)] = None  # of an epoch snapshot: Compare orders a training's runs by it
 
 
 @dataclass(frozen=True)
@@ -167,9 +168,11 @@ class PretrainedRecord:
 
 @dataclass(frozen=True)
 class DataRecord:
-    """meta.json "data": the data source (DataSource.describe)."""
+    """meta.json "data": the data source (DataSource.describe) and the run's --limit (None: every
+    sample of the source), so that later commands read the same images."""
 
     spec: str | None = None
+    limit: Annotated[int | None, Range(1)] = None
 
 
 @dataclass(frozen=True)
@@ -223,12 +226,16 @@ class RunMeta:
     @staticmethod
     def _older(entry: dict[str, Any]) -> dict[str, Any]:
         """Runs before issue 23 list the kinds of their controls, each one run folder named after it
-        and drawn from the job's seed."""
+        and drawn from the job's seed; runs made before the data section recorded --limit hold it in
+        their job only."""
+        data, job = entry.get("data"), entry.get("job")
+        if isinstance(data, dict) and "limit" not in data and isinstance(job, dict) and job.get("limit") is not None:
+            entry = {**entry, "data": {**data, "limit": job["limit"]}}
         old = entry.get("controls")
         if not isinstance(old, list):
             return entry
-        job = entry.get("job") if isinstance(entry.get("job"), dict) else {}
-        return {**entry, "controls": {kind: {"seeds": [job.get("seed", 0)], "folders": [kind]} for kind in old}}
+        seed = job.get("seed", 0) if isinstance(job, dict) else 0
+        return {**entry, "controls": {kind: {"seeds": [seed], "folders": [kind]} for kind in old}}
 
 
 class _Invalid(Exception):

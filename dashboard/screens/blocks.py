@@ -1,11 +1,12 @@
-"""Block explorer: class-mean gate profiles of chosen blocks (the SE paper's figure), one block's
-measures beside their controls, its class x channel heatmap and its gate distributions."""
+"""Block explorer: class-mean gate profiles of chosen blocks (the SE paper's figure); one block's
+measures beside their controls, its class x channel heatmap (a click opens that channel) and its gate
+distributions."""
 
 import streamlit as st
 
 from analysis.presentation import views
 from dashboard.loaders import selected_run
-from dashboard.widgets import block_table, pick_classes, show
+from dashboard.widgets import block_choice, block_table, pick_classes, show, show_heatmap
 
 run = selected_run()
 st.header("Block explorer")
@@ -13,10 +14,10 @@ blocks = st.multiselect("blocks", views.block_names(run), default=views.default_
 classes = pick_classes(run, "classes")
 spread = st.toggle("mean and spread (+- one within-class std)")
 if blocks and classes:
-    show("profiles", run, tuple(blocks), tuple(classes), spread)
-block = st.selectbox("block for the heatmap and distributions", views.block_names(run),
-                     index=len(views.block_names(run)) - 1)
+    order = {name: i for i, name in enumerate(views.block_names(run))}
+    show("profiles", run, tuple(sorted(blocks, key=order.get)), tuple(classes), spread)
+block = block_choice(run, "block for the heatmap and distributions")
 block_table(run.blocks[run.blocks["block"] == block][views.present(run, views.BLOCK_COLUMNS)])
-show("heatmap", run, block)
+show_heatmap(run, block)
 if classes:
     show("distribution", run, block, None, tuple(classes))

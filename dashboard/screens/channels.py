@@ -6,7 +6,7 @@ import streamlit as st
 from analysis.errors import AnalysisError
 from analysis.presentation import views
 from dashboard.loaders import selected_run
-from dashboard.widgets import md, pick_classes, show
+from dashboard.widgets import block_choice, link, linked_choice, md, pick_classes, show
 
 
 def show_images(spec: str, ids: list[int]) -> None:
@@ -27,10 +27,12 @@ def show_images(spec: str, ids: list[int]) -> None:
 
 run = selected_run()
 st.header("Channel explorer")
-block = st.selectbox("block", views.block_names(run), index=len(views.block_names(run)) - 1)
+block = block_choice(run)
 table = run.channels[run.channels["block"] == block]
 default = int(table["eta2"].to_numpy().argmax())
-channel = int(st.number_input("channel", 0, len(table) - 1, default, help="default: the most class-specific"))
+channel = linked_choice("channel", list(range(len(table))), "channel", default,
+                        help="At first: the most class-specific channel of the block (largest eta2).")
+link("blocks", f"{md(block)} in the Block explorer", block=block)
 st.dataframe(table[table["channel"] == channel], hide_index=True)
 classes = pick_classes(run, "classes", n=10, key="channel_classes")
 if classes:

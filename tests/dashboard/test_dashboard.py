@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -10,11 +12,15 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from matplotlib import colormaps
+from PIL import Image
 
 
 from analysis.cli import main
@@ -22,18 +28,26 @@ from analysis.jobs import save_run
 from analysis.runs.folder import load_run
 from analysis.capture.stats import StatsConfig
 from analysis.measures import schema
-from analysis.presentation import views
+from analysis.presentation import figures, views
 from analysis.testing.planted import planted_stats, resnet_gates
-from analysis.testing.runs import NEW_COLUMNS, measure_run, with_new_columns
+from analysis.resources import shipped_checkpoint
+from analysis.testing.runs import NEW_COLUMNS, with_new_columns
+from dashboard import charts as dashboard_charts
+from dashboard import loaders, widgets
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
-# title: (page file relative to the app, url_path); the Overview is the default page, at /
-PAGES = {"Overview": ("screens/overview.py", ""), "Block explorer": ("screens/blocks.py", "blocks"),
-         "Channel explorer": ("screens/channels.py", "channels"), "Classes": ("screens/classes.py", "classes"),
-         "Compare": ("screens/compare.py", "compare"), "Interventions": ("screens/interventions.py", "interventions")}
+# title: (page file relative to the app, its address); the first page (Overview) is the default, at /
+PAGES = {title: (f"screens/{file}", url if i else "") for i, (url, (file, title)) in enumerate(widgets.PAGES.items())}
 CHROMIUM = Path("/usr/bin/chromium")
 SECRET = "SECRET-OUTSIDE-MODEL"  # the model name of a run outside the runs folder, linked from inside it
 CRAFTED = "![x](http://attacker.example/x.png) <img src=http://attacker.example/y.png> [link](http://attacker.example) **b**"
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+EPOCHS = {"epoch_1": 1, "epoch_10": 10, "epoch_2": 2, "final": 20}  # the snapshots of one training: name, epoch
+RUNS = ("good", "new", "controlled", "paper")  # no controls, newer columns, controls + ablate + attribute, paper
+RUN_LIST = ["controlled", "crafted", "damaged", "empty", "epochs/epoch_1", "epochs/epoch_10", "epochs/epoch_2",
+            "epochs/final", "good", "linked_meta", "linked_table", "new", "old", "paper"]
+
+
 def plain(text: str) -> str:
     """Markdown source as the text it shows (backslash escapes removed)."""
     return re.sub(r"\\(.)", r"\1", text)
@@ -50,12 +64,26 @@ def markdown_texts(at) -> list[str]:
     return found
 
 
+def cli(*argv: str) -> None:
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*argv, "--quiet"]) == 0
+
+
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory):
+    """Run folders of every kind the dashboard meets: good (planted, no controls), new (newer block
+    columns), controlled (the shipped network on Fashion-MNIST with its untrained control, ablated
+    and attributed), paper (`se-analysis paper`: a stage-level removal), the epoch snapshots of one
+    training, controls nested inside runs, and broken ones (damaged, old, empty, links out, crafted text)."""
     root = tmp_path_factory.mktemp("dash")
     stats = planted_stats(resnet_gates(tuple(range(4, 20))), 5, 30, config=StatsConfig(num_classes=5, reservoir=4))
     save_run(stats, root / "good", {"model": "synthetic", "data": {"spec": "synthetic:classes=5"}})
-    shutil.copytree(root / "good", root / "epochs" / "epoch_001")
+    for name, epoch in EPOCHS.items():  # names in another order than their epochs
+        shutil.copytree(root / "good", root / "epochs" / name)
+        meta = json.loads((root / "epochs" / name / "meta.json").read_text())
+        (root / "epochs" / name / "meta.json").write_text(json.dumps({**meta, "checkpoint": {"epoch": epoch}}))
+    for inner in ("good/untrained", "epochs/epoch_1/untrained/seed_0"):  # controls inside a run, either layout
+        shutil.copytree(root / "good", root / inner)
     (root / "damaged").mkdir()
     shutil.copy(root / "good" / "meta.json", root / "damaged" / "meta.json")
     (root / "damaged" / "stats.safetensors").write_bytes(b"not a safetensors file")
@@ -79,71 +107,189 @@ def runs_dir(tmp_path_factory):
     (root / "linked_table" / "blocks.parquet").symlink_to(outside / "secret" / "blocks.parquet")
     save_run(stats, root / "crafted", {"model": CRAFTED, "data": {"spec": CRAFTED}})
     with_new_columns(root / "good", root / "new")
-    measure_run(root / "measured")
+    cli("paper", "--model", "se_resnet20", "--random-init", "--data", "synthetic:classes=4,n=40,size=16,channels=1",
+        "--per-class", "5", "--channels", "8", "--out", str(root / "paper"))
+    if FASHION_MNIST.is_dir():
+        common = ("--model", str(shipped_checkpoint("fmnist_se20")), "--data", "fashion-mnist:test", "--limit", "100",
+                  "--out", str(root / "controlled"))
+        cli("collect", *common, "--control", "untrained")
+        cli("ablate", *common, "--groups", "block,all", "--resamples", "50")
+        cli("attribute", *common)
     return root
 
 
-def app_test(runs_dir, monkeypatch, run: str | None = None, page: str | None = None):
-    """The app after its first load, then (if given) with `run` picked and on `page`."""
+def needs(runs_dir, run: str) -> None:
+    if not (runs_dir / run).is_dir():
+        pytest.skip("the controlled run needs dataset-fashion-mnist")
+
+
+def app_test(runs_dir, monkeypatch, run: str | None = None, page: str | None = None, **params: str):
+    """The app on `page` (default the Overview) with `run` and `params` in its address, as a link opens it."""
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("SE_ANALYSIS_RUNS", str(runs_dir))
-    at = AppTest.from_file(str(APP), default_timeout=120)
-    at.run()
-    if run is not None:
-        at.sidebar.selectbox[0].set_value(run)
+    at = AppTest.from_file(str(APP), default_timeout=180)
+    at.query_params.update({**({"run": run} if run else {}), **params})
     if page is not None:
         at.switch_page(PAGES[page][0])
-    if run is not None or page is not None:
-        at.run()
-    return at
+    return at.run()
 
 
-def test_runs_listed_are_inside_the_runs_folder(runs_dir, monkeypatch):
+def charts(at) -> list[dict]:
+    """The Vega-Lite specs of the page's interactive charts."""
+    return [json.loads(e.proto.spec) for e in at.get("vega_lite_chart")]
+
+
+def listed(runs_dir) -> list[str]:
+    return [r for r in RUN_LIST if (runs_dir / r).exists()]
+
+
+def test_only_run_folders_inside_the_runs_folder_are_listed_never_their_controls(runs_dir, monkeypatch):
     at = app_test(runs_dir, monkeypatch)
-    assert at.sidebar.selectbox[0].options == ["crafted", "damaged", "empty", "epochs/epoch_001", "good",
-                                               "linked_meta", "linked_table", "measured", "new", "old"]
+    assert at.sidebar.selectbox[0].options == listed(runs_dir)  # no good/untrained, no .../untrained/seed_0
+    at.switch_page(PAGES["Compare"][0]).run()
+    comparable = [r for r in listed(runs_dir) if r not in ("damaged", "empty", "old", "linked_meta", "linked_table")]
+    assert at.multiselect[0].options == sorted(comparable, key=lambda r: (r.rpartition("/")[0], EPOCHS.get(
+        r.rpartition("/")[2], 0), r))
 
 
-@pytest.mark.parametrize("run", ["good", "new"])
+def test_compare_starts_with_the_snapshots_of_one_training_in_epoch_order(runs_dir, monkeypatch):
+    at = app_test(runs_dir, monkeypatch, "epochs/epoch_10", "Compare")
+    assert not at.exception and not at.error
+    assert at.multiselect[0].value == [f"epochs/{name}" for name in sorted(EPOCHS, key=EPOCHS.get)]
+    table = at.dataframe[0].value
+    assert table["run"].tolist() == at.multiselect[0].value and table["epoch"].tolist() == sorted(EPOCHS.values())
+    assert not at.warning  # one rule, no controls: nothing mixed
+
+
+def test_compare_says_what_each_onset_was_measured_against(runs_dir, monkeypatch):
+    needs(runs_dir, "controlled")
+    at = app_test(runs_dir, monkeypatch, "controlled", "Compare")
+    at.multiselect[0].set_value(["good", "controlled"]).run()
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc["controlled", "measured against"] == "untrained"
+    assert table.loc["good", "measured against"] == "permutation null only (no control)"
+    for run in ("good", "controlled"):
+        onset = load_run(runs_dir / run).document["onset"]
+        assert table.loc[run, "onset (shape)"] == (onset["block"] or "none")
+    assert "different rules or against other controls" in at.warning[0].value
+
+
+@pytest.mark.parametrize("run", RUNS)
 @pytest.mark.parametrize("page", PAGES)
-def test_every_page_renders_a_good_run(runs_dir, monkeypatch, page, run):
+def test_every_page_renders_each_kind_of_run(runs_dir, monkeypatch, page, run):
+    needs(runs_dir, run)
     at = app_test(runs_dir, monkeypatch, run, page)
     assert not at.exception, at.exception
     assert at.header[0].value == (page if page != "Compare" else "Compare runs")
     assert not at.error, [e.value for e in at.error]
-    figures = {"Overview": 2, "Block explorer": 3, "Channel explorer": 1, "Classes": 1, "Compare": 0, "Interventions": 0}
-    assert len(at.image) >= figures[page]
+    images = {"Overview": 2, "Block explorer": 2, "Channel explorer": 1, "Classes": 1, "Compare": 1, "Interventions": 0}
+    assert len(at.image) >= images[page]
+    assert len(charts(at)) == {"Block explorer": 1, "Classes": 1}.get(page, 0)  # the heatmap; the class shares
     if page == "Overview":
-        assert [m.label for m in at.metric] == ["samples", "classes", "SE blocks", "accuracy", "onset (shape)",
-                                                "onset (detectable)"]
-        assert at.metric[0].value == "150"
+        assert [m.label for m in at.metric] == ["samples", "classes", "SE blocks", "gate channels", "accuracy",
+                                                "onset (shape)", "onset (detectable)"]
+        assert at.metric[0].value == f"{load_run(runs_dir / run).meta.stats.samples:,}"
+        assert at.metric[3].value == f"{load_run(runs_dir / run).blocks['channels'].sum():,}"
         onset = load_run(runs_dir / run).document["onset"]
         shape, detectable = (onset["block"], onset["detectable"]) if "detectable" in onset else ("none", onset["block"])
-        assert [plain(m.value) for m in at.metric[4:]] == [shape or "none", detectable or "none"]
+        assert [plain(m.value) for m in at.metric[5:]] == [shape or "none", detectable or "none"]
         texts = " ".join(plain(t) for t in markdown_texts(at))
         assert schema.ONSETS["block"] in texts and schema.ONSETS["detectable"] in texts
-        table = at.dataframe[0].value
-        measured = set(views.present(load_run(runs_dir / run), NEW_COLUMNS))  # what this run has (controls may not)
-        assert measured and measured <= set(table.columns)
-        assert len(at.image) == (3 if "shape_sep" in measured else 2)  # the shape figure where shape_sep is measured
-        warned = load_run(runs_dir / run).document.get("warnings", [])
-        assert [plain(w.value) for w in at.warning] == [f"This run warns: {w}" for w in warned][:len(at.warning)]
-        assert len(at.warning) == len(warned)
-    if page == "Block explorer" and run == "new":  # the chosen (last) block's row, controls beside its measures
-        row, last = at.dataframe[0].value, load_run(runs_dir / run).blocks.iloc[-1]
-        assert row["block"].tolist() == [last["block"]]
+        warned = load_run(runs_dir / run).meta.warnings
+        assert [plain(w.value) for w in at.warning] == [f"This run warns: {w}" for w in warned]
+    if page == "Overview" and run == "new":
+        measured = set(views.present(load_run(runs_dir / run), NEW_COLUMNS))  # what this run has
+        assert measured and measured <= set(at.dataframe[0].value.columns)
+        assert len(at.image) == 3  # depth, shape (shape_sep is measured), saturation
+    if page == "Block explorer":  # the block shown first: the shape onset, else the last block
+        blocks = load_run(runs_dir / run).blocks
+        first = load_run(runs_dir / run).document["onset"]["block"] if run != "new" else "SE_4_2"
+        first = first if first in blocks["block"].tolist() else blocks["block"].iloc[-1]
+        assert at.selectbox[0].value == first and at.dataframe[0].value["block"].tolist() == [first]
+        assert charts(at)[0]["title"] == f"{first}: class-mean gates"
+    if page == "Block explorer" and run == "new":  # controls beside the measures, as the run has them
+        row, last = at.dataframe[0].value, load_run(runs_dir / run).blocks.set_index("block").loc["SE_4_2"]
         for column in ("shape_sep", "shape_sep_untrained", "eta2_perm", "probe_perm"):
             assert row[column].iloc[0] == last["depth"] + NEW_COLUMNS.index(column) / 100
 
 
-def test_interventions_page_shows_measured_effects_and_attributions(runs_dir, monkeypatch):
-    at = app_test(runs_dir, monkeypatch, "measured", "Interventions")
+def shown_interventions(at, run) -> pd.DataFrame:
+    """The page's interventions table, checked against the run's table: changes in points."""
+    table, stored = at.dataframe[0].value, run.table("interventions")
+    assert table["block"].tolist() == stored["group"].tolist() and table["kind"].tolist() == stored["kind"].tolist()
+    for shown, raw in (("top1_pct", "acc"), ("change_pp", "acc_change"), ("change_pp_ci_low", "acc_change_ci_low"),
+                       ("change_pp_ci_high", "acc_change_ci_high")):
+        np.testing.assert_allclose(table[shown], 100 * stored[raw])
+    return table
+
+
+def test_interventions_after_a_stage_level_removal_show_their_figure_in_points(runs_dir, monkeypatch):
+    run = load_run(runs_dir / "paper")
+    at = app_test(runs_dir, monkeypatch, "paper", "Interventions")
+    assert not at.exception and not at.error
+    table = shown_interventions(at, run)
+    assert set(table["kind"]) == {"set"} or set(table["kind"]) <= {"stage", "set", "all"}  # no single block
+    assert len(at.image) == 1  # the groups' figure (no attributions yet)
+    assert "Groups of blocks" in at.caption[0].value
+
+
+def test_interventions_of_single_blocks_and_all_with_attributions(runs_dir, monkeypatch):
+    needs(runs_dir, "controlled")
+    run = load_run(runs_dir / "controlled")
+    at = app_test(runs_dir, monkeypatch, "controlled", "Interventions")
     assert not at.exception and not at.error and not at.info
-    assert len(at.image) == 2  # effects per block beside the statistics; attribution-weighted specificity
-    run = load_run(runs_dir / "measured")
-    shown = [d.value for d in at.dataframe]
-    assert shown[0].equals(run.table("interventions")) and shown[1].equals(run.table("attribution_blocks"))
+    assert set(shown_interventions(at, run)["kind"]) == {"block", "all"}
+    assert len(at.image) == 3  # single blocks beside their prediction; all blocks; attributions
+    assert at.dataframe[1].value.equals(run.table("attribution_blocks"))
+
+
+def test_links_name_the_block_and_channel_a_page_opens(runs_dir, monkeypatch):
+    at = app_test(runs_dir, monkeypatch, "good", "Block explorer", block="SE_3_2")
+    assert at.selectbox[0].value == "SE_3_2" and charts(at)[0]["title"] == "SE_3_2: class-mean gates"
+    at = app_test(runs_dir, monkeypatch, "good", "Channel explorer", block="SE_3_2", channel="3")
+    assert [at.selectbox[0].value, at.selectbox[1].value] == ["SE_3_2", 3]
+    row = at.dataframe[0].value
+    assert row[["block", "channel"]].values.tolist() == [["SE_3_2", 3]]
+    assert at.query_params["block"] == "SE_3_2" and at.query_params["channel"] == "3"
+    at.selectbox[1].set_value(5).run()  # a new choice is written back into the address
+    assert at.query_params["channel"] == "5"
+    at = app_test(runs_dir, monkeypatch, "good", "Classes", block="SE_2_3")
+    assert at.selectbox[0].value == "SE_2_3"
+
+
+def test_the_heatmap_draws_each_class_mean_and_a_click_opens_the_most_specific_channel(runs_dir):
+    run = load_run(runs_dir / "good")
+    block = "SE_3_2"
+    table = run.class_means.query("block == @block")
+    brute = table.pivot(index="class", columns="channel", values="mean").to_numpy()  # [K, C] from the table
+    centred = brute - brute.mean(0)
+    order = run.channels.query("block == @block").sort_values(["preferred_class", "eta2"], ascending=[True, False])
+    h = dashboard_charts.heatmap(run, block, views.class_mean_arrays(run)[block][0], views.class_names(run), 3)
+    per_column = -(-brute.shape[1] // 3)  # channels averaged into 3 columns
+    starts = range(0, brute.shape[1], per_column)
+    columns = [order["channel"].to_numpy()[a:a + per_column] for a in starts]
+    expected = np.stack([centred[:, c].mean(1) for c in columns], 1)
+    pixels = np.asarray(Image.open(io.BytesIO(h.image)).convert("RGBA"))
+    colours = colormaps["RdBu_r"]((expected + h.limit) / (2 * h.limit), bytes=True)
+    assert h.limit == pytest.approx(np.abs(expected).max())
+    assert np.abs(pixels.astype(int) - colours.astype(int)).max() <= 1
+    eta2 = run.channels.query("block == @block").set_index("channel")["eta2"]
+    assert h.targets.drop_duplicates("x0")["channel"].tolist() == [int(eta2.loc[c].idxmax()) for c in columns]
+    cells = h.targets.set_index(["klass", "x0"])["value"]  # every cell hovers with its value
+    for k, name in enumerate(views.class_names(run)):
+        np.testing.assert_allclose([cells.loc[(name, a)] for a in starts], expected[k], atol=1e-5)
+
+
+def test_a_distribution_reads_only_its_classes_and_counts_as_the_statistics_do(runs_dir):
+    run = load_run(runs_dir / "good")
+    counts, edges = run.stats.histogram("SE_3_2")  # the whole histogram, through GateStats
+    shown = views.gate_distribution(run, "SE_3_2", None, [3, 1])
+    pooled, _ = views.pooled_histogram(counts.numpy()[[3, 1]], edges.numpy())
+    np.testing.assert_allclose(shown["share"].to_numpy(), (pooled / pooled.sum(1, keepdims=True)).ravel())
+    one, cells, e = views.gate_distribution(run, "SE_3_2", 2, [4]), counts.numpy()[4, 2], edges.numpy()[2]
+    kept = np.r_[True, e[1:] > e[:-1], True]  # under- and overflow, the bins of positive width
+    np.testing.assert_allclose(one["share"].to_numpy(), cells[kept] / cells.sum())
 
 
 @pytest.mark.parametrize("name, message", [
@@ -157,22 +303,16 @@ def test_broken_runs_show_a_message_not_a_traceback(runs_dir, monkeypatch, name,
 
 
 def page_strings(at) -> str:
-    """Everything the page shows as text, Markdown and tables included."""
+    """Everything the page shows as text, Markdown, tables and charts included."""
     tables = [d.value.to_csv() for d in at.dataframe]
-    return " ".join(markdown_texts(at) + [t.value for t in at.text] + [c.value for c in at.code] + tables)
+    return " ".join(markdown_texts(at) + [t.value for t in at.text] + [c.value for c in at.code] + tables
+                    + [json.dumps(c) for c in charts(at)])
 
 
 @pytest.mark.parametrize("page", PAGES)
 @pytest.mark.parametrize("name", ["linked_meta", "linked_table"])
 def test_a_file_linked_out_of_the_runs_folder_never_reaches_the_page(runs_dir, monkeypatch, name, page):
-    from streamlit.testing.v1 import AppTest
-
-    monkeypatch.setenv("SE_ANALYSIS_RUNS", str(runs_dir))
-    at = AppTest.from_file(str(APP), default_timeout=120)
-    at.query_params["run"] = name
-    at.run()
-    if page != "Overview":
-        at.switch_page(PAGES[page][0]).run()
+    at = app_test(runs_dir, monkeypatch, name, page)
     assert not at.exception, at.exception
     assert SECRET not in page_strings(at)
     assert any("link out of its run folder" in plain(e.value) for e in at.error), [e.value for e in at.error]
@@ -205,17 +345,12 @@ def test_changing_a_view_reuses_the_loaded_run(runs_dir, monkeypatch):
     at.selectbox[0].set_value("SE_3_2")
     at.toggle[0].set_value(True)
     at.run()
-    assert not at.exception and not at.error and len(at.image) == 3
+    assert not at.exception and not at.error and len(at.image) == 2 and len(charts(at)) == 1
 
 
 def test_a_link_with_a_run_opens_that_run_and_the_address_follows_the_picker(runs_dir, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-
-    monkeypatch.setenv("SE_ANALYSIS_RUNS", str(runs_dir))
-    at = AppTest.from_file(str(APP), default_timeout=120)
-    at.query_params["run"] = "measured"
-    at.run()
-    assert at.sidebar.selectbox[0].value == "measured" and not at.error and at.header[0].value == "Overview"
+    at = app_test(runs_dir, monkeypatch, "paper")
+    assert at.sidebar.selectbox[0].value == "paper" and not at.error and at.header[0].value == "Overview"
     at.sidebar.selectbox[0].set_value("good")
     at.switch_page(PAGES["Classes"][0]).run()
     assert at.query_params["run"] == "good" and at.header[0].value == "Classes" and not at.error
@@ -227,14 +362,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
-def test_overview_and_each_pages_link_in_a_real_browser(runs_dir, tmp_path):
-    from playwright.sync_api import sync_playwright
-
+@contextlib.contextmanager
+def dashboard_server(runs: Path):
+    """`se-analysis dashboard` on a free port, as a user starts it; yields its address."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "analysis", "dashboard", "--runs", str(runs_dir), "--port", str(port)],
+        [sys.executable, "-m", "analysis", "dashboard", "--runs", str(runs), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -247,44 +380,86 @@ def test_overview_and_each_pages_link_in_a_real_browser(runs_dir, tmp_path):
                 if time.time() > deadline or server.poll() is not None:
                     raise AssertionError("the dashboard did not start") from None
                 time.sleep(0.5)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.goto(f"http://localhost:{port}/?run=damaged", timeout=60_000)
-            page.get_by_text("Overview", exact=True).first.wait_for(timeout=60_000)
-            # The damaged run's message shows, then pick the good run.
-            page.get_by_text("This run cannot be shown").wait_for(timeout=60_000)
-            page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").click()
-            page.get_by_role("option", name="good").click()
-            page.get_by_text("Blocks", exact=True).wait_for(timeout=60_000)  # the page's last element
-            page.wait_for_function(
-                """() => { const imgs = [...document.querySelectorAll("[data-testid='stImage'] img")];
-                           return imgs.length >= 2 && imgs.every(i => i.complete && i.naturalWidth > 500); }""",
-                timeout=60_000,
-            )
-            assert page.get_by_text("onset (shape)", exact=True).count() == 1
-            assert page.get_by_text("This run cannot be shown").count() == 0
-            shot = tmp_path / "overview.png"
-            page.screenshot(path=str(shot), full_page=True)
-            for title, (_, url) in PAGES.items():  # each page's own address opens it, on the run it names
-                page.goto(f"http://localhost:{port}/{url}?run=epochs/epoch_001", timeout=60_000)
-                heading = title if title != "Compare" else "Compare runs"
-                page.get_by_role("heading", name=heading).wait_for(timeout=60_000)
-                assert page.get_by_text("This run cannot be shown").count() == 0, title
-                assert "run=epochs" in page.url, page.url
-            for name in ("linked_meta", "linked_table"):  # a run holding links out: an error, none of their content
-                page.goto(f"http://localhost:{port}/?run={name}", timeout=60_000)
-                page.get_by_text("link out of its run folder").wait_for(timeout=60_000)
-                assert SECRET not in page.content()
-            page.goto(f"http://localhost:{port}/?run=crafted", timeout=60_000)
-            page.get_by_text("Blocks", exact=True).wait_for(timeout=60_000)
-            assert page.get_by_text(CRAFTED, exact=True).count() >= 1  # shown literally, as text
-            assert page.locator("img[src*='attacker'], a[href*='attacker'], strong:text-is('b')").count() == 0
-            browser.close()
-        assert shot.stat().st_size > 20_000
-        artifacts = os.environ.get("SE_ANALYSIS_SCREENSHOTS")
-        if artifacts:
-            shutil.copy(shot, Path(artifacts) / "dashboard_overview.png")
+        yield f"http://localhost:{port}"
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def settled(page, heading: str) -> None:
+    """Wait until the page shows `heading` and the app has finished its run."""
+    page.get_by_role("heading", name=heading).wait_for(timeout=120_000)
+    page.wait_for_function("() => !document.querySelector(\"[data-testid='stStatusWidget']\")", timeout=120_000)
+
+
+def readme_screenshot(page, shot: Path) -> None:
+    """The top of the page as a small PNG (256 colours) for the README."""
+    page.screenshot(path=str(shot))
+    Image.open(shot).convert("RGB").quantize(256).save(shot, optimize=True)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+def test_every_page_of_every_kind_of_run_and_the_links_in_a_real_browser(runs_dir, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with dashboard_server(runs_dir) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.goto(f"{url}/?run=damaged", timeout=60_000)
+        page.get_by_text("This run cannot be shown").wait_for(timeout=120_000)
+        page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").click()
+        page.get_by_role("option", name="good", exact=True).click()
+        page.get_by_text("Blocks", exact=True).wait_for(timeout=120_000)
+        settled(page, "Overview")
+        assert page.get_by_text("This run cannot be shown").count() == 0
+        assert page.get_by_text("Deploy", exact=True).count() == 0  # a viewer's menu, not Streamlit's editor's
+        options = page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']")
+        options.click()
+        assert [o.inner_text() for o in page.get_by_role("option").all()] == listed(runs_dir)  # no control
+        page.keyboard.press("Escape")
+        for run in [r for r in RUNS if (runs_dir / r).exists()]:
+            for title, (_, address) in PAGES.items():  # each page's own address opens it, on the run it names
+                page.goto(f"{url}/{address}?run={run}", timeout=60_000)
+                settled(page, title if title != "Compare" else "Compare runs")
+                assert page.locator("[data-testid='stException']").count() == 0, (run, title)
+                assert page.get_by_text("This run cannot be shown").count() == 0, (run, title)
+                assert f"run={run}" in page.url, page.url
+        # A row of the Overview's blocks table opens that block in the Block explorer.
+        page.goto(f"{url}/?run=good", timeout=60_000)
+        settled(page, "Overview")
+        table = page.locator("[data-testid='stDataFrame']").first
+        table.scroll_into_view_if_needed()
+        box = table.bounding_box()
+        page.mouse.click(box["x"] + 15, box["y"] + 35 + 17)  # the selection box of the first row, below the header
+        settled(page, "Block explorer")
+        assert "/blocks" in page.url and "block=SE_2_1" in page.url, page.url
+        # A click on a column of the heatmap opens its channel in the Channel explorer.
+        chart = page.locator("[data-testid='stVegaLiteChart']").first
+        chart.scroll_into_view_if_needed()
+        box = chart.bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5)
+        settled(page, "Channel explorer")
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlparse(page.url).query))
+        assert query["block"] == "SE_2_1" and query["channel"].isdigit(), page.url
+        for name in ("linked_meta", "linked_table"):  # a run holding links out: an error, none of their content
+            page.goto(f"{url}/?run={name}", timeout=60_000)
+            page.get_by_text("link out of its run folder").wait_for(timeout=60_000)
+            assert SECRET not in page.content()
+        page.goto(f"{url}/?run=crafted", timeout=60_000)
+        page.get_by_text("Blocks", exact=True).wait_for(timeout=60_000)
+        assert page.get_by_text(CRAFTED, exact=True).count() >= 1  # shown literally, as text
+        assert page.locator("img[src*='attacker'], a[href*='attacker'], strong:text-is('b')").count() == 0
+        shown = "controlled" if (runs_dir / "controlled").exists() else "good"  # the shipped network, if it can run
+        page.set_viewport_size({"width": 1280, "height": 1000})
+        page.goto(f"{url}/?run={shown}", timeout=60_000)
+        settled(page, "Overview")
+        page.wait_for_function("""() => [...document.querySelectorAll("[data-testid='stImage'] img")]
+                                        .every(i => i.complete && i.naturalWidth > 500)""", timeout=60_000)
+        shot = tmp_path / "dashboard_overview.png"
+        readme_screenshot(page, shot)
+        browser.close()
+    assert 20_000 < shot.stat().st_size < 400_000
+    artifacts = os.environ.get("SE_ANALYSIS_SCREENSHOTS")  # e.g. docs: the README's picture
+    if artifacts:
+        shutil.copy(shot, Path(artifacts) / "dashboard_overview.png")

@@ -15,9 +15,11 @@ from analysis.cli import main
 from analysis.errors import InterventionError
 from analysis.experiments.interventions import (
     GateReplacement,
+    Intervention,
     ablate,
     block_groups,
     bootstrap_ci,
+    derangement,
     predicted_removable,
     run_gate_means,
 )
@@ -47,11 +49,9 @@ def test_ones_on_every_block_is_the_model_without_se(se):
     twin.load_state_dict(kept, strict=True)  # the twin needs every other key, and only those
     gates = find_gates(model)
     x = torch.randn(6, 1, 16, 16)
-    with torch.no_grad(), GateReplacement(model, gates, {}) as hooks:
-        hooks.begin_batch(torch.zeros(6, dtype=torch.int64))
-        hooks.blocks, hooks.intervention = {g.name for g in gates}, "ones"
-        replaced = model(x)
-        hooks.blocks = set()
+    with torch.no_grad():
+        with GateReplacement(model, gates, {}, Intervention(frozenset(g.name for g in gates), "ones")):
+            replaced = model(x)
         plain = model(x)
         assert torch.equal(replaced, twin(x))  # x * 1 is exact
     assert not torch.allclose(plain, replaced)
@@ -61,14 +61,15 @@ def test_shuffle_of_identical_images_changes_nothing_and_takes_another_image():
     model = random_bn_statistics(se_resnet(20, in_channels=1, num_classes=4))
     gates = find_gates(model)
     same, different = torch.randn(1, 1, 16, 16).expand(8, -1, -1, -1), torch.randn(8, 1, 16, 16)
-    with torch.no_grad(), GateReplacement(model, gates, {}, seed=3) as hooks:
-        hooks.begin_batch(torch.arange(8) % 4)
+    perm = derangement(8, torch.Generator().manual_seed(3))
+    with torch.no_grad():
         plain = [model(same), model(different)]
-        hooks.blocks, hooks.intervention = {g.name for g in gates}, "shuffle"
-        torch.testing.assert_close(model(same), plain[0], rtol=0, atol=1e-6)
-        assert not torch.allclose(model(different), plain[1])
-        perm = hooks.perm
+        with GateReplacement(model, gates, {}, Intervention(frozenset(g.name for g in gates), "shuffle"), order=perm):
+            torch.testing.assert_close(model(same), plain[0], rtol=0, atol=1e-6)
+            assert not torch.allclose(model(different), plain[1])
     assert sorted(perm.tolist()) == list(range(8)) and (perm != torch.arange(8)).all()
+    with pytest.raises(InterventionError, match="order"):
+        GateReplacement(model, gates, {}, Intervention(frozenset({gates[0].name}), "shuffle"))
 
 
 class Fixed(nn.Module):
@@ -100,9 +101,7 @@ def test_mean_and_class_mean_equal_feeding_the_run_means_directly(tmp_path, se):
     for how, values in (("mean", means[target.name][0][None]), ("class-mean", means[target.name][1][yb])):
         direct = copy.deepcopy(model)
         direct.layer2[0].se.gate = Fixed(values.float())
-        with torch.no_grad(), GateReplacement(model, gates, means) as hooks:
-            hooks.begin_batch(yb)
-            hooks.blocks, hooks.intervention = {target.name}, how
+        with torch.no_grad(), GateReplacement(model, gates, means, Intervention(frozenset({target.name}), how), labels=yb):
             torch.testing.assert_close(model(xb), direct(xb), rtol=0, atol=1e-6)
     assert isinstance(block.gate, nn.Sigmoid)
 
@@ -207,10 +206,9 @@ def test_replacement_hooks_are_removed_after_an_exception_and_nest_with_collecti
     count = lambda: sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())  # noqa: E731
     stats = GateStats(gates, StatsConfig(10))
     with pytest.raises(RuntimeError, match="boom"):
-        with GateHooks(model, gates, stats), GateReplacement(model, gates, {}) as hooks:
+        with GateHooks(model, gates, stats), GateReplacement(model, gates, {}, Intervention(
+                frozenset(g.name for g in gates), "ones")):
             assert count() == 3 * len(gates)  # collection: gate and block pre-hooks; replacement: one hook
-            hooks.begin_batch(y[:10])
-            hooks.blocks = {g.name for g in gates}
             stats.begin_batch(y[:10], torch.arange(10))
             with torch.no_grad():
                 model(x[:10])
@@ -218,3 +216,39 @@ def test_replacement_hooks_are_removed_after_an_exception_and_nest_with_collecti
     assert count() == 0
     # registered first, the collection hooks saw the real gates, not the replacement's ones
     assert not torch.equal(stats.top(gates[0].name)[0][:, 0], torch.ones(gates[0].channels))
+
+
+def brute_outcomes(model, gates, means, x, y, settings, generator):
+    """(correct [1 + S, N], loss [1 + S, N]) of the plain model and of each setting, each by a full
+    forward pass with its gates replaced: what ablate computed before it replayed the prefix."""
+    order = derangement(len(y), generator)
+    logits = [model(x)]
+    for setting in settings:
+        with GateReplacement(model, gates, means, setting, labels=y, order=order):
+            logits.append(model(x))
+    return (torch.stack([out.argmax(1) == y for out in logits]),
+            torch.stack([torch.nn.functional.cross_entropy(out, y, reduction="none") for out in logits]))
+
+
+def test_ablate_equals_a_full_forward_pass_per_intervention(tmp_path):
+    """Every group kind and intervention of the default run, on a 9-block SE-ResNet: ablate (the
+    prefix before each setting's first changed gate replayed) gives the accuracy and loss of one full
+    forward pass per setting; tolerance 1e-6 (the same operations on the same values)."""
+    torch.manual_seed(0)
+    model = random_bn_statistics(se_resnet(20, in_channels=1, num_classes=3))
+    gates = find_gates(model)
+    x, y = torch.randn(60, 1, 16, 16), torch.arange(60) % 3
+    run = save_run(collect(model, batches(x, y, 30), 3, progress=False), tmp_path / "run")
+    table = ablate(model, batches(x, y, 30), run, resamples=20, seed=4, progress=False)
+    groups = block_groups(gates)
+    settings = [Intervention(frozenset(b), how) for _, _, b in groups for how in ("ones", "mean", "class-mean", "shuffle")]
+    means = run_gate_means(run, gates)
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        outcomes = [brute_outcomes(model, gates, means, xb, yb, settings, generator) for xb, yb, _ in batches(x, y, 30)]
+    correct, loss = (torch.cat(part, 1).double() for part in zip(*outcomes))
+    assert len(table) == len(settings) == 52
+    np.testing.assert_allclose(table["acc"], correct[1:].mean(1), atol=1e-12)
+    np.testing.assert_allclose(table["loss"], loss[1:].mean(1), rtol=1e-6)
+    np.testing.assert_allclose(table["loss_base"], loss[0].mean(), rtol=1e-6)
+    assert table["loss"].nunique() > 40  # the settings differ from each other

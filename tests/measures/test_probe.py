@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.measures.probe import fit_logistic, ncm_probe, probe, stratified_folds
-from analysis.testing.fakes import balanced_labels, planted, sklearn_fold_correct
+from analysis.measures.probe import control_labels, fit_logistic, ncm_probe, probe, stratified_folds
+from analysis.measures.tables import block_table
+from analysis.testing.fakes import FakeStats, balanced_labels, planted, sklearn_fold_correct
 
 
 def test_probe_separates_planted_classes_is_deterministic_and_subsamples_classes() -> None:
@@ -69,3 +70,28 @@ def test_fit_logistic_coefficients_and_probabilities_match_scikit_learn() -> Non
     np.testing.assert_allclose(b.numpy(), ref.intercept_, atol=1e-6)
     proba = torch.softmax(torch.from_numpy(z) @ w + b, 1).numpy()
     np.testing.assert_allclose(proba, ref.predict_proba(z), atol=1e-6)
+
+
+def test_control_labels_keep_every_class_count_and_depend_on_the_samples_alone() -> None:
+    rng = np.random.default_rng(2)
+    y, ids = rng.choice(4, size=300, p=[0.4, 0.3, 0.2, 0.1]), rng.permutation(10_000)[:300]
+    fake = control_labels(y, ids, seed=0)
+    np.testing.assert_array_equal(np.bincount(fake, minlength=4), np.bincount(y, minlength=4))
+    assert (fake == y).mean() < 0.45  # dealt out again: agreement near sum p_k^2 = 0.30, not 1
+    order = rng.permutation(300)  # the same samples listed in another order get the same labels
+    np.testing.assert_array_equal(control_labels(y[order], ids[order], seed=0), fake[order])
+    assert not np.array_equal(control_labels(y, ids, seed=1), fake)
+
+
+def test_the_probe_controls_chance_is_its_labels_majority_share() -> None:
+    """Unbalanced classes (0.4, 0.3, 0.2, 0.1 of the samples, a fifth class absent), every sample in
+    the reservoir: probe_perm_chance is the most frequent class's share among the reservoir's labels,
+    counted here; a pseudo-label drawn per sample (the control before) would give another share."""
+    rng = np.random.default_rng(1)
+    y = rng.choice(4, size=500, p=[0.4, 0.3, 0.2, 0.1])
+    stats = FakeStats({"SE_1": planted(y, 5, 6, 0.3, rng)}, y, num_classes=5, reservoir=500)
+    row = block_table(stats).iloc[0]
+    labels = stats.reservoir("SE_1")[1].numpy()
+    share = np.bincount(labels).max() / labels.size
+    assert 0.35 < share < 0.45 and row["probe_perm_chance"] == pytest.approx(share)
+    assert row["probe_chance"] == pytest.approx(share)

@@ -25,7 +25,7 @@ BLOCK_COLUMNS = [
     "eta2_untrained_low", "eta2_z", "profile_sep", "shape_sep", "shape_sep_ci_low", "shape_sep_ci_high",
     "affine_r2", "shape_sep_perm", "shape_sep_perm_max", "shape_sep_perm_q95", "shape_sep_untrained", "shape_sep_untrained_low",
     "frac_significant", "selectivity_median", "mi_bits_mean", "class_cosine_mean", "class_corr_mean",
-    "probe_acc", "probe_chance", "probe_p", "probe_perm", "probe_selectivity", "probe_per_class", "probe_ncm",
+    "probe_acc", "probe_chance", "probe_p", "probe_perm", "probe_perm_chance", "probe_selectivity", "probe_per_class", "probe_ncm",
     "probe_untrained", "probe_z", "sat_high", "sat_low", "gate_mean", "gate_std", "detectable_share",
     "magnitude_share", "shape_share",
 ]  # fmt: skip
@@ -125,7 +125,7 @@ def test_single_class_gives_documented_nans_only() -> None:
     assert (ch["eta2"] == 0).all() and (ch["selectivity"] == 0).all() and (ch["mi_bits"] == 0).all()
     blocks = block_table(one)
     documented = {"probe_acc", "probe_chance", "probe_p", "probe_ncm", "probe_per_class", "probe_selectivity",
-                  "eps2_mean", "profile_sep", "shape_sep", "shape_sep_ci_low", "shape_sep_ci_high", "affine_r2"} | CONTROLS
+                  "probe_perm", "probe_perm_chance", "eps2_mean", "profile_sep", "shape_sep", "shape_sep_ci_low", "shape_sep_ci_high", "affine_r2"} | CONTROLS
     assert set(blocks.columns[blocks.isna().any()]) == documented
     assert blocks.loc[0, "eta2_null"] == 0.0 and blocks.loc[0, "class_corr_mean"] == 1.0
 
@@ -154,7 +154,7 @@ def test_a_gate_without_samples_raises_nothing_and_reports_nan_only_where_docume
     blocks = block_table(empty)
     assert set(blocks.columns[blocks.isna().any()]) == {
         "eta2_ci_low", "eta2_ci_high", "probe_acc", "probe_chance", "probe_p", "sat_high", "sat_low",
-        "gate_mean", "gate_std", "class_mod", "probe_ncm", "probe_per_class", "probe_perm", "probe_selectivity",
+        "gate_mean", "gate_std", "class_mod", "probe_ncm", "probe_per_class", "probe_perm", "probe_perm_chance", "probe_selectivity",
         "profile_sep", "shape_sep", "shape_sep_ci_low", "shape_sep_ci_high", "shape_sep_perm", "shape_sep_perm_max",
         "class_mod_perm_q95", "shape_sep_perm_q95", "affine_r2",
     } | CONTROLS  # fmt: skip

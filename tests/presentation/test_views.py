@@ -134,7 +134,8 @@ def adaptive_run(values: np.ndarray, labels: np.ndarray, edges: np.ndarray) -> S
     tensors = {"hist": torch.from_numpy(counts.ravel()), "edges": torch.from_numpy(edges)}
     return SimpleNamespace(
         path="adaptive", meta=SimpleNamespace(stats=SimpleNamespace(class_names=tuple(f"c{i}" for i in range(k)))),
-        blocks=pd.DataFrame({"block": ["SE_2_1"], "channels": [c]}), gate_tensor=lambda gate, field: tensors[field])
+        blocks=pd.DataFrame({"block": ["SE_2_1"], "channels": [c]}),
+        gate_tensor=lambda gate, field, rows=slice(None): tensors[field][rows])
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ SMOKE = {
                                       "--card", str(card_copy(tmp)), "--tiny"], r"wrote .*ABLATION\.md"),
     "ablate_replay.py": (lambda tmp: ["--tiny"], r"prefix replayed"),
     "amp_gates.py": (lambda tmp: ["--limit", "40", "--batch", "40"], r"SE_4_3"),
-    "control_cost.py": (lambda tmp: ["--tiny"], r"demo, --control none"),
+    "control_cost.py": (lambda tmp: ["--tiny"], r"pass: one control, 50 images"),
     "collect_overhead.py": (lambda tmp: ["--batch", "2", "--batches", "1", "--repeats", "1", "--size", "16"],
                             r"collect"),
     "dashboard_scale.py": (lambda tmp: ["--runs", str(tmp / "runs"), "--tiny"], r"after the first load"),

@@ -30,6 +30,7 @@ from analysis.errors import (
     RunFolderError,
     RunMismatchError,
     StatsMismatchError,
+    StatsStateError,
     TableSchemaError,
 )
 
@@ -60,7 +61,7 @@ __all__ = sorted([
     *_LAZY, *_MODULES,
     "AnalysisError", "CheckpointError", "DataError", "DistributedError", "GateValueError", "InterventionError",
     "LabelError", "ModelSpecError", "NoGatesError", "OptionError", "RunFolderError", "RunMismatchError",
-    "StatsMismatchError", "TableSchemaError",
+    "StatsMismatchError", "StatsStateError", "TableSchemaError",
 ])
 
 

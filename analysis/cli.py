@@ -275,10 +275,14 @@ HELP = {
     "image_size": "resize/crop images to this size (default: the model's)",
     "device": "auto | cpu | cuda | cuda:N",
     "compile": "torch.compile the hooked model",
-    "bins": "histogram bins per channel, equiprobable on its first batch",
+    "bins": "histogram bins per channel, equiprobable on the calibration sample",
     "reservoir": "gate vectors kept per class (0: automatic)",
     "topk": "top samples kept per channel",
     "shards": "data shards for jackknife intervals",
+    "permutations": "pseudo-label relabellings of the permutation null (perm_p's floor is 1/(1+N)); "
+                    "they take N x classes x channels x 4 bytes",
+    "calibration": "samples that set each channel's shift and histogram edges (the smallest ids among "
+                   "each process's first N)",
     "seed": "seeds the reservoir, the shards, --per-class, random-init weights, the untrained control, paper's channels",
     "onset_min_excess": "detectable onset: eta2 above its null by this",
     "onset_margin": "shape onset: shape_sep above its controls by this",

@@ -66,6 +66,10 @@ class StatsMismatchError(AnalysisError):
     """Two GateStats cannot be merged (different gates, classes, bins or seeds)."""
 
 
+class StatsStateError(AnalysisError):
+    """GateStats read with a batch open or samples waiting for calibration, or asked for a statistic it left out."""
+
+
 class DistributedError(AnalysisError):
     """A distributed collection was not started by torchrun, or its processes could not work together."""
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from analysis.capture.collect import collect, control_config, gate_precision
 from analysis.capture.gates import find_gates
-from analysis.capture.distributed import Rank, agree_ranks, join_ranks, merge_ranks, share_model
+from analysis.capture.distributed import Rank, gather_ranks, join_ranks, merge_ranks, share_model
 from analysis.capture.stats import GateStats, StatsConfig
 from analysis.data.jpeg import make_image_loader
 from analysis.data.selection import PER_CLASS, selection_warnings
@@ -72,6 +72,8 @@ class CollectJob:
     topk: int = StatsConfig.topk
     shards: int = StatsConfig.shards
     seed: int = StatsConfig.seed
+    permutations: int = StatsConfig.permutations
+    calibration: int = StatsConfig.calibration
     onset_min_excess: float | None = None  # the detectable onset's effect size, see analysis.measures.onset
     onset_margin: float = 0.0  # the shape onset's margin over its controls, see analysis.measures.onset
     overwrite: bool = False
@@ -84,7 +86,8 @@ class CollectJob:
     def __post_init__(self) -> None:
         check_fields(self)
         check_values(StatsConfig, {"bins": self.bins, "reservoir": self.reservoir, "topk": self.topk,
-                                   "shards": self.shards, "seed": self.seed})
+                                   "shards": self.shards, "seed": self.seed, "permutations": self.permutations,
+                                   "calibration": self.calibration})
 
 
 # Images per class below which a class's numbers rest on a handful: the probe's 5 folds cannot each test it.
@@ -171,7 +174,7 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
         share_model(model)
     config = StatsConfig(
         source.num_classes, bins=job.bins, reservoir=job.reservoir, topk=job.topk, shards=job.shards, seed=job.seed,
-        classes=present_classes(source),
+        permutations=job.permutations, calibration=job.calibration, classes=present_classes(source),
     )
     limit = min(filter(None, (job.limit, job.control_limit)), default=None) if control else job.limit
     total = min(len(source.dataset), limit) if limit else len(source.dataset)
@@ -184,7 +187,7 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
         gate_pattern=job.gates, class_names=source.class_names, config=control_config(config) if control else config,
         amp=job.amp, channels_last=job.channels_last, compile=job.compile,
         progress=job.progress and (not rank or rank.rank == 0), total=len(shard) if rank else total,
-        agree=agree_ranks if rank else None, inputs=not control,
+        gather=gather_ranks if rank else None, inputs=not control,
     )
     if rank:
         merge_ranks(stats)

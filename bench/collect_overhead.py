@@ -105,9 +105,9 @@ def measure_modes(
 
     def measure(
         name: str, call: Callable[[nn.Module], Any], before: Callable[[int], Any] = lambda i: None,
-        context: Any = contextlib.nullcontext(),
+        context: Any = contextlib.nullcontext(), after: Callable[[int], Any] = lambda i: None,
     ) -> None:
-        """Times before(i) then call(forward) per batch, `forward` compiled inside `context`."""
+        """Times before(i), call(forward) and after(i) per batch, `forward` compiled inside `context`."""
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         if compile:
@@ -119,6 +119,7 @@ def measure_modes(
                 before(i)
                 with torch.inference_mode(), precision:
                     call(forward)
+                after(i)
 
             times = timed(step, batches, repeats, device)
         row = {"mode": name, **rate(batches * len(x), times)}
@@ -133,7 +134,9 @@ def measure_modes(
     if "collect" in modes:
         stats = GateStats(gates, StatsConfig(classes), device=device)
         ids = torch.arange(len(x))
-        measure("collect", run, lambda i: stats.begin_batch(y, ids + i * len(x)), GateHooks(model, gates, stats))
+        measure("collect", run, lambda i: stats.begin_batch(y, ids + i * len(x)), GateHooks(model, gates, stats),
+                lambda i: stats.end_batch())
+        stats.finish()
         stats.check()  # every gate saw every image: the hooks ran, compiled or not
         del stats  # out of the next modes' peak memory
 

@@ -23,7 +23,7 @@ import torch
 from analysis.capture.collect import collect
 from analysis.measures.anova import Anova, anova
 from analysis.measures.onset import onset_index
-from analysis.measures.permutation import permutation_null
+from analysis.measures.permutation import relabelled
 from analysis.measures.profiles import gate_sd, profile_split
 from analysis.runs.folder import Run, load_run
 from analysis.testing.nets import batches
@@ -58,9 +58,9 @@ def shapes(a: Anova) -> dict[str, float]:
 
 
 def null_q95(stats, name: str) -> dict[str, float]:
-    count, total, total_sq = stats.perm_moments(name)
-    shift = stats.shift(name).numpy()
-    draws = [shapes(anova(count[p].numpy(), total[p].numpy(), total_sq[p].numpy(), shift)) for p in range(len(count))]
+    count, total = stats.perm_moments(name)
+    shift, a = stats.shift(name).numpy(), layout(stats, name)
+    draws = [shapes(relabelled(a, count[p].numpy(), total[p].numpy(), shift)) for p in range(len(count))]
     return {key: float(np.quantile([d[key] for d in draws], 0.95)) for key in YARDSTICKS}
 
 

@@ -73,9 +73,12 @@ def interleaved(modes: list[tuple[str, nn.Module, list | None]], x: torch.Tensor
                         stats.begin_batch(y, ids + i * n)
                     with torch.inference_mode(), precision:
                         net(x)
+                    if stats is not None:
+                        stats.end_batch()
 
                 elapsed = timed(step, batches, 1, x.device, warmup=0)
             if stats is not None:
+                stats.finish()
                 stats.check()  # every gate saw every image
             if repeat:
                 times[name] += elapsed

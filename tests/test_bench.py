@@ -46,6 +46,7 @@ SMOKE = {
                                          "--size", "40x30", "--jobs", "1"], r"4 JPEGs in 2 classes"),
     "metrics_scale.py": (lambda tmp: ["--tiny"], r"peak RSS GiB"),
     "shape_normalisation.py": (lambda tmp: ["--tiny"], r"onset with gate SD"),
+    "stats_memory.py": (lambda tmp: ["--classes", "10", "--permutations", "9", "--allocate"], r"allocated z: [\d.]+ MiB"),
     "stats_kernels.py": (lambda tmp: ["--classes", "10", "--batch", "8"], r"operations per batch: \d+"),
     "traced_gates.py": (lambda tmp: ["--model", "timm:seresnet18", "--size", "32", "--batch", "2", "--batches", "1",
                                      "--repeats", "1"], r"ratio to plain"),

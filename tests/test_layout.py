@@ -29,9 +29,8 @@ STAGES = [
     ("analysis.testing",),  # tiny models and planted statistics for tests and benchmarks
     ("dashboard",),
 ]
-# Cycles that are known and being removed (issue 18.2, engineer `capture`): merging writes GateStats'
-# private fields and stats calls merging. Delete the entry when the cycle is gone.
-KNOWN_CYCLES = [{"analysis.capture.merging", "analysis.capture.stats"}]
+# Cycles that are known and being removed; none now.
+KNOWN_CYCLES: list[set[str]] = []
 REPORT_MODULE_LINES = 400  # the size report lists modules and functions longer than these
 REPORT_FUNCTION_LINES = 60
 

@@ -4,6 +4,8 @@
         for x, y, ids in loader:
             stats.begin_batch(y, ids)
             model(x)
+            stats.end_batch()
+    stats.finish()
 
 `collect` runs that loop for you, with AMP, channels_last, inference mode, torch.compile and a
 progress bar. Its hooks, like every hook of the library, are `capture.hooks.ForwardHooks`.
@@ -35,7 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from analysis.errors import DataError, GateValueError, OptionError
-from analysis.capture.config import Agree
+from analysis.capture.config import Gather
 from analysis.capture.calls import CallCounter, Frame, Function, fp32_call, fp32_gate, subtrees
 from analysis.capture.gates import Gate, find_gates, squeeze_block, unwrap
 from analysis.capture.hooks import ForwardHooks
@@ -154,13 +156,14 @@ def gate_precision(model: nn.Module, gates: list[Gate], amp: str | None) -> dict
     return out
 
 
-def with_inputs(model: nn.Module, stats: GateStats) -> GateStats:
-    """`stats` with empty squeeze-input statistics (unbounded, same gates and settings) when every
-    gate has a known SE block whose input can be pooled; unchanged otherwise."""
-    if all(squeeze_block(model, g) for g in stats.gates):
-        config = dataclasses.replace(stats.config, bounded=False)
-        stats.inputs = GateStats(stats.gates, config, stats.class_names, stats.device)
-    return stats
+def new_stats(model: nn.Module, gates: list[Gate], config: StatsConfig, class_names: list[str] | None,
+              device: torch.device, inputs: bool, gather: Gather | None) -> GateStats:
+    """Empty statistics of `gates`; with `inputs`, beside them those of the squeezed inputs z
+    (`StatsConfig.squeezed`) when every gate has a known SE block whose input can be pooled."""
+    squeezed = None
+    if inputs and all(squeeze_block(model, g) for g in gates):
+        squeezed = GateStats(gates, config.squeezed(), class_names, device, gather=gather)
+    return GateStats(gates, config, class_names, device, inputs=squeezed, gather=gather)
 
 
 def _batches(loader: Iterable) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -216,7 +219,7 @@ def collect(
     progress: bool = True,
     total: int | None = None,
     inputs: bool = True,
-    agree: Agree | None = None,
+    gather: Gather | None = None,
     control: str | None = None,
     control_seeds: int = CONTROL_SEEDS,
 ) -> GateStats:
@@ -233,7 +236,7 @@ def collect(
     None, "bf16" or "fp16"; `compile` wraps the hooked model in torch.compile. Without `gates`,
     `find_gates` finds them (by type, else by tracing the first batch's first two images). With
     `inputs`, the squeezed inputs of the SE blocks are collected into `stats.inputs` too (see
-    `with_inputs`). `agree` makes the first batch's calibration equal across processes. Raises
+    `new_stats`). `gather` shares the calibration sample across processes (GateStats). Raises
     DataError for an empty loader, NoGatesError, LabelError and GateValueError as described in GateStats.
     """
     if control is not None and control not in CONTROLS:
@@ -244,7 +247,7 @@ def collect(
     model.eval()
     try:
         stats = _collect(model, loader, num_classes, gates, gate_pattern, class_names, config, amp, channels_last,
-                         compile, progress, total, inputs, agree)
+                         compile, progress, total, inputs, gather)
     finally:
         for module, training in modes:
             module.training = training
@@ -258,14 +261,15 @@ def collect(
 
 def control_config(config: StatsConfig) -> StatsConfig:
     """What a control pass keeps: the moments of one shard (the band holds each seed's point value,
-    never resampled), no permutation tables, the fewest bins and top samples; the same classes and seed."""
-    return dataclasses.replace(config, shards=1, permutations=0, bins=2, topk=1)
+    never resampled), the reservoir (probe_untrained), the fewest bins; no permutation null and no top
+    samples (nothing reads them of a control); the same classes and seed."""
+    return dataclasses.replace(config, shards=1, bins=2, skip=tuple({*config.skip, "null", "top"}))
 
 
 def _collect(
     model: nn.Module, loader: Iterable, num_classes: int, gates: list[Gate] | None, gate_pattern: str | None,
     class_names: list[str] | None, config: StatsConfig | None, amp: str | None, channels_last: bool,
-    compile: bool, progress: bool, total: int | None, inputs: bool, agree: Agree | None,
+    compile: bool, progress: bool, total: int | None, inputs: bool, gather: Gather | None,
 ) -> GateStats:
     """The hooked pass of `collect`, with the model in eval mode."""
     device = model_device(model)
@@ -286,19 +290,16 @@ def _collect(
                 gates = gates or find_gates(model, gate_pattern, example=x[:2])
                 with precision:
                     gates = _learn_channels(model, gates, x)
-                stats = GateStats(gates, config, class_names, device)
-                if inputs:
-                    with_inputs(model, stats)
-                for part in (stats, stats.inputs):
-                    if part is not None:
-                        part.agree = agree
+                stats = new_stats(model, gates, config, class_names, device, inputs, gather)
                 stack.enter_context(GateHooks(model, gates, stats))
                 forward = torch.compile(model) if compile else model
             stats.begin_batch(y, ids)
             with torch.inference_mode(), precision:
                 forward(x)
+            stats.end_batch()
             bar.update(len(y))
     if stats is None or stats.samples == 0:
         raise DataError("the data source yielded no samples.")
+    stats.finish()
     stats.check()
     return stats

@@ -1,56 +1,31 @@
-"""What GateStats keeps, and the dtype and kind of each of its fields (one place for the file layout).
+"""StatsConfig: what GateStats keeps (its fields and their layout are the table of `capture.fields`).
 
-    config = StatsConfig(num_classes=10, permutations=8)
-    shapes = field_shapes(config, channels=64)     # one gate's tensors as stored in a run
-
-Per gate, with K classes, C channels, S shards, P relabellings and B bins (the layout of a run's
-stats file; in memory each field is one tensor holding the gates' tensors one after another, so
-that a batch is added to all gates at once, and each gate's tensor is a contiguous view):
-
-* `shift [C]` float64, the first batch's channel means; `count [S*K]` int64, `sum`/`sumsq
-  [S*K, C]` float64: moments of s - shift per shard and class, so narrow gates keep their digits.
-  Shards are disjoint parts of the data chosen by a hash of the sample id; the totals are their
-  sums, and the shards give jackknife intervals without storing anything per sample.
-* `perm_count [P*K]`, `perm_sum`/`perm_sumsq [P*K, C]`: the same moments under P fixed
-  relabellings (`keys.pseudo_labels`, among the classes present), the permutation null, exact
-  under merge.
-* `edges [C, B+1]` float64 and `hist [K*C*(B+2)]` int32: per class and channel, counts over the
-  channel's own B bins (equiprobable on the first batch, over its range widened, see `ranges`),
-  with an underflow (cell 0) and an overflow (cell B+1).
-* `sat_high`/`sat_low [K*C]` int32: exact counts of s >= 0.9 and s <= 0.1 (bounded gates only).
-* `reservoir [K'*R+1, C]` float32: a uniform sample of R gate vectors per class of the K' classes
-  present (`StatsConfig.present`; K' = K unless the data is a class subset), in the slots of one
-  `Reservoir` shared by all gates (stored once as `_reservoir/keys` and `_reservoir/ids`; row
-  K'*R is a scratch row that absorbs the samples not kept). Each sample's key is a hash of its id.
-* `top_values`/`top_ids [C, k]`: per channel, the k samples with the largest gate.
-* `nonfinite`, `below`, `above`, `min`, `max`: problems seen, checked once by `check()`, because a
-  host sync inside a hook would stall the GPU.
+    config = StatsConfig(num_classes=10)                        # everything, 99 relabellings
+    cheap = StatsConfig(num_classes=10, skip=("reservoir", "top"))  # a control pass without samples
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 import torch
 
-from analysis.errors import LabelError
+from analysis.errors import LabelError, OptionError
 from analysis.options import Range, check_fields
 
 SAT_HIGH = 0.9  # a gate value >= this is near 1: counted in `sat_high`
 SAT_LOW = 0.1  # a gate value <= this is near 0: counted in `sat_low`
-DTYPES = {"count": torch.int64, "perm_count": torch.int64, "sum": torch.float64, "sumsq": torch.float64,
-          "perm_sum": torch.float64, "perm_sumsq": torch.float64, "hist": torch.int32, "sat_high": torch.int32,
-          "sat_low": torch.int32, "reservoir": torch.float32, "top_values": torch.float32, "top_ids": torch.int64,
-          "nonfinite": torch.int64, "below": torch.int64, "above": torch.int64, "min": torch.float32,
-          "max": torch.float32, "shift": torch.float64, "edges": torch.float64}
-PER_CHANNEL = ("top_values", "top_ids", "shift", "edges")  # [C, ...] per gate
-COUNTERS = ("nonfinite", "below", "above")  # one number per gate, kept per channel and summed on reading
-CALIBRATION = ("shift", "edges")
-# (shift [C], quantiles [C, B+1]) of a first batch (ranges.first_batch), made equal across processes in place
-# (see distributed.agree_ranks)
-Agree = Callable[[torch.Tensor, torch.Tensor], None]
+# Groups of fields that a StatsConfig can leave out (`skip`); the others are always kept.
+OPTIONAL = ("null", "histogram", "saturation", "reservoir", "top")
+# What the tables read of the squeezed inputs z (measures/tables.py: eta2_z and probe_z): the moments
+# summed over shards and the reservoir; the rest of a full GateStats is left out (issue 24).
+SQUEEZE_SKIP = ("null", "histogram", "saturation", "top")
+# (ids [n] int64, values [n, C] float32) of this process's calibration candidates -> those of every
+# process, concatenated (distributed.gather_ranks under torchrun), so that all calibrate alike.
+Gather = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -58,18 +33,23 @@ class StatsConfig:
     """What GateStats keeps. Stored in the run's meta.json; two stats merge only if configs match."""
 
     num_classes: int
-    # histogram bins per channel, equiprobable on its first batch (plus underflow and overflow: 20 cells); one bin
-    # says nothing
+    # histogram bins per channel, equiprobable on the calibration sample (plus underflow and overflow: 20 cells);
+    # one bin says nothing
     bins: Annotated[int, Range(2)] = 18
     # gate vectors kept per class; 0 picks min(256, max(16, 4096 // K')), K' the classes present
     reservoir: Annotated[int, Range(0)] = 0
     topk: Annotated[int, Range(1)] = 16  # samples kept per channel for image galleries
     shards: Annotated[int, Range(1)] = 8  # disjoint data shards for jackknife intervals
     seed: Annotated[int, Range(0)] = 0  # seeds the sample keys of the reservoir, the shard assignment and the relabellings
-    permutations: Annotated[int, Range(0)] = 8  # fixed pseudo-label relabellings kept as extra moment tables (the null)
+    # fixed pseudo-label relabellings kept as class sums (the permutation null): its p-value's floor is 1 / (1 + P)
+    permutations: Annotated[int, Range(0)] = 99
+    # samples that set each channel's shift and histogram edges: the smallest ids among the first this many
+    # samples of every process (see GateStats), so that one process and several calibrate alike
+    calibration: Annotated[int, Range(2)] = 512
     bounded: bool = True  # values are gates in [0, 1]: range checks and saturation counts (False for z)
     # The labels the data holds when not all of 0..K-1 (a class subset); None: all. See `present`.
     classes: tuple[int, ...] | None = None
+    skip: tuple[str, ...] = ()  # groups of fields left out (OPTIONAL): their memory and their work
 
     def __post_init__(self) -> None:
         if self.num_classes < 1:
@@ -82,6 +62,10 @@ class StatsConfig:
             object.__setattr__(self, "classes", None if len(classes) == self.num_classes else classes)
         if self.reservoir == 0:
             object.__setattr__(self, "reservoir", min(256, max(16, 4096 // len(self.present))))
+        unknown = [group for group in self.skip if group not in OPTIONAL]
+        if unknown:
+            raise OptionError(f"{', '.join(unknown)} cannot be skipped; optional statistics: {', '.join(OPTIONAL)}.")
+        object.__setattr__(self, "skip", tuple(group for group in OPTIONAL if group in self.skip))
 
     @property
     def present(self) -> tuple[int, ...]:
@@ -89,14 +73,11 @@ class StatsConfig:
         permutation null draw among these, and the reservoir keeps slots for these only."""
         return self.classes if self.classes is not None else tuple(range(self.num_classes))
 
+    def keeps(self, group: str) -> bool:
+        """Whether the fields of `group` are kept: not skipped, and saturation only for gates in [0, 1]."""
+        return group not in self.skip and (group != "saturation" or self.bounded)
 
-def field_shapes(config: StatsConfig, channels: int) -> dict[str, torch.Size]:
-    """The shape of each field of one gate of `channels` channels, as GateStats.gate_tensors gives it."""
-    c, k, kept = channels, config.num_classes, len(config.present) * config.reservoir + 1
-    sk, pk = config.shards * k, config.permutations * k
-    shapes = {"count": (sk,), "perm_count": (pk,), "sum": (sk, c), "sumsq": (sk, c), "perm_sum": (pk, c),
-              "perm_sumsq": (pk, c), "hist": (k * c * (config.bins + 2),), "sat_high": (k, c), "sat_low": (k, c),
-              "reservoir": (kept, c), "top_values": (c, config.topk), "top_ids": (c, config.topk),
-              "nonfinite": (), "below": (), "above": (), "min": (), "max": (), "shift": (c,),
-              "edges": (c, config.bins + 1)}
-    return {field: torch.Size(shape) for field, shape in shapes.items()}
+    def squeezed(self) -> StatsConfig:
+        """The configuration of the squeezed inputs z beside these gates: unbounded, one shard, and only
+        what the tables read of them (SQUEEZE_SKIP left out)."""
+        return dataclasses.replace(self, bounded=False, shards=1, skip=tuple({*self.skip, *SQUEEZE_SKIP}))

@@ -7,13 +7,13 @@ would pad the last round with repeated samples, which GateStats would count twic
 never repeat one, and the sample ids stay indices into the whole data set. Each rank keeps its own
 GateStats on its device, then `merge_ranks` combines them (NCCL on GPUs, gloo on CPUs) into what
 one process would have collected over all the data, and rank 0 alone writes the run folder. For
-that, the ranks first agree on each channel's shift and histogram edges (`agree_ranks`, called by
-GateStats on its first batch), so that their sums and histograms add exactly.
+that, the ranks calibrate each channel's shift and histogram edges on one sample, the samples of
+smallest id gathered from all of them (`gather_ranks`, GateStats' `gather`): the one process's
+calibration sample too, so that sums and histograms add exactly and equal one process's.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,17 +24,17 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from analysis.errors import DistributedError, first_line
-from analysis.capture.config import CALIBRATION
+from analysis.capture.fields import Merge
 from analysis.capture.stats import GateStats
+from analysis.errors import DistributedError, first_line
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 # The longest a rank waits for the others in one collective: long enough for ranks that finish
 # their shards at different times, short enough that one crashed rank does not hang the rest forever.
 TIMEOUT = timedelta(minutes=30)
-ADDED = ("count", "perm_count", "sum", "sumsq", "perm_sum", "perm_sumsq", "hist", "sat_high", "sat_low",
-         "nonfinite", "below", "above")  # add up over disjoint samples
-SAMPLED = ("reservoir", "top_values", "top_ids")  # chosen by sample key or value: combined by GateStats.merge
+# The collective of each elementwise merge rule (the fields' rules are in capture.fields).
+_REDUCE_OPS = {Merge.ADD: dist.ReduceOp.SUM, Merge.SHIFTED: dist.ReduceOp.SUM, Merge.BINNED: dist.ReduceOp.SUM,
+               Merge.MIN: dist.ReduceOp.MIN, Merge.MAX: dist.ReduceOp.MAX}
 
 
 @dataclass(frozen=True)
@@ -96,83 +96,54 @@ def share_model(model: nn.Module) -> None:
         raise _peer_failed("share the model", e) from None
 
 
-def agree_ranks(shift: torch.Tensor, quantiles: torch.Tensor) -> None:
-    """Make a first batch's calibration equal on every rank, in place (GateStats.agree under torchrun;
-    every rank calls it once per calibration, at the same point of its collection): the mean of the
-    ranks' shifts [C]; of the quantiles [C, B + 1] (ranges.first_batch), the mean over ranks of each
-    one, then the least min and the largest max.
-
-    Averaging quantile b over ranks averages their quantile functions (Vincent averaging), which for
-    shards of one data set estimates the pooled quantile with one all-reduce, and keeps each
-    channel's quantiles sorted (a mean of non-decreasing vectors does not decrease). The outer ones
-    become the extremes, not means, so that the agreed range, like one process's, holds every
-    first-batch value of every rank, and replacing them keeps the vector sorted."""
+def gather_ranks(ids: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's calibration candidates, concatenated in rank order, on every rank (GateStats'
+    `gather` under torchrun; every rank calls it once per calibration): ids [n_r] int64 and
+    values [n_r, C] float32 of each rank -> ids [sum n_r], values [sum n_r, C]. Ranks may hold
+    different counts (a short shard): each sends its count first, then its rows padded to the most."""
     try:
         world = dist.get_world_size()
-        low, high = quantiles[:, 0].clone(), quantiles[:, -1].clone()
-        for mean in (shift, quantiles):
-            dist.all_reduce(mean)
-            mean /= world
-        dist.all_reduce(low, dist.ReduceOp.MIN)
-        dist.all_reduce(high, dist.ReduceOp.MAX)
-        quantiles[:, 0], quantiles[:, -1] = low, high
+        counts = [torch.zeros(1, dtype=torch.int64, device=ids.device) for _ in range(world)]
+        dist.all_gather(counts, torch.tensor([ids.numel()], dtype=torch.int64, device=ids.device))
+        sizes = [int(c) for c in counts]
+        most = max(sizes)
+        padded = [torch.zeros(most, *t.shape[1:], dtype=t.dtype, device=t.device) for t in (ids, values)]
+        for pad, t in zip(padded, (ids, values)):
+            pad[: t.shape[0]] = t
+        gathered = []
+        for pad in padded:
+            parts = [torch.empty_like(pad) for _ in range(world)]
+            dist.all_gather(parts, pad)
+            gathered.append(torch.cat([part[:n] for part, n in zip(parts, sizes)]))
     except RuntimeError as e:
-        raise _peer_failed("agree on the gates' histogram edges", e) from None
+        raise _peer_failed("gather the samples that set the histogram edges", e) from None
+    return gathered[0], gathered[1]
 
 
 def merge_ranks(stats: GateStats) -> GateStats:
-    """Turn `stats` (this rank's shard) into the statistics of every rank's samples, on every rank.
+    """Turn `stats` (this rank's shard, finished) into the statistics of every rank's samples, on every rank.
 
-    Counts, sums and histograms are all-reduced, min and max too. The reservoir and top-k are
-    broadcast one rank at a time and folded in by GateStats.merge, so they equal one process's
-    exactly, and only one other rank's copy is held at once (about 1 GB for ImageNet-scale runs).
+    The fields that combine elementwise (`capture.fields`: sums, counts, histograms, min, max) are
+    all-reduced. The reservoir and top-k are broadcast one rank at a time and folded in by
+    GateStats.merge_sampled, so they equal one process's exactly, and only one other rank's copy
+    is held at once (about 1 GB for ImageNet-scale runs).
     """
     rank, world = dist.get_rank(), dist.get_world_size()
-    stats.flush()
     if stats.inputs is not None:
         merge_ranks(stats.inputs)
     try:
-        own = {key: t.clone() for key, t in _sampled(stats).items()}
-        for field in ADDED:
-            dist.all_reduce(stats.fused[field])
-        dist.all_reduce(stats.fused["min"], dist.ReduceOp.MIN)
-        dist.all_reduce(stats.fused["max"], dist.ReduceOp.MAX)
-        samples = torch.tensor(stats.samples, dtype=torch.int64, device=stats.device)
-        dist.all_reduce(samples)
-        for t in _sampled(stats).values():
+        stats.reduce(lambda t, rule: dist.all_reduce(t, _REDUCE_OPS[rule]))
+        own = {key: t.clone() for key, t in stats.sampled_state().items()}
+        for t in stats.sampled_state().values():
             dist.broadcast(t, 0)  # every rank starts from rank 0's reservoir and top-k
         for src in range(1, world):
             part = own if src == rank else {key: torch.empty_like(t) for key, t in own.items()}
             for t in part.values():
                 dist.broadcast(t, src)
-            stats.merge(_holding(stats, part), inputs=False)
+            stats.merge_sampled(part)
     except RuntimeError as e:
         raise _peer_failed("merge statistics", e) from None
-    stats.samples = int(samples)
     return stats
-
-
-def _sampled(stats: GateStats) -> dict[str, torch.Tensor]:
-    """The reservoir and top-k tensors of `stats` (all gates), in the same order on every rank."""
-    return {"_reservoir/keys": stats.reservoir_keys, "_reservoir/ids": stats.reservoir_ids,
-            **{field: stats.fused[field] for field in SAMPLED}}
-
-
-def _holding(stats: GateStats, part: dict[str, torch.Tensor]) -> GateStats:
-    """A GateStats for GateStats.merge that holds another rank's reservoir and top-k and adds
-    nothing else: zeros that take no memory for the sums, `stats`' own (already reduced) min/max and
-    calibration."""
-    peer = copy.copy(stats)
-    peer.samples = 0
-    peer.reservoir_keys, peer.reservoir_ids = part["_reservoir/keys"], part["_reservoir/ids"]
-    peer.fused = {
-        **{field: torch.zeros((), dtype=value.dtype, device=stats.device).expand_as(value)
-           for field, value in stats.fused.items() if field in ADDED},
-        **{field: stats.fused[field] for field in ("min", "max", *CALIBRATION)},
-        **{field: part[field] for field in SAMPLED},
-    }
-    peer._pending = set()
-    return peer
 
 
 def _peer_failed(what: str, error: RuntimeError) -> DistributedError:

@@ -1,39 +1,39 @@
 """Per-channel calibration of GateStats: the shift of the moments and the edges of the histogram.
 
-    shift, quantiles = first_batch(s64, bins)       # from the first batch of a gate, [N, C] -> [C], [C, B + 1]
-    e = histogram_edges(quantiles, bounded)         # [C, B + 1]: outer edges widened, interior ones kept
-    cell = bin_cells(s64, e)                        # 0 = underflow, 1..B, B + 1 = overflow
+    shift, quantiles = shift_and_quantiles(s64, bins)   # of the calibration sample, [N, C] -> [C], [C, B + 1]
+    e = histogram_edges(quantiles, bounded)             # [C, B + 1]: outer edges widened, interior ones kept
+    cell = bin_cells(s64, e)                            # 0 = underflow, 1..B, B + 1 = overflow
 
 Trained SE gates vary by 1e-4..1e-2 around a per-channel offset, so fixed bins on [0, 1] see one
 spike and sum - sumsq^2 / n cancels most digits; and many channels are skewed, so equal-width bins
 over a channel's range leave its bulk in one or two bins (on the shipped SE-ResNet-20, SE_4_2's
 channel 3 had 1066 of 2000 samples in one bin and lost a third of its mutual information). Both are
-fixed per channel from the first batch: moments are kept of x - shift, and the histogram's B bins
-are equiprobable on the first batch: interior edges at its quantiles b/B (b = 1..B-1, order
-statistics), the outer edges at its min and max widened by MARGIN of that span on each side, values
-outside going to an underflow and an overflow bin. Where the first batch repeats a value (gates
-saturated at exactly 1.0), quantile edges repeat: the bins between them have zero width and stay
-empty (a value equal to an edge counts in the bin above it), which the mutual information does not
-notice and the plots skip. A channel constant in the first batch gets B equal-width bins over its
-widened range instead.
+fixed per channel from a calibration sample (GateStats: the samples of smallest id among the first
+`StatsConfig.calibration`): moments are kept of x - shift, and the histogram's B bins are
+equiprobable on the sample: interior edges at its quantiles b/B (b = 1..B-1, order statistics), the
+outer edges at its min and max widened by MARGIN of that span on each side, values outside going to
+an underflow and an overflow bin. Where the sample repeats a value (gates saturated at exactly
+1.0), quantile edges repeat: the bins between them have zero width and stay empty (a value equal to
+an edge counts in the bin above it), which the mutual information does not notice and the plots
+skip. A channel constant in the sample gets B equal-width bins over its widened range instead.
 
-Calibrations from different batches still merge: `reshift` moves moments to another shift exactly
+Calibrations from different samples still merge: `reshift` moves moments to another shift exactly
 (Chan et al.'s algebra), `rebin` moves histogram counts to other edges by bin centre (approximate;
-exact, a plain sum, when the edges match, as under torchrun where the ranks agree on them first).
+exact, a plain sum, when the edges match, as under torchrun where the processes share one sample).
 """
 
 from __future__ import annotations
 
 import torch
 
-MARGIN = 0.25  # share of the first batch's span added below and above it to the histogram range
+MARGIN = 0.25  # share of the calibration sample's span added below and above it to the histogram range
 # The least span of a range, relative to the magnitude of its values: a few float32 steps, so that a
-# channel constant in the first batch still gets bins that separate later values.
+# channel constant in the calibration sample still gets bins that separate later values.
 MIN_SPAN = 2.0**-20
 BOUNDED_TOP = 1.0 + 2.0**-20  # highest upper edge of a gate in [0, 1]: keeps 1.0 inside the last bin
 
 
-def first_batch(s64: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+def shift_and_quantiles(s64: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(shift [C] = mean, quantiles [C, B + 1]) of the finite values of s64 [N, C] float64 per
     channel: quantile b is the order statistic floor(n b / B) of the channel's n finite values
     (b = 0: the min, b = B: the max), so each of the B bins between them holds n / B of them (+-1,
@@ -49,7 +49,7 @@ def first_batch(s64: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 def histogram_edges(quantiles: torch.Tensor, bounded: bool) -> torch.Tensor:
-    """[C, B + 1] float64 bin edges from a batch's quantiles [C, B + 1] (first_batch): the min and
+    """[C, B + 1] float64 bin edges from a sample's quantiles [C, B + 1] (shift_and_quantiles): the min and
     max widened by MARGIN of their span, at least MIN_SPAN apart, within [0, BOUNDED_TOP] for
     gates in [0, 1]; between them the interior quantiles (B equal-width bins where the span was
     below MIN_SPAN), clamped into the outer edges so that the edges never decrease."""

@@ -44,11 +44,11 @@ class Reservoir:
         keys: torch.Tensor | None = None,
         ids: torch.Tensor | None = None,
     ) -> None:
-        """Empty, or holding stored `keys` and `ids` (the layout of the module docstring)."""
+        """Empty, or holding stored `keys` and `ids` (the layout of the module docstring), moved to `device`."""
         self.num_classes, self.size = num_classes, size
         slots = num_classes * size + 1
-        self.keys = torch.full((slots,), float("inf"), dtype=torch.float64, device=device) if keys is None else keys
-        self.ids = torch.full((slots,), -1, dtype=torch.int64, device=device) if ids is None else ids
+        self.keys = torch.full((slots,), float("inf"), dtype=torch.float64, device=device) if keys is None else keys.to(device)
+        self.ids = torch.full((slots,), -1, dtype=torch.int64, device=device) if ids is None else ids.to(device)
 
     @property
     def scratch(self) -> int:
@@ -99,8 +99,3 @@ class Reservoir:
         slots = (order != _EMPTY).nonzero().flatten()
         slots = slots[order[slots].argsort()]
         return slots, slots // self.size, self.ids[:-1].cpu()[slots]
-
-    def to(self, device: torch.device | str) -> Reservoir:
-        """Move the keys and ids to `device`."""
-        self.keys, self.ids = self.keys.to(device), self.ids.to(device)
-        return self

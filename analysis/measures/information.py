@@ -1,7 +1,7 @@
 """Mutual information between class and binned gate, from the per-class histograms.
 
 hist [K, C, B'] (any integer dtype) counts each class's gate values over each channel's own bins
-(GateStats: B bins equiprobable on the channel's first batch, over its range widened, plus an
+(GateStats: B bins equiprobable on the channel's calibration sample, over its range widened, plus an
 underflow and an overflow bin, B' = B + 2; see capture/ranges.py).
 Trained gates vary by 1e-4..1e-2 around a per-channel offset, so fixed bins on [0, 1] put a whole
 channel into one bin and its MI at 0; bins over the channel's own range resolve it. MI of a
@@ -18,7 +18,7 @@ histograms or a prior, which GateStats does not keep.
 
 Binning loses a little of a continuous gate's information. Equal-width bins lost much on skewed
 channels, whose bulk they left in one or two bins (block means up to 0.12 bits, single channels of
-SE_4_2 up to 0.4 bits below the references); bins equiprobable on the first batch follow the bulk.
+SE_4_2 up to 0.4 bits below the references); bins equiprobable on a calibration sample follow the bulk.
 On the shipped SE-ResNet-20 (2000 test images) the block means now lie 0.008-0.046 bits below
 scikit-learn's kNN estimate and within 0.018 bits of 20 quantile bins over all the data, single
 channels up to 0.12 bits below kNN and 0.08 below quantile bins (tests/measures/test_shipped_measures.py).

@@ -138,7 +138,7 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
                 "mi_bits",
                 "float64",
                 "Mutual information between class and the binned gate, in bits, from the histogram over "
-                "the channel's own bins (B bins, equiprobable on the first batch, plus an underflow and an "
+                "the channel's own bins (B bins, equiprobable on the calibration sample, plus an underflow and an "
                 "overflow bin: fixed bins on [0, 1] cannot resolve gates that vary by 1e-4 around 0.5, and "
                 "equal-width bins leave a skewed channel's bulk in one bin), each entropy with the "
                 "Miller-Madow correction H + (m - 1) / (2N) nats, m its number of non-empty cells. The "
@@ -189,13 +189,15 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
                 "eta2_perm",
                 "float64",
                 "Label-permutation null: eta2_mean of the same gates under each of P fixed pseudo-labellings "
-                "of the samples (a hash of the sample id), averaged over the P. NaN without permutation tables.",
+                "of the samples (a hash of the sample id; P = 99 by default), averaged over the P. NaN "
+                "without permutation tables.",
             ),
             Column(
                 "perm_p",
                 "float64",
-                "(1 + #permutations with eta2_mean >= the observed) / (1 + P): the permutation p-value, "
-                "at least 1/(1+P). NaN without permutation tables.",
+                "(1 + #permutations with eta2_mean >= the observed) / (1 + P): the permutation p-value. Its "
+                "floor is 1/(1+P) (0.01 with the default 99): a value at the floor says p <= 1/(1+P), no "
+                "finer; a smaller p needs more permutations. NaN without permutation tables.",
             ),
             Column(
                 "eta2_untrained",

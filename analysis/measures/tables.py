@@ -4,7 +4,7 @@ Inputs, per gate, as CPU tensors (K classes, C channels, S shards, P relabelling
 from GateStats (`capture.stats`):
 
 * `count [S, K]` int64, `sum [S, K, C]` and `sumsq [S, K, C]` float64: moments of x - shift per
-  shard and class, `shift [C]`; the same under P pseudo-labellings (`perm_moments`);
+  shard and class, `shift [C]`; counts and sums under P pseudo-labellings (`perm_moments`);
 * `hist [K, C, B + 2]` int64: counts over each channel's own bins, with under- and overflow;
 * `saturation`: exact counts of gates >= 0.9 and <= 0.1 per class and channel;
 * reservoir `values [n, C]` float32 with `labels [n]`, `ids [n]` int64: up to R whole gate vectors
@@ -44,7 +44,7 @@ from analysis.measures.anova import (
 )
 from analysis.measures.information import mutual_information_bits
 from analysis.measures.notions import NULL_QUANTILE, NotionRules, answer, resample_statistics
-from analysis.measures.permutation import permutation_null, permutation_p
+from analysis.measures.permutation import Null, permutation_null, permutation_p
 from analysis.measures.probe import PROBE_MAX_CLASSES, Probe, control_labels, ncm_probe, probe
 from analysis.measures.profiles import mean_pairwise_cosine, profile_separation, profile_split, selectivity
 from analysis.measures.resampling import bootstrap_interval, eta2_jackknife, resample_count, shard_weights
@@ -73,7 +73,7 @@ class StatsLike(Protocol):
 
     def shift(self, name: str) -> torch.Tensor: ...
 
-    def perm_moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+    def perm_moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def histogram(self, name: str) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -194,7 +194,10 @@ def _shape(stats: StatsLike, name: str, a: Anova, shape_draws: np.ndarray) -> di
     the permutation null (NaN without relabellings)."""
     profile_sep, shape_sep = profile_separation(a)
     low, high = bootstrap_interval(shape_draws, stats.config.shards)
-    null = permutation_null(*stats.perm_moments(name), _moments(stats, name)[3])
+    shift = _moments(stats, name)[3]
+    empty = np.empty(0)
+    null = permutation_null(*stats.perm_moments(name), shift, a) if stats.config.keeps("null") else \
+        Null(empty, empty, empty)
     nan_mean = (lambda x: float(x.mean()) if x.size else math.nan)
     nan_max = (lambda x: float(x.max()) if x.size else math.nan)
     q95 = (lambda x: float(np.quantile(x, NULL_QUANTILE)) if x.size else math.nan)

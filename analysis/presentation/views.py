@@ -143,15 +143,10 @@ def gate_histogram(run: Run, block: str, classes: list[int] | None = None) -> tu
     With `classes`, only their rows are read ([len(classes), C, B + 2]): a few MB instead of 160 at
     ImageNet scale."""
     check_block(run, block)
-    k, channels = len(class_names(run)), int(run.blocks.set_index("block").at[block, "channels"])
     edges = run.gate_tensor(block, "edges").double().numpy()
-    cells = channels * (edges.shape[1] + 1)  # one class's rows of the flat histogram, classes in label order
     if classes is None:
-        counts = run.gate_tensor(block, "hist").long().numpy()
-    else:
-        counts = np.concatenate([run.gate_tensor(block, "hist", slice(c * cells, (c + 1) * cells)).long().numpy()
-                                 for c in classes])
-    return counts.reshape(-1, channels, edges.shape[1] + 1), edges
+        return run.gate_tensor(block, "hist").long().numpy(), edges
+    return np.concatenate([run.gate_tensor(block, "hist", slice(c, c + 1)).long().numpy() for c in classes]), edges
 
 
 def pooled_histogram(counts: np.ndarray, edges: np.ndarray, points: int = 100) -> tuple[np.ndarray, np.ndarray]:

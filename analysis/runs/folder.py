@@ -202,16 +202,13 @@ class Run:
 
     @cached_property
     def stats(self) -> GateStats:
-        """The raw statistics, rebuilt on the CPU; their `inputs` are read on first access."""
-        stats = self._read_stats("stats", self.meta.stats)
-        inputs = self.meta.inputs
-        if inputs is not None:
-            stats.inputs = lambda: self._read_stats("inputs", inputs)
-        return stats
+        """The raw statistics with their squeeze inputs, rebuilt on the CPU on first access."""
+        inputs = self._read_stats("inputs", self.meta.inputs) if self.meta.inputs is not None else None
+        return self._read_stats("stats", self.meta.stats, inputs)
 
-    def _read_stats(self, name: str, record: StatsRecord) -> GateStats:
+    def _read_stats(self, name: str, record: StatsRecord, inputs: GateStats | None = None) -> GateStats:
         try:
-            return GateStats.from_state(record.description(), load_file(str(self.path / f"{name}.safetensors")))
+            return GateStats.from_state(record.description(), load_file(str(self.path / f"{name}.safetensors")), inputs)
         except (OSError, KeyError, ValueError, SafetensorError) as e:
             raise RunFolderError(f"{self.path}/{name}.safetensors does not match meta.json or is damaged: {e}.") from None
 

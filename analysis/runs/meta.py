@@ -37,8 +37,10 @@ from analysis.data.source import IMAGE_SIZE
 from analysis.errors import AnalysisError, RunFolderError, first_line
 from analysis.options import Range
 
-RUN_VERSION = 3  # 2: shifted moments, per-channel histogram ranges, permutation tables, squeeze inputs;
-# 3: per-channel histogram edges equiprobable on the first batch (`{gate}/edges`, was edge_lo/edge_hi)
+RUN_VERSION = 4  # 2: shifted moments, per-channel histogram ranges, permutation tables, squeeze inputs;
+# 3: per-channel histogram edges equiprobable on the first batch (`{gate}/edges`, was edge_lo/edge_hi);
+# 4: the fields of capture.fields (permutation sums only, float32; hist [K, C, B+2]; problem counters per
+# channel; squeeze inputs without null, histogram, top-k and shards; calibration by sample id)
 RUN_FORMAT = "se-analysis run"  # meta.json's mark of a folder the toolkit wrote (format 1 had none)
 MAX_META_BYTES = 16 << 20  # an ImageNet-21k run's meta.json is a few MB
 MAX_META_DEPTH = 32  # nesting of JSON objects and lists; the toolkit writes 5 levels

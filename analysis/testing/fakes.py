@@ -11,7 +11,7 @@ import torch
 
 from analysis.capture.config import StatsConfig
 from analysis.capture.keys import pseudo_labels
-from analysis.capture.ranges import first_batch, histogram_edges
+from analysis.capture.ranges import shift_and_quantiles, histogram_edges
 
 
 @dataclass(frozen=True)
@@ -72,19 +72,19 @@ class FakeStats:
     def pseudo(self, p: int) -> np.ndarray:
         return pseudo_labels(torch.arange(self.labels.size), p, self.num_classes, self.config.seed).numpy()
 
-    def perm_moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def perm_moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         parts = [self._moments(name, self.pseudo(p), 1) for p in range(self.config.permutations)]
         if not parts:  # no relabellings: empty tables, as GateStats gives them
             k, c = self.num_classes, self.values[name].shape[1]
-            return torch.zeros(0, k, dtype=torch.int64), torch.zeros(0, k, c, dtype=torch.float64), torch.zeros(0, k, c, dtype=torch.float64)
-        return tuple(torch.cat([part[i] for part in parts]) for i in range(3))
+            return torch.zeros(0, k, dtype=torch.int64), torch.zeros(0, k, c, dtype=torch.float32)
+        return torch.cat([part[0] for part in parts]), torch.cat([part[1] for part in parts]).float()
 
     def edges(self, name: str) -> np.ndarray:
         """[C, B + 1]: GateStats' edges (`ranges`) with the first 256 samples as the first batch."""
         first = torch.from_numpy(self.values[name][:256].astype(np.float64))
         if len(first) == 0:
             first = torch.tensor([[0.0], [1.0]], dtype=torch.float64).expand(2, first.shape[1])
-        return histogram_edges(first_batch(first, self.config.bins)[1], bounded=True).numpy()
+        return histogram_edges(shift_and_quantiles(first, self.config.bins)[1], bounded=True).numpy()
 
     def saturation(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         v, k = self.values[name], self.num_classes

@@ -16,8 +16,8 @@ import torch
 
 from analysis.capture.gates import Gate
 from analysis.capture.names import stage_name
-from analysis.capture.ranges import first_batch, histogram_edges
-from analysis.capture.stats import GateStats, StatsConfig
+from analysis.capture.ranges import histogram_edges, shift_and_quantiles
+from analysis.capture.stats import RESERVOIR_IDS, RESERVOIR_KEYS, GateStats, StatsConfig
 from analysis.errors import OptionError
 
 RESNET50_CHANNELS = (256,) * 3 + (512,) * 4 + (1024,) * 6 + (2048,) * 3
@@ -44,7 +44,7 @@ def planted_stats(
 ) -> GateStats:
     """GateStats with planted class structure; sample ids are `class * samples_per_class + i`."""
     config = config or StatsConfig(num_classes=num_classes, reservoir=min(16, samples_per_class))
-    stats = GateStats(gates, config, [f"class {k}" for k in range(num_classes)])
+    stats = GateStats(gates, config, [f"class {k}" for k in range(num_classes)], samples=num_classes * samples_per_class)
     g = torch.Generator().manual_seed(seed)
     k, s, n, p, bins = num_classes, config.shards, samples_per_class, config.permutations, config.bins
     shard_of = torch.randint(0, s, (k, n), generator=g)
@@ -63,17 +63,16 @@ def planted_stats(
         t["sum"] = (count[..., None] * (shard_mu - base)).view(s * k, c)
         t["sumsq"] = (count[..., None] * ((shard_mu - base) ** 2 + noise**2)).view(s * k, c)
         pooled, spread = mu.mean(0), mu.var(0, unbiased=False) + noise**2  # [C]
-        perm_mu = pooled + (spread / (n + 1)).sqrt() * torch.randn(p, k, c, generator=g, dtype=torch.float64)
-        t["perm_sum"] = (perm_count[..., None] * (perm_mu - base)).view(p * k, c)
-        t["perm_sumsq"] = (perm_count[..., None] * ((perm_mu - base) ** 2 + spread)).view(p * k, c)
+        perm_mu = (pooled - base).float() + (spread / (n + 1)).sqrt().float() * torch.randn(p, k, c, generator=g)
+        t["perm_sum"] = (perm_count[..., None] * perm_mu).view(p * k, c)  # float32, as GateStats keeps them
         # Histogram: expected counts of N(mu, noise) over edges drawn as GateStats draws them from a
         # first batch (FIRST values of random classes), with under/overflow.
         first = mu[torch.randint(0, k, (FIRST,), generator=g)]
         first += noise * torch.randn(FIRST, c, generator=g, dtype=torch.float64)
-        t["edges"] = edges = histogram_edges(first_batch(first.clamp(0, 1), bins)[1], config.bounded)
+        t["edges"] = edges = histogram_edges(shift_and_quantiles(first.clamp(0, 1), bins)[1], config.bounded)
         normal = lambda x: 0.5 * (1 + torch.erf((x - mu[..., None]) / (noise * math.sqrt(2))))  # noqa: E731
         cdf = torch.cat([torch.zeros(k, c, 1), normal(edges[None]), torch.ones(k, c, 1)], -1)  # [K, C, B+3]
-        t["hist"] = (cdf.diff(dim=-1) * n).round().int().flatten()
+        t["hist"] = (cdf.diff(dim=-1) * n).round().int()
         t["sat_high"] = ((1 - normal(torch.tensor(0.9, dtype=torch.float64)[None, None]))[..., 0] * n).round().int()
         t["sat_low"] = (normal(torch.tensor(0.1, dtype=torch.float64)[None, None])[..., 0] * n).round().int()
         r = config.reservoir
@@ -82,11 +81,12 @@ def planted_stats(
         top = mu.float().max(0).values[:, None] + noise * torch.rand(c, config.topk, generator=g).sort(1, descending=True).values
         t["top_values"] = top.clamp(max=1.0)
         t["top_ids"] = (mu.argmax(0)[:, None] * n + torch.arange(config.topk) % n).long()
-        t["min"], t["max"] = torch.tensor(0.0), torch.tensor(1.0)
-        for field, value in t.items():
-            stats.set_gate_tensor(gate.name, field, value)
+        t["min"], t["max"] = torch.zeros(c), torch.ones(c)
+        t["nonfinite"] = t["below"] = t["above"] = torch.zeros(c, dtype=torch.int64)
+        for field in stats.layout.fields:
+            stats.set_tensor(f"{gate.name}/{field}", t[field])
     r = config.reservoir
-    stats.reservoir_keys[:-1] = torch.rand(k * r, generator=g, dtype=torch.float64)
-    stats.reservoir_ids[:-1] = (torch.arange(k)[:, None] * n + torch.arange(r) % n).flatten()
-    stats.samples = k * n
+    if stats.sampler is not None:
+        stats.set_tensor(RESERVOIR_KEYS, torch.cat([torch.rand(k * r, generator=g, dtype=torch.float64), torch.tensor([torch.inf])]))
+        stats.set_tensor(RESERVOIR_IDS, torch.cat([(torch.arange(k)[:, None] * n + torch.arange(r) % n).flatten(), torch.tensor([-1])]))
     return stats

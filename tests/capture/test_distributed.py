@@ -17,8 +17,7 @@ from analysis.cli import main
 from analysis.capture.collect import collect
 from analysis.data.source import limited_indices
 from analysis.data import make_loader, open_data
-from analysis.capture.config import CALIBRATION
-from analysis.capture.ranges import histogram_edges, reshift
+from analysis.capture.ranges import shift_and_quantiles, histogram_edges
 from analysis.capture.distributed import TORCHRUN_ENV, join_ranks, merge_ranks, shard_indices
 from analysis.errors import DistributedError
 from analysis.models.architectures import build_model
@@ -30,7 +29,9 @@ SYNTH = "synthetic:classes=3,n=301,size=16,channels=1"  # an odd count: the two 
 # one sample and one thread everywhere, so that each gate value is computed bit for bit alike in
 # every process (batches of other sizes and members differ in the last bit); only float64 sums
 # then depend on the order of addition.
-STATS_ARGS = ["--reservoir", "8", "--topk", "5", "--shards", "4", "--batch-size", "1"]
+CALIBRATION = 64  # fewer than the data: the samples of smallest id are chosen from both processes' first 64
+STATS_ARGS = ["--reservoir", "8", "--topk", "5", "--shards", "4", "--batch-size", "1", "--permutations", "19",
+              "--calibration", str(CALIBRATION)]
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -72,6 +73,12 @@ def test_a_shard_loader_keeps_global_ids():
 
 
 def test_torchrun_with_two_processes_equals_one_process(tmp_path):
+    """Every column of the blocks and channels tables of a 2-process run equals the 1-process run
+    on the same data, mi_bits included: both calibrate on the CALIBRATION samples of smallest id
+    (gathered from both processes), so the histograms are the same counts over the same edges.
+    Tolerance, stated before the run: 1e-9 relative for what the float64 sums give (added in
+    another order) and 1e-5 relative for the permutation null's columns (float32 sums, added in
+    another order); counts, histograms, calibration, reservoirs, top-k, probes and mi_bits exactly."""
     done = torchrun(collect_args(tmp_path, "dist"), tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("onset (shape):") == 1  # only rank 0 prints and writes
@@ -82,35 +89,32 @@ def test_torchrun_with_two_processes_equals_one_process(tmp_path):
     assert merged.document["processes"] == 2 and merged.document["job"]["distributed"]
     a, b = merged.stats, single.stats
     assert a.samples == b.samples == 301
-    # The ranks calibrate on their first batches (agreeing among themselves), one process on its
-    # own: sums are compared moved to one shift, histograms by their totals (their edges differ).
     for x, y in ((a, b), (a.inputs, b.inputs)):
         for gate in y.gates:
             tx, ty = x.gate_tensors(gate.name), y.gate_tensors(gate.name)
-            d = tx["shift"] - ty["shift"]
-            for n, total, sq in (("count", "sum", "sumsq"), ("perm_count", "perm_sum", "perm_sumsq")):
-                for mine, theirs in zip(reshift(tx[n], tx[total], tx[sq], d), (ty[total], ty[sq])):
-                    torch.testing.assert_close(mine, theirs, rtol=1e-9, atol=1e-12, msg=f"{gate.name}/{total}")
-            k, cells = y.config.num_classes, y.config.bins + 2
-            assert torch.equal(tx["hist"].view(k, -1, cells).sum(-1), ty["hist"].view(k, -1, cells).sum(-1))
             for field in ty:
-                if field not in ("reservoir", "hist", "sum", "sumsq", "perm_sum", "perm_sumsq", *CALIBRATION):
-                    assert torch.equal(tx[field], ty[field]), f"{gate.name}/{field}"  # reservoir: compared below
+                if field in ("sum", "sumsq"):
+                    torch.testing.assert_close(tx[field], ty[field], rtol=1e-9, atol=1e-12, msg=f"{gate.name}/{field}")
+                elif field == "perm_sum":  # ~100 values below 1 per pseudo-class: 100 * 10 * 2**-24 < 1e-4
+                    torch.testing.assert_close(tx[field], ty[field], rtol=0, atol=1e-4, msg=f"{gate.name}/{field}")
+                elif field != "reservoir":  # its slots depend on the order samples came in: compared by key below
+                    assert torch.equal(tx[field], ty[field]), f"{gate.name}/{field}"
             ra, rb = x.reservoir(gate.name), y.reservoir(gate.name)
             assert len(rb[2]) == 3 * 8 and all(torch.equal(u, v) for u, v in zip(ra, rb)), gate.name
-    # The ranks agreed on each channel's edges from their first batches, one sample each (the data's
-    # samples 0 and 1): the mean of their quantiles inside (here both samples' mean), the lesser
-    # and the larger sample outside, then widened. Values from plain hooks, to float32 rounding.
+    # The calibration sample is the data's samples 0..CALIBRATION-1, whichever process read them:
+    # the edges are those of their gate values, recorded by plain hooks (to float32 rounding).
     model, _, source = open_model_and_data("se_resnet20", SYNTH, weights=tmp_path / "w.pth")
-    v = record_gates(model.eval(), [g.path for g in b.gates], torch.stack([source.dataset[i][0] for i in (0, 1)]))
+    first = torch.stack([source.dataset[i][0] for i in range(CALIBRATION)])
+    v = record_gates(model.eval(), [g.path for g in b.gates], first)
     for gate in b.gates:
-        first = v[gate.path]  # [2, C]
-        quantiles = first.mean(0)[:, None].repeat(1, b.config.bins + 1)
-        quantiles[:, 0], quantiles[:, -1] = first.amin(0), first.amax(0)
-        expected = histogram_edges(quantiles, bounded=True)
-        torch.testing.assert_close(a.histogram(gate.name)[1], expected, rtol=1e-6, atol=1e-9, msg=gate.name)
-    histogram_based = [c for c in single.blocks.columns if c.startswith("mi_bits")]
-    pd.testing.assert_frame_equal(merged.blocks.drop(columns=histogram_based), single.blocks.drop(columns=histogram_based), rtol=1e-9)
+        expected = histogram_edges(shift_and_quantiles(v[gate.path], b.config.bins)[1], bounded=True)
+        torch.testing.assert_close(b.histogram(gate.name)[1], expected, rtol=1e-6, atol=1e-9, msg=gate.name)
+    for table in ("blocks", "channels"):
+        x, y = getattr(merged, table), getattr(single, table)
+        null = [c for c in x.columns if "perm" in c and c != "probe_perm"]
+        pd.testing.assert_frame_equal(x.drop(columns=null), y.drop(columns=null), rtol=1e-9, check_exact=False)
+        pd.testing.assert_frame_equal(x[null], y[null], rtol=1e-5, check_exact=False)
+        assert (x[[c for c in x.columns if c.startswith("mi_bits")]] == y[[c for c in y.columns if c.startswith("mi_bits")]]).all().all()
 
 
 def test_torchrun_failure_on_every_rank_is_one_sentence_each(tmp_path):

@@ -21,8 +21,10 @@ def test_narrow_gates_keep_their_variance():
         batch = values[start:start + 500]
         stats.begin_batch(labels[start:start + 500], torch.arange(start, start + len(batch)))
         stats.update("SE_2_1", batch)
+        stats.end_batch()
         plain_sum += batch.double().sum(0)
         plain_sq += (batch.double() ** 2).sum(0)
+    stats.finish()
     count, total, total_sq = (m.sum((0, 1)) for m in stats.moments("SE_2_1"))
     var = total_sq / count - (total / count) ** 2
     truth = values.double().var(0, unbiased=False)

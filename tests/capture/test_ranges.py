@@ -1,4 +1,4 @@
-"""The histogram edges GateStats draws from a gate's first batch, against counts of that batch."""
+"""The histogram edges GateStats draws from its calibration sample, against counts of that sample."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 from analysis import GateStats, StatsConfig
 from analysis.capture.gates import Gate
-from analysis.capture.ranges import BOUNDED_TOP, MARGIN, first_batch, histogram_edges
+from analysis.capture.ranges import BOUNDED_TOP, MARGIN, shift_and_quantiles, histogram_edges
 
 BINS = 18
 
@@ -17,7 +17,7 @@ def cells(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.bincount(np.searchsorted(edges, values, side="right"), minlength=edges.size + 1)
 
 
-def test_a_gates_bins_are_equiprobable_on_its_first_batch_and_span_it_widened():
+def test_a_gates_bins_are_equiprobable_on_its_calibration_sample_and_span_it_widened():
     """Skewed channels of one gate, fed to GateStats: the first batch (n = 100 distinct values per
     channel) falls into every one of the 18 bins, 100 / 18 = 5 or 6 in each, none outside; the outer
     edges are its min and max widened by MARGIN of the span (within [0, BOUNDED_TOP] for gates)."""
@@ -26,6 +26,8 @@ def test_a_gates_bins_are_equiprobable_on_its_first_batch_and_span_it_widened():
     stats = GateStats([Gate("SE_2_1", 1, "a", 5)], StatsConfig(2, bins=BINS))
     stats.begin_batch(torch.arange(100) % 2, torch.arange(100))
     stats.update("SE_2_1", first.float())
+    stats.end_batch()
+    stats.finish()  # fewer samples than StatsConfig.calibration: all of them calibrate
     hist, edges = stats.histogram("SE_2_1")
     assert edges.dtype == torch.float64 and edges.shape == (5, BINS + 1)
     x = first.float().double().numpy()
@@ -45,7 +47,7 @@ def test_ties_give_empty_zero_width_bins_and_saturated_gates_stay_inside_the_ran
     quantiles are kept as zero-width bins, which stay empty; every 1.0, also of later batches,
     counts in the last bin, [1.0, BOUNDED_TOP), not the overflow."""
     x = torch.cat([torch.linspace(0.5, 0.9, 40, dtype=torch.float64), torch.ones(60, dtype=torch.float64)])[:, None]
-    e = histogram_edges(first_batch(x, BINS)[1], bounded=True)[0].numpy()
+    e = histogram_edges(shift_and_quantiles(x, BINS)[1], bounded=True)[0].numpy()
     assert (np.diff(e) >= 0).all() and (np.diff(e) == 0).sum() == 9 and e[-1] == BOUNDED_TOP
     counts = cells(np.r_[x[:, 0].numpy(), 1.0, 1.0], e)  # the first batch and two later saturated gates
     assert counts[-2] == 62 and counts[-1] == 0
@@ -53,8 +55,8 @@ def test_ties_give_empty_zero_width_bins_and_saturated_gates_stay_inside_the_ran
     assert set(counts[1:8]) == {5, 6} and counts[1:-1].sum() == 102
 
 
-def test_a_channel_constant_in_its_first_batch_gets_equal_bins_that_separate_later_values():
-    quantiles = first_batch(torch.full((50, 1), 0.7, dtype=torch.float64), BINS)[1]
+def test_a_channel_constant_in_its_calibration_sample_gets_equal_bins_that_separate_later_values():
+    quantiles = shift_and_quantiles(torch.full((50, 1), 0.7, dtype=torch.float64), BINS)[1]
     e = histogram_edges(quantiles, bounded=True)[0].numpy()
     widths = np.diff(e)
     np.testing.assert_allclose(widths, widths.mean(), rtol=1e-6)
@@ -68,16 +70,16 @@ def test_edges_never_decrease_and_stay_in_the_unit_range_for_gates_outside_it():
     [0, BOUNDED_TOP]: searchsorted needs them sorted. Unbounded values (squeeze inputs z) are not clamped."""
     g = torch.Generator().manual_seed(1)
     x = torch.randn(64, 4, generator=g, dtype=torch.float64) * 3 + torch.tensor([0.0, -10.0, 10.0, 0.5])
-    bounded = histogram_edges(first_batch(x, BINS)[1], bounded=True)
+    bounded = histogram_edges(shift_and_quantiles(x, BINS)[1], bounded=True)
     assert (bounded.diff() >= 0).all() and bounded.min() >= 0 and bounded.max() <= BOUNDED_TOP
-    free = histogram_edges(first_batch(x, BINS)[1], bounded=False)
+    free = histogram_edges(shift_and_quantiles(x, BINS)[1], bounded=False)
     assert (free.diff() > 0).all() and (free[:, 0] < x.amin(0)).all() and (free[:, -1] > x.amax(0)).all()
 
 
 def test_non_finite_values_are_left_out_of_the_quantiles():
     x = torch.linspace(0.0, 1.0, 37, dtype=torch.float64)[:, None].repeat(1, 3)
     x[:10, 1], x[:, 2] = torch.nan, torch.inf
-    shift, quantiles = first_batch(x, BINS)
-    np.testing.assert_allclose(quantiles[1], first_batch(x[10:, :1], BINS)[1][0])
+    shift, quantiles = shift_and_quantiles(x, BINS)
+    np.testing.assert_allclose(quantiles[1], shift_and_quantiles(x[10:, :1], BINS)[1][0])
     np.testing.assert_allclose(shift[1], x[10:, 1].mean(), rtol=1e-15)
     assert (quantiles[2] == 0).all() and shift[2] == 0

@@ -212,8 +212,10 @@ def test_replacement_hooks_are_removed_after_an_exception_and_nest_with_collecti
             stats.begin_batch(y[:10], torch.arange(10))
             with torch.no_grad():
                 model(x[:10])
+            stats.end_batch()
             raise RuntimeError("boom")
     assert count() == 0
+    stats.finish()
     # registered first, the collection hooks saw the real gates, not the replacement's ones
     assert not torch.equal(stats.top(gates[0].name)[0][:, 0], torch.ones(gates[0].channels))
 

@@ -13,6 +13,7 @@ from analysis.capture.collect import collect
 from analysis.measures.notions import NO_CONTROL, NotionRules, answer, resample_statistics
 from analysis.measures.resampling import bootstrap_interval, shard_weights
 from analysis.measures.tables import run_tables
+from analysis.testing.brute import shape_separation
 from analysis.testing.fakes import FakeStats
 from analysis.testing.nets import batches
 from analysis.testing.notions import K, FlatProfileNet, flat_data, notion_cases, planted_block
@@ -134,20 +135,9 @@ def test_a_nearly_flat_common_curve_keeps_the_shape_interval_far_above_its_null(
         row = blocks.loc[name]
         assert row["shape_sep_ci_low"] > 5 * row["shape_sep_perm_q95"], name
         v = gates[name].astype(np.float64)
-        boot = [shape_sep_of(v[i], labels[i]) for i in (rng.integers(0, len(labels), len(labels)) for _ in range(200))]
+        boot = [shape_separation(v[i], labels[i])[1] for i in (rng.integers(0, len(labels), len(labels)) for _ in range(200))]
         low, high = np.percentile(boot, [2.5, 97.5])
         assert abs(row["shape_sep_ci_low"] - low) < (high - low) / 2, name
         assert abs(row["shape_sep_ci_high"] - high) < (high - low) / 2, name
     for name in ("SE_2_1", "SE_2_2", "SE_2_3"):  # class-free: at the null
         assert blocks.at[name, "shape_sep"] < 2 * blocks.at[name, "shape_sep_perm_q95"], name
-
-
-def shape_sep_of(v: np.ndarray, y: np.ndarray) -> float:
-    """shape_sep of raw gate values by its definition (residual of the class means after a per-class
-    least-squares shift and scale of their mean, over the SD of every value)."""
-    mk = np.stack([v[y == k].mean(0) for k in np.unique(y)])
-    m = mk.mean(0)
-    d = (mk - m).T
-    design = np.stack([np.ones_like(m), m - m.mean()], axis=1)
-    r = d - design @ np.linalg.lstsq(design, d, rcond=None)[0]
-    return float(np.sqrt((r**2).mean()) / v.std())

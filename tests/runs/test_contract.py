@@ -19,7 +19,7 @@ from analysis.cli import main
 from analysis.errors import RunFolderError
 from analysis.jobs import save_run
 from analysis.runs.folder import is_run_folder, load_run
-from analysis.runs.meta import MAX_META_BYTES, MAX_META_DEPTH, RunMeta, StatsRecord, check_meta
+from analysis.runs.meta import MAX_META_BYTES, MAX_META_DEPTH, RUN_VERSION, RunMeta, StatsRecord, check_meta
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +127,9 @@ def test_version_is_a_number_and_older_or_newer_formats_say_what_to_do(run_copy,
     rewrite(run_copy, setting("version", "3"))
     assert cli_error(capsys, ["show", str(run_copy)]).endswith(
         f"{run_copy}/meta.json is damaged: its 'version' must be a whole number, not \"3\"; collect the run again.")
-    rewrite(run_copy, setting("version", 4))
-    assert "is a run of format 4, written by a newer se-analysis; this one reads format 3: update se-analysis" in \
+    rewrite(run_copy, setting("version", RUN_VERSION + 1))
+    assert f"is a run of format {RUN_VERSION + 1}, written by a newer se-analysis; this one reads format {RUN_VERSION}: " \
+        "update se-analysis" in \
         cli_error(capsys, ["show", str(run_copy)])
 
 
@@ -140,7 +141,7 @@ def test_a_format_1_run_is_named_and_replaced_with_overwrite(run_copy, capsys):
     rewrite(run_copy, format_1)
     assert is_run_folder(run_copy)
     assert cli_error(capsys, ["show", str(run_copy)]).endswith(
-        f"{run_copy} is a run of format 1, written by an older se-analysis; this one reads format 3: "
+        f"{run_copy} is a run of format 1, written by an older se-analysis; this one reads format {RUN_VERSION}: "
         "collect it again (--overwrite replaces it).")
     collect = ["collect", "--model", "se_resnet20", "--random-init", "--data", "synthetic:classes=3,n=24,size=16,channels=1",
                "--out", str(run_copy), "--quiet"]

@@ -78,15 +78,15 @@ def test_meta_without_onset_is_a_sentence_naming_the_key(run_copy, capsys, tmp_p
 
 
 def test_a_run_of_the_previous_format_is_refused_in_one_sentence(run_copy, capsys):
-    """Version 2 stored each channel's histogram range (edge_lo, edge_hi) of equal-width bins;
-    version 3 stores every bin edge of each channel (`edges`), which a version-2 file lacks."""
+    """Version 3 stored permutation sums of squares and one histogram per gate as a flat vector;
+    version 4 stores permutation sums only and `hist` as [K, C, B + 2]."""
     run = load_run(run_copy)
-    gate = run.stats.gates[0]
-    assert run.gate_tensor(gate.name, "edges").shape == (gate.channels, run.stats.config.bins + 1)
+    gate, config = run.stats.gates[0], run.stats.config
+    assert run.gate_tensor(gate.name, "hist").shape == (config.num_classes, gate.channels, config.bins + 2)
     meta = json.loads((run_copy / "meta.json").read_text())
-    meta["version"] = 2
+    meta["version"] = 3
     (run_copy / "meta.json").write_text(json.dumps(meta))
-    expected = "is a run of format 2, written by an older se-analysis; this one reads format 3: collect it again"
+    expected = "is a run of format 3, written by an older se-analysis; this one reads format 4: collect it again"
     assert expected in cli_error(capsys, ["show", str(run_copy)])
 
 

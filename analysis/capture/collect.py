@@ -261,9 +261,10 @@ def collect(
 
 def control_config(config: StatsConfig) -> StatsConfig:
     """What a control pass keeps: the moments of one shard (the band holds each seed's point value,
-    never resampled), the reservoir (probe_untrained), the fewest bins; no permutation null and no top
-    samples (nothing reads them of a control); the same classes and seed."""
-    return dataclasses.replace(config, shards=1, bins=2, skip=tuple({*config.skip, "null", "top"}))
+    never resampled), the fewest bins; no permutation null, top samples or reservoir (so no probe:
+    probe_untrained is NaN; three probes per block and seed would cost more than the passes), the
+    same classes and seed."""
+    return dataclasses.replace(config, shards=1, bins=2, skip=tuple({*config.skip, "null", "top", "reservoir"}))
 
 
 def _collect(

@@ -171,7 +171,11 @@ def control_statistics(blocks: Mapping[int, pd.DataFrame], gates: Sequence[str])
 
 
 def _probes(stats: StatsLike, name: str, probe_args: dict[str, Any]) -> dict[str, float]:
-    """The logistic probe, its control task on the labels dealt out again and the nearest-class-mean probe."""
+    """The logistic probe, its control task on the labels dealt out again and the nearest-class-mean probe;
+    NaN when the statistics kept no reservoir (the untrained controls, `capture.collect.control_config`)."""
+    if not stats.config.keeps("reservoir"):
+        return dict.fromkeys(("probe_acc", "probe_chance", "probe_p", "probe_perm", "probe_perm_chance",
+                              "probe_selectivity", "probe_per_class", "probe_ncm"), math.nan)
     values, labels, ids = stats.reservoir(name)
     pr: Probe = probe(values, labels, **probe_args)
     control = probe(values, control_labels(labels, ids, stats.config.seed), **probe_args)

@@ -25,74 +25,33 @@ if TYPE_CHECKING:
 
 RUN_TIME = ("progress", "total")  # keyword parameters the command sets itself, not options
 PORT = Range(1, 65535)
-SHOW_COLUMNS = {  # block-table column: its short heading in `show`; controls beside their measure
-    "block": "block",
-    "channels": "C",
-    "eta2_mean": "eta2",
-    "eta2_null": "null",
-    "eta2_perm": "perm",
-    "eta2_untrained": "untr",
-    "eta2_z": "z",
-    "eta2_ci_low": "ci_low",
-    "eta2_ci_high": "ci_high",
-    "shape_sep": "shape",
-    "shape_sep_untrained": "shape_untr",
-    "class_mod": "mod",
-    "frac_significant": "sig",
-    "mi_bits_mean": "MI_bits",
-    "probe_acc": "probe",
-    "probe_perm": "probe_perm",
-    "probe_untrained": "probe_untr",
-    "probe_z": "probe_z",
-    "probe_chance": "chance",
-    "sat_high": ">=0.9",
-    "sat_low": "<=0.1",
-}
+TERMINAL = 120  # columns the printed block table and lines fit
 
 
 def format_blocks(run: Run) -> str:
-    """The per-block table (the columns of SHOW_COLUMNS this run has) and both onsets, each with its
-    rule and what it means, as printed by `show`, `collect` and `demo`."""
-    from analysis.presentation import views
+    """What `show`, `collect` and `demo` print: what was measured, the headline table (each measure
+    beside its controls), the chance levels, one line per onset in words, the run's warnings."""
+    import textwrap
 
-    blocks = run.blocks[views.present(run, tuple(SHOW_COLUMNS))].rename(columns=SHOW_COLUMNS)
+    from analysis.presentation import views
+    from analysis.presentation.answer import onset_lines
+    from analysis.presentation.numbers import text_table
+
     s = views.summary(run)
-    head = (
-        f"run {run.path}: model {s['model']}, data {s['data']}, {s['samples']} samples, {s['classes']} classes, "
-        f"{len(blocks)} SE blocks"
-    )
-    with pd.option_context("display.width", 250, "display.max_rows", 500, "display.max_columns", 50):
-        table = blocks.to_string(index=False, float_format=lambda v: f"{v:.3f}")
-    notions = run.meta.onset.notions
-    onsets = notion_lines(notions) if notions else [
-        f"{o['label']}: {o['block'] or 'none'}, {o['meaning']}  [rule: {o['rule']}]" for o in views.onsets(run)]
-    return "\n".join([head, table, *onsets, *warning_lines(run)])
+    head = (f"run {views.shown_path(run.path)}: model {s['model']}, data {s['data']}, {s['samples']:,} samples, "
+            f"{s['classes']} classes, {s['blocks']} SE blocks")
+    chance = (f"chance: eta2 {s['eta2_null']:.3g} without a class effect, probe accuracy {s['probe_chance']:.3g}. "
+              "Columns: README 'Table columns'; all of them: se-analysis report.")
+    lines = [*onset_lines(run), *warning_lines(run)]
+    wrapped = [textwrap.fill(line, TERMINAL, subsequent_indent="  ", break_on_hyphens=False)
+               for line in [head, chance, *lines]]
+    return "\n".join([wrapped[0], text_table(views.headline(run)), *wrapped[1:]])
 
 
 def warning_lines(run: Run) -> list[str]:
     """The run's own warnings (too few images and the like), one line each, as every command that
     reads or writes a run prints them."""
     return [f"warning: {w}" for w in run.meta.warnings]
-
-
-def notion_lines(notions: dict) -> list[str]:
-    """One line per notion of meta.json's onset record (runs.meta.NotionRecord): its onset block
-    with its certainty, the statistic there beside its untrained band and its null (the rules:
-    meta.json and the README)."""
-    lines = []
-    for name, n in notions.items():
-        if n.status == "undetermined":
-            lines.append(f"onset ({name}): undetermined ({n.reason})")
-            continue
-        draws = f"{n.draws} draws" if n.draws else "no resamples"
-        sure = f"certainty {n.certainty:.2f} of {draws}" if n.certainty is not None else draws
-        if n.block is None:
-            lines.append(f"onset ({name}): none, no block from which {n.statistic} stays above its control ({sure})")
-            continue
-        band = f", untrained {n.band[0]:.3g}-{n.band[1]:.3g}" if n.band else ""
-        null = "chance" if n.control == "chance" else "null 95%"
-        lines.append(f"onset ({name}): {n.block} ({sure}): {n.statistic} {n.value:.3g}{band}, {null} {n.null_value:.3g}")
-    return lines
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -228,6 +187,21 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_channels(args: argparse.Namespace) -> int:
+    from analysis.experiments.channels import channel_ablate, channel_agreement
+
+    run, model, loader, images = _against_run(args, channel_ablate)
+    options = option_values(args, channel_ablate, skip=RUN_TIME)
+    table = channel_ablate(model, loader, run, **options, progress=not args.quiet, total=images)
+    agreement = channel_agreement(table, run, shuffles=args.shuffles, seed=args.seed)
+    run.add_table("channel_interventions", table)
+    run.add_table("channel_agreement", agreement)
+    with pd.option_context("display.width", 250, "display.max_columns", 50):
+        print(agreement.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("\n".join([*warning_lines(run), f"tables channel_interventions, channel_agreement written to {run.path}"]))
+    return 0
+
+
 def cmd_attribute(args: argparse.Namespace) -> int:
     from analysis.experiments.attributions import attribute
 
@@ -252,9 +226,54 @@ def cmd_paper(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_similarity(args: argparse.Namespace) -> int:
+    from analysis.errors import RunFolderError
+    from analysis.measures.similarity import similarity, squeeze_similarity
+    from analysis.runs.folder import load_run
+    from analysis.runs.matching import check_same_data
+
+    run = load_run(args.run, verify=True)
+    if args.other is None:
+        if run.meta.inputs is None:
+            raise RunFolderError(f"{run.path} holds no squeezed inputs z; name a second run folder to compare with.")
+        table = squeeze_similarity(run.stats)
+        print(f"linear CKA between each block's squeezed input z and its gate s, run {run.path}")
+    else:
+        other = load_run(args.other, verify=True)
+        check_same_data(run, other)
+        table = similarity(run.stats, other.stats, pairs=args.pairs)
+        print(f"linear CKA between the gate vectors of the images both kept: {run.path} (rows) and {other.path}")
+    with pd.option_context("display.width", 250, "display.max_rows", 500, "display.max_columns", 50):
+        if args.other is not None and args.pairs == "all":
+            for value in ("cka", "cka_debiased"):
+                matrix = table.pivot(index="block_a", columns="block_b", values=value)
+                matrix = matrix.loc[table["block_a"].unique(), table["block_b"].unique()]
+                print(f"{value}, {table['samples'].iloc[0]} images\n{matrix.to_string(float_format=lambda v: f'{v:.3f}')}")
+        else:
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+def cmd_trajectory(args: argparse.Namespace) -> int:
+    from analysis.experiments.trajectory import onset_table
+    from analysis.jobs import CollectJob, run_trajectory
+
+    job = CollectJob(**option_values(args, CollectJob, skip=TRAJECTORY_SKIP), model=str(args.checkpoint),
+                     progress=not args.quiet)
+    onsets = onset_table(run_trajectory(job))
+    print(onsets.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"trajectory of {len(onsets)} snapshots written to {args.out} (trajectory.parquet, trajectory.png)")
+    return 0
+
+
+# CollectJob's fields `trajectory` sets: the model is each snapshot of the checkpoint folder
+TRAJECTORY_SKIP = ("model", "weights", "random_init", "pretrained", "progress", "distributed")
+
+
 PAPER_SKIP = ("progress", "limit", "classes", "per_class", "distributed")  # CollectJob's fields `paper` sets
 
 # ablate's own seed; the model's random-init weights and the per-class sample come from the run's
+CHANNELS_SEED = "seeds the bootstrap and the channel shuffles of the null"
 ABLATE_SEED = "seeds the shuffle intervention and the bootstrap (random-init weights and --per-class come from the run)"
 MODEL_AND_DATA = ("model", "data", "weights", "random_init", "pretrained", "image_size", "limit", "classes",
                   "per_class", "batch_size", "workers", "device")
@@ -296,6 +315,10 @@ HELP = {
     "groups": "comma-separated: block (each alone), stage (each), a stage (SE_4_*), all, or blocks joined by + (SE_4_2+SE_4_3)",
     "interventions": "comma-separated subset",
     "resamples": "bootstrap resamples of the images",
+    "top": "only the N channels of each block ranked first by --by (none: every channel)",
+    "by": "channels-table column ranking the channels for --top",
+    "copies": "channels intervened on in one forward (the batch repeated this many times)",
+    "shuffles": "shufflings of the channels for the null of the agreement",
     "method": "captum method",
     "target": "which class logit to attribute",
     "steps": "integrated-gradient steps",
@@ -325,6 +348,12 @@ def _options(p: argparse.ArgumentParser, source: Callable | type, **kwargs) -> N
     add_options(p, source, help=texts, choices=choices, **kwargs)
 
 
+def _command(sub: argparse._SubParsersAction, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand whose one-line help is also its description in `se-analysis NAME --help`."""
+    text = kwargs["help"]
+    return sub.add_parser(name, description=text[:1].upper() + text[1:] + ".", **kwargs)
+
+
 def _quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -349,9 +378,12 @@ def _against_run_parser() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per subcommand, in --help order
     from analysis.experiments.attributions import attribute
+    from analysis.experiments.channels import channel_ablate, channel_agreement
     from analysis.experiments.interventions import ablate
     from analysis.experiments.paper import Protocol
     from analysis.jobs import CollectJob
+    from analysis.measures.similarity import PAIRS
+    from analysis.models.controls import CONTROLS
     from analysis.models.train import TrainConfig
 
     parser = argparse.ArgumentParser(
@@ -359,12 +391,12 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("collect", help="collect gate statistics over a data set and write a run folder")
+    p = _command(sub, "collect", help="collect gate statistics over a data set and write a run folder")
     _options(p, CollectJob, skip=("progress",))
     _quiet(p)
     p.set_defaults(func=cmd_collect)
 
-    p = sub.add_parser("train", help="train a project SE-ResNet and save a checkpoint with epoch snapshots")
+    p = _command(sub, "train", help="train a project SE-ResNet and save a checkpoint with epoch snapshots")
     _options(p, TrainConfig)
     p.add_argument("--device", default="auto", help=HELP["device"])
     p.add_argument("--out", required=True, type=Path, help="checkpoint folder")
@@ -372,11 +404,11 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     _quiet(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="top-1 accuracy of a model on a data set")
+    p = _command(sub, "eval", help="top-1 accuracy of a model on a data set")
     _options(p, CollectJob, only=(*MODEL_AND_DATA, "seed"))
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("demo", help="collect on the shipped Fashion-MNIST SE-ResNet-20 and print its block table")
+    p = _command(sub, "demo", help="collect on the shipped Fashion-MNIST SE-ResNet-20 and print its block table")
     p.add_argument("--model", type=Path, default=DEMO_CHECKPOINT, help="checkpoint to use")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (replaced on each demo)")
     p.add_argument("--reports", type=Path, default=Path("reports"), help="folder for the demo's report")
@@ -386,37 +418,62 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     _quiet(p)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("report", help="write self-contained HTML reports (and PDF) for runs, with an index page")
+    p = _command(sub, "report", help="write self-contained HTML reports (and PDF) for runs, with an index page")
     p.add_argument("runs", nargs="+", type=Path, help="run folders")
     p.add_argument("--out", type=Path, default=Path("reports"), help="folder for the reports")
     p.add_argument("--pdf", action="store_true", help="also write report.pdf for each run")
     _quiet(p)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("dashboard", help="explore runs in the Streamlit dashboard")
+    p = _command(sub, "dashboard", help="explore runs in the Streamlit dashboard")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="folder whose run folders the app may read")
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--address", default="localhost", help="address to serve on (0.0.0.0 to share it)")
     p.set_defaults(func=cmd_dashboard)
 
-    p = sub.add_parser("show", help="print the per-block table of a run and its onset block")
+    p = _command(sub, "show", help="print a run's answer: its headline table and one line per onset")
     p.add_argument("run", type=Path)
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("paper", help="the SE paper's Role-of-Excitation study (Figs. 6-7) as a run folder with its page")
+    p = _command(sub, "paper", help="the SE paper's Role-of-Excitation study (Figs. 6-7) as a run folder with its page")
     _options(p, CollectJob, skip=PAPER_SKIP)
     add_options(p, Protocol)
     _quiet(p)
     p.set_defaults(func=cmd_paper)
 
-    p = sub.add_parser("ablate", parents=[_against_run_parser()],
+    p = _command(sub, "trajectory", help="collect every epoch snapshot of a checkpoint folder (resumable) and "
+                                          "tabulate the measures and onsets by epoch")
+    p.add_argument("checkpoint", type=Path, help="checkpoint folder with epoch snapshots (se-analysis train)")
+    _options(p, CollectJob, skip=TRAJECTORY_SKIP)
+    p.set_defaults(control=CONTROLS[0])
+    _quiet(p)
+    p.set_defaults(func=cmd_trajectory)
+
+    p = _command(sub, "similarity", help="linear CKA between the gate vectors of two runs, block by block "
+                                          "(or between each block's z and s in one run)")
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("other", nargs="?", type=Path,
+                   help="run folder of the same images (same data, --seed and --reservoir): another epoch, seed or "
+                        "RUN/untrained; without it, each block's squeezed input z against its gate s")
+    p.add_argument("--pairs", choices=PAIRS, default=PAIRS[0],
+                   help="all: every block of RUN against every block of OTHER; same: each against its namesake")
+    p.set_defaults(func=cmd_similarity)
+
+    p = _command(sub, "ablate", parents=[_against_run_parser()],
                        help="replace the gates of blocks and groups (ones, mean, class-mean, shuffle) "
                             "and measure the accuracy change; stored in the run folder")
     texts, choices = _registered()
     add_options(p, ablate, skip=RUN_TIME, choices=choices, help={**texts, "seed": ABLATE_SEED})
     p.set_defaults(func=cmd_ablate)
 
-    p = sub.add_parser("attribute", parents=[_against_run_parser()],
+    p = _command(sub, "channels", parents=[_against_run_parser()],
+                       help="replace each gate channel alone (by its mean or 1) and measure every class's accuracy "
+                            "change; does a channel's class preference say which class loses? stored in the run")
+    add_options(p, channel_ablate, skip=RUN_TIME, choices=choices, help={**texts, "seed": CHANNELS_SEED})
+    add_options(p, channel_agreement, only=("shuffles",), help=texts)
+    p.set_defaults(func=cmd_channels)
+
+    p = _command(sub, "attribute", parents=[_against_run_parser()],
                        help="attribute the class logit to every gate channel with captum, per class; "
                             "stored in the run folder")
     _options(p, attribute, skip=RUN_TIME)

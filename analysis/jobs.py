@@ -7,19 +7,23 @@ The CLI's `collect` and `demo` are this function; its resolved job goes into met
 `control="untrained"` (the default) the same architecture with fresh weights from each of
 `control_seeds` seeds (analysis.models.controls) is collected over the same data (or a stratified
 `control_limit` of it) and stored as the run folders `out/untrained/seed_S/`.
-`run_paper` is the SE paper's Role-of-Excitation study around one such job (`se-analysis paper`).
+`run_paper` is the SE paper's Role-of-Excitation study around one such job (`se-analysis paper`);
+`run_trajectory` one such job per epoch snapshot of a checkpoint folder (`se-analysis trajectory`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -31,18 +35,19 @@ from analysis.data.jpeg import make_image_loader
 from analysis.data.selection import PER_CLASS, selection_warnings
 from analysis.data.source import IMAGE_SIZE, DataSource, present_classes
 from analysis.devices import resolve_device
-from analysis.errors import DataError, ModelSpecError, listed
+from analysis.errors import DataError, ModelSpecError, OptionError, RunFolderError, listed
 from analysis.experiments.interventions import ablate
 from analysis.experiments.paper import Protocol, choose, last_stage, paper_table
-from analysis.files import claimed, sha256
-from analysis.measures.notions import NotionRules
+from analysis.experiments.trajectory import TABLE_FILE, snapshot_name, trajectory_table
+from analysis.files import check_creatable, claimed, replacing, sha256
+from analysis.measures.notions import ONSET_MIN_EXCESS, NotionRules
 from analysis.measures.tables import control_tables, run_tables, untrained_band
 from analysis.options import Range, check_fields, check_values
-from analysis.models.checkpoint import checkpoint_paths
+from analysis.models.checkpoint import checkpoint_paths, snapshots
 from analysis.models.controls import CONTROL_SEEDS, control_folder, untrained, untrained_record, untrained_seeds
 from analysis.models.precision import amp_name
 from analysis.models.spec import open_model_and_data, pretrained_weights, state_sha256
-from analysis.runs.folder import Run, check_writable, write_run
+from analysis.runs.folder import Run, check_writable, is_run_folder, load_run, write_run
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,8 @@ class CollectJob:
     seed: int = StatsConfig.seed
     permutations: int = StatsConfig.permutations
     calibration: int = StatsConfig.calibration
-    onset_min_excess: float | None = None  # the detectable onset's effect size, see analysis.measures.onset
-    onset_margin: float = 0.0  # the shape onset's margin over its controls, see analysis.measures.onset
+    onset_min_excess: float = ONSET_MIN_EXCESS  # the detectable onset's effect size, see analysis.measures.notions
+    onset_margin: float = 0.0  # the shape onset's margin over its controls, see analysis.measures.notions
     overwrite: bool = False
     progress: bool = True
     distributed: bool = False  # one shard per torchrun process, merged; see analysis.capture.distributed
@@ -262,6 +267,7 @@ def run_paper(job: CollectJob, protocol: Protocol) -> Run:
     against the model and data before anything runs; `job` collected over protocol.per_class images
     of every class (the all-classes curve needs them all); the last stage's gates set to 1 on the same
     images (`ablate`, table `interventions`); the `paper` table and RUN/paper.html written into the run."""
+    from analysis.presentation import views
     from analysis.presentation.paper_page import write_paper_page  # matplotlib, only for this job
 
     job = replace(job, classes=None, per_class=protocol.per_class)
@@ -279,6 +285,76 @@ def run_paper(job: CollectJob, protocol: Protocol) -> Run:
                    amp=job.amp, seed=job.seed, progress=job.progress,
                    total=len(source.dataset))
     run.add_table("interventions", table)
+    if protocol.blocks is None:  # the defaults with the run's onsets, known now (the rule of every profile figure)
+        choice = replace(choice, blocks=tuple(views.default_blocks(run)))
     run.add_table("paper", paper_table(run, choice, protocol.channels, job.seed))
     write_paper_page(run)
     return run
+
+
+FIGURE_FILE = "trajectory.png"
+# CollectJob fields that change where or how fast a snapshot is collected, not what its run holds
+NOT_SETTINGS = ("model", "out", "overwrite", "progress", "workers", "decode")
+
+
+def run_trajectory(job: CollectJob) -> pd.DataFrame:
+    """`job.model` a checkpoint folder with epoch snapshots (`se-analysis train` writes them): `job`
+    collected for each snapshot into `job.out/epoch_NNN/` (with its control), then the table
+    `trajectory` (analysis.experiments.trajectory) written to `job.out/trajectory.parquet` and its
+    figure to `job.out/trajectory.png`. Resumable: a snapshot already collected from the same weights
+    with the same settings is not collected again; one collected otherwise is replaced only with
+    `job.overwrite`. Raises CheckpointError, OptionError, RunFolderError."""
+    from analysis.presentation.figures import trajectory_figure  # matplotlib, only for this job
+
+    found = snapshots(job.model)
+    out = _check_trajectory_folder(job.out)
+    with claimed(out):
+        runs = []
+        for epoch, checkpoint in found:
+            snapshot = replace(job, model=str(checkpoint), out=out / snapshot_name(epoch))
+            run = _collected(snapshot)
+            if run is None:
+                if job.progress:
+                    print(f"trajectory: epoch {epoch} ({len(runs) + 1} of {len(found)})", file=sys.stderr)
+                run = run_collect(snapshot)
+            runs.append(run)
+        table = trajectory_table(runs)
+        with replacing(out / TABLE_FILE) as tmp:
+            table.to_parquet(tmp, index=False)
+        with replacing(out / FIGURE_FILE) as tmp:
+            trajectory_figure(table).savefig(tmp, format="png", dpi=120)
+    return table
+
+
+def _check_trajectory_folder(out: Path) -> Path:
+    """OptionError, before any work, unless `out` can be made or is a folder `run_trajectory` wrote
+    (snapshot run folders, its table and figure, and the hidden files of claims and writes)."""
+    out = check_creatable(out)
+    ours = (TABLE_FILE, FIGURE_FILE)
+    strangers = [p for p in out.iterdir() if not (p.name.startswith(".") or p.name in ours or (
+        p.name.startswith("epoch_") and is_run_folder(p)))] if out.is_dir() else []
+    if out.is_symlink() or strangers:
+        raise OptionError(f"{out} is not a trajectory folder that se-analysis wrote ({strangers[0].name if strangers else 'a link'} "
+                          "is not ours), so nothing is written into it; choose another --out.")
+    return out
+
+
+def _settings(job: dict[str, Any]) -> dict[str, Any]:
+    """A collection job's settings as meta.json records them (JSON), without NOT_SETTINGS."""
+    return {k: v for k, v in json.loads(json.dumps(job, default=str)).items() if k not in NOT_SETTINGS}
+
+
+def _collected(job: CollectJob) -> Run | None:
+    """The run folder `job.out` when it was collected from the job's checkpoint weights with the
+    job's settings; None when there is none, or (with `job.overwrite`) it was collected otherwise."""
+    if not is_run_folder(job.out):
+        return None
+    run = load_run(job.out)
+    same = (run.meta.weights_sha256 == sha256(checkpoint_paths(job.model)[0])
+            and _settings(run.document.get("job") or {}) == _settings(asdict(job)))
+    if same:
+        return run
+    if not job.overwrite:
+        raise RunFolderError(f"{job.out} was collected from other weights or with other settings; pass --overwrite "
+                             "to collect it again.")
+    return None

@@ -1,32 +1,49 @@
-"""Cost of gate collection over plain inference, on tensors already on the device.
+"""Cost of gate collection over plain inference: the CPU rows of issue 24, and helpers other benches use.
 
-    python bench/collect_overhead.py                                   # small SE-ResNet, CPU
-    python bench/collect_overhead.py --model timm:seresnet50 --size 224 --batch 256 \
-        --device cuda --amp bf16 --channels-last --compile
+    python bench/collect_overhead.py                      # every row, 1 thread, two tables
+    python bench/collect_overhead.py --rows se20-fp32,se20-bf16 --rounds 6
+    python bench/collect_overhead.py --smoke              # tiny sizes, a few seconds (CI: it starts and prints)
+    PYTHONPATH=/tmp/before python bench/collect_overhead.py   # the same rows on another checkout
 
-Prints one row per mode: images/s (median of --repeats timed passes over --batches batches, after
-warm-up), the spread of the passes, the ratio to plain inference, and peak GPU memory. Modes:
-plain; collect (GateHooks + GateStats, everything the statistics keep); naive (hooks that copy each
-gate to a host list); captum (LayerActivation on every gate, when captum is installed).
-bench/gpu_throughput.py and bench/jpeg_pipeline.py reuse the helpers here.
+Rows: the shipped SE-ResNet-20 (batch 256, 28 px) and timm seresnet50 (random weights, BatchNorm set
+on one batch, batch 16, 160 px, 10 classes), eager fp32, eager bf16 autocast, compiled. Per row,
+plain inference and collection (GateHooks + GateStats with the squeezed inputs z, per batch what
+`collect` does) alternate in one process, A B B A ..., over --rounds rounds of --batches batches
+each after one warm-up round (which compiles); the ratio is plain time / collect time per round
+(collection's share of plain throughput), its median and range over rounds. Second table, eager rows:
+each torch call of --profiled collection batches charged to the part of the project that issued it
+(bench/op_parts.py), ms per batch as profiled, beside the timed overhead; "Python and the rest" is the
+timed overhead minus the parts' op time. `measure_modes` (naive host copies, captum) is the GPU
+comparison of bench/gpu_throughput.py, which reuses the helpers here, as do jpeg_pipeline.py and
+traced_gates.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import math
+import os
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+from op_parts import PARTS, OpParts
 from torch import nn
 
+import analysis
 from analysis import GateHooks, GateStats, StatsConfig, find_gates
+from analysis.capture import collect as collecting
 from analysis.models.precision import AMP_DTYPES, autocast
 from analysis.models.spec import build_from_spec, input_shape
+
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "fmnist_se20"
 
 
 MODES = ("plain", "collect", "naive", "captum")
@@ -132,7 +149,7 @@ def measure_modes(
     measure("plain", run)
 
     if "collect" in modes:
-        stats = GateStats(gates, StatsConfig(classes), device=device)
+        stats = GateStats(gates, StatsConfig(classes, calibration=len(x)), device=device)  # timed batches add
         ids = torch.arange(len(x))
         measure("collect", run, lambda i: stats.begin_batch(y, ids + i * len(x)), GateHooks(model, gates, stats),
                 lambda i: stats.end_batch())
@@ -187,31 +204,159 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print("  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(line, widths))))
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", default="se_resnet20")
-    p.add_argument("--size", type=int, default=28)
-    p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--batches", type=int, default=10)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--amp", choices=("none", *AMP_DTYPES), default="none")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true")
-    args = p.parse_args()
+@dataclass(frozen=True)
+class Row:
+    """One row: a model spec ("shipped": the checkpoint), its batch, image size, autocast and compile."""
 
-    device = torch.device(args.device)
-    model, channels = build(args.model, args.classes, device, args.channels_last)
-    x = torch.randn(args.batch, channels, args.size, args.size, device=device)
-    if args.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    rows = measure_modes(
-        model, x, args.classes, amp=args.amp, compile=args.compile, batches=args.batches, repeats=args.repeats
-    )
-    print(f"model {args.model}, batch {args.batch}, size {args.size}, {device_line(device)}, "
-          f"amp {args.amp}, channels_last {args.channels_last}, compile {args.compile}")
-    print_table(rows)
+    model: str
+    batch: int
+    size: int
+    amp: str
+    compile: bool
+
+
+ROWS = {
+    "se20-fp32": Row("shipped", 256, 28, "none", False),
+    "se20-bf16": Row("shipped", 256, 28, "bf16", False),
+    "se20-compiled": Row("shipped", 256, 28, "none", True),
+    "seresnet50-fp32": Row("timm:seresnet50", 16, 160, "none", False),
+    "seresnet50-bf16": Row("timm:seresnet50", 16, 160, "bf16", False),
+    "seresnet50-bf16-compiled": Row("timm:seresnet50", 16, 160, "bf16", True),
+}
+SMOKE = {
+    "se20-fp32": Row("shipped", 8, 28, "none", False),
+    "se20-bf16": Row("shipped", 8, 28, "bf16", False),
+    "seresnet18-fp32": Row("timm:seresnet18", 2, 32, "none", False),
+}
+CLASSES = 10
+
+
+def row_model(row: Row) -> tuple[nn.Module, torch.Tensor]:
+    """(model in eval mode, a batch of inputs) for a row, on the CPU."""
+    torch.manual_seed(0)
+    shipped = row.model == "shipped"
+    model, _ = build_from_spec(str(SHIPPED)) if shipped else build_from_spec(row.model, random_init=True)
+    x = torch.randn(row.batch, input_shape(model)[0], row.size, row.size)
+    if not shipped:
+        calibrate_batchnorm(model, x)
+    return model.eval(), x
+
+
+def _stats(model: nn.Module, x: torch.Tensor) -> GateStats:
+    """Empty statistics of every gate with the squeezed inputs, as `collect` makes them (on either
+    checkout: `new_stats`, or `with_inputs` before it). Calibrated on the first batch: with the default
+    512 samples, a row of few small batches would hold them all raw and time no statistics."""
+    gates = find_gates(model, example=x[:2])
+    if hasattr(collecting, "new_stats"):
+        config = StatsConfig(CLASSES, calibration=len(x))
+        return collecting.new_stats(model, gates, config, None, torch.device("cpu"), True, None)
+    return collecting.with_inputs(model, GateStats(gates, StatsConfig(CLASSES)))
+
+
+def steps(row: Row, model: nn.Module, x: torch.Tensor, stack: contextlib.ExitStack) -> dict[str, Callable[[int], Any]]:
+    """{"plain": step, "collect": step}: one batch each; the collecting copy's hooks live in `stack`."""
+    precision = autocast(x.device, None if row.amp == "none" else row.amp)
+    hooked = copy.deepcopy(model)
+    stats = _stats(hooked, x)
+    stack.enter_context(GateHooks(hooked, stats.gates, stats))
+    finish = getattr(stats, "end_batch", lambda: None)
+    if row.compile:  # the plain copy as a frame of its own, so that neither lends the other its graph
+        plain, hooked_forward = torch.compile(lambda t: model(t)), getattr(collecting, "compiled", torch.compile)(hooked)
+    else:
+        plain, hooked_forward = model, hooked
+    y = torch.randint(0, CLASSES, (len(x),), generator=torch.Generator().manual_seed(0))
+    ids = torch.arange(len(x))
+
+    def plain_step(i: int) -> None:
+        with torch.inference_mode(), precision:
+            plain(x)
+
+    def collect_step(i: int) -> None:
+        stats.begin_batch(y, ids + i * len(x))
+        with torch.inference_mode(), precision:
+            hooked_forward(x)
+        finish()
+
+    return {"plain": plain_step, "collect": collect_step}
+
+
+def interleave(step: dict[str, Callable[[int], Any]], rounds: int, batches: int) -> dict[str, list[float]]:
+    """Seconds per batch of each step, per round, after a warm-up round; A B B A A B ..."""
+    seconds: dict[str, list[float]] = {name: [] for name in step}
+    names, i = list(step), 0
+    for r in range(rounds + 1):
+        for name in names if r % 2 else names[::-1]:
+            start = time.perf_counter()
+            for _ in range(batches):
+                step[name](i)
+                i += 1
+            if r:
+                seconds[name].append((time.perf_counter() - start) / batches)
+    return seconds
+
+
+def profiled(step: Callable[[int], Any], batches: int, first: int) -> OpParts:
+    parts = OpParts()
+    with parts:
+        for i in range(batches):
+            step(first + i)
+    return parts
+
+
+def measure_row(name: str, row: Row, rounds: int, batches: int, profile: int) -> tuple[dict, dict | None]:
+    """(the ratio row, the parts row or None for compiled rows)."""
+    model, x = row_model(row)
+    with contextlib.ExitStack() as stack:
+        step = steps(row, model, x, stack)
+        seconds = interleave(step, rounds, batches)
+        ratios = [p / c for p, c in zip(seconds["plain"], seconds["collect"])]
+        plain_ms, collect_ms = (1000 * statistics.median(seconds[k]) for k in ("plain", "collect"))
+        ops = {k: profiled(step[k], 1, 10**6 + i) for i, k in enumerate(step)} if not row.compile else {}
+        ratio = {"row": name, "batch": row.batch, "plain ms": plain_ms, "collect ms": collect_ms,
+                 "ratio": statistics.median(ratios), "low": min(ratios), "high": max(ratios),
+                 "calls plain": sum(ops["plain"].calls.values()) if ops else math.nan,
+                 "calls collect": sum(ops["collect"].calls.values()) if ops else math.nan}
+        if row.compile:
+            return ratio, None
+        parts = profiled(step["collect"], profile, 2 * 10**6)
+    ms = {part: parts.ms.get(part, 0.0) / profile for part in PARTS}
+    overhead = collect_ms - plain_ms
+    spent = sum(v for k, v in ms.items() if k != "network")
+    return ratio, {"row": name, **{k: v for k, v in ms.items() if k != "network"}, "stats ops": spent,
+                   "timed overhead": overhead, "Python and the rest": overhead - spent, "network (profiled)": ms["network"]}
+
+
+def checkout() -> str:
+    """Which code ran: the package's folder and its git commit."""
+    folder = Path(analysis.__file__).resolve().parents[1]
+    commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return f"{folder} at {commit.stdout.strip() or '?'}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", help=f"comma-separated, of {', '.join(ROWS)} (default: all)")
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--batches", type=int, default=2, help="batches per mode and round")
+    p.add_argument("--profiled", type=int, default=2, help="collection batches charged to parts, eager rows")
+    p.add_argument("--smoke", action="store_true", help="tiny rows, one round: that it starts and prints its tables")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    table = SMOKE if args.smoke else ROWS
+    names = args.rows.split(",") if args.rows else list(table)
+    rounds, batches, profile = (1, 1, 1) if args.smoke else (args.rounds, args.batches, args.profiled)
+    ratios, parts = [], []
+    for name in names:
+        ratio, part = measure_row(name, table[name], rounds, batches, profile)
+        ratios.append(ratio)
+        parts += [part] if part else []
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"{checkout()}; torch {torch.__version__}, 1 intra-op thread, CPU shared (load average {load}); "
+          f"{rounds} rounds x {batches} batches per mode, interleaved")
+    print_table(ratios)
+    if parts:
+        print(f"\nms per batch of collection, each torch call charged to the part that issued it ({profile} batches profiled)")
+        print_table(parts)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
     python bench/metrics_scale.py [--classes 10,100,1000] [--threads 1] [--probe-max-classes N] [--tiny]
 
 16 blocks with SE-ResNet-50's channel counts (15,104 channels), K classes, 50 images per class,
-GateStats' default configuration (8 shards, 8 relabellings, 18 bins, 16 reservoir vectors per
-class), made by `analysis.testing.planted.planted_stats`. Each K runs in a process of its own, so that its
+StatsConfig's shards, relabellings and bins with 16 reservoir vectors per class, made by
+`analysis.testing.planted.planted_stats`. Each K runs in a process of its own, so that its
 peak memory (max RSS) is its own. One row per K: wall and CPU seconds of each table (best of
 --repeats), of which the logistic probes (the probe and its control task, every block), the
 statistics' size, the process's peak RSS. --probe-max-classes: the probes' class cap (default the library's,
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -91,16 +92,23 @@ def main() -> None:
         print(json.dumps(measure(args.one, args.repeats, args.tiny, args.probe_max_classes)))
         return
     ks = [5] if args.tiny else [int(k) for k in args.classes.split(",")]
-    rows = []
+    rows, failed = [], []
     for k in ks:
         command = [sys.executable, __file__, "--one", str(k), "--threads", str(args.threads), "--repeats",
                    str(args.repeats), "--probe-max-classes", str(args.probe_max_classes), *(["--tiny"] if args.tiny else [])]
-        rows.append(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode == 0:
+            rows.append(json.loads(done.stdout))
+        else:  # SIGKILL is how the kernel ends a process out of memory
+            how = "was killed (out of memory?)" if done.returncode == -signal.SIGKILL else f"exited {done.returncode}"
+            failed.append(f"K = {k}: the process {how}; {done.stderr.strip()[-1000:] or 'no error printed'}")
     print(f"tables of planted GateStats, {args.threads} intra-op thread(s), best of {args.repeats}, "
           f"probes on at most {args.probe_max_classes} classes")
     print("".join(f"{title:>18}" for _, title, _ in COLUMNS))
     for row in rows:
         print("".join(f"{fmt.format(row[key]):>18}" for key, _, fmt in COLUMNS))
+    if failed:
+        sys.exit("\n".join(failed))
 
 
 if __name__ == "__main__":

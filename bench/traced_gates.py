@@ -66,7 +66,8 @@ def interleaved(modes: list[tuple[str, nn.Module, list | None]], x: torch.Tensor
     times: dict[str, list[float]] = {name: [] for name, _, _ in modes}
     for repeat in range(repeats + 1):
         for name, net, gates in modes:
-            stats = GateStats(gates, StatsConfig(classes), device=x.device) if gates else None
+            config = StatsConfig(classes, calibration=n)  # the first batch calibrates: every timed batch adds
+            stats = GateStats(gates, config, device=x.device) if gates else None
             with GateHooks(net, gates, stats) if gates else contextlib.nullcontext():
                 def step(i: int) -> None:
                     if stats is not None:

@@ -121,9 +121,9 @@ def _draw(kind: str, path: str, files: tuple, key: tuple) -> Figure:
         return figures.attribution_depth(run.table("attribution_blocks"))
     means = class_means(path, files)
     if kind == "profiles":
-        blocks, classes, spread = key
+        blocks, classes, spread, scale = key
         return figures.class_profiles({b: means[b] for b in blocks}, list(classes), views.class_names(run), spread,
-                                      max_points=SCREEN_POINTS)
+                                      max_points=SCREEN_POINTS, scale=scale)
     if kind == "distribution":
         block, channel, classes = key
         title = f"{block}" + (f" channel {channel}" if channel is not None else " (all channels)")
@@ -165,7 +165,7 @@ def default_block(run: Run) -> str:
 def block_explorer_defaults(run: Run) -> list[tuple[str, tuple]]:
     """(kind, key) of each figure the Block explorer shows with its default choices."""
     classes = tuple(views.spread_out(views.present_classes(run), 4))
-    return [("profiles", (tuple(views.default_blocks(run)), classes, False)),
+    return [("profiles", (tuple(views.default_blocks(run)), classes, False, figures.SCALES[0])),
             ("distribution", (default_block(run), None, classes))]
 
 

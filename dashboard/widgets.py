@@ -11,6 +11,8 @@ import streamlit as st
 
 from analysis.measures import schema
 from analysis.presentation import views
+from analysis.presentation.answer import onset_lines, onset_rules
+from analysis.presentation.captions import caption
 from analysis.runs.folder import Run
 from dashboard import charts, loaders
 from dashboard.loaders import figure, stamp
@@ -35,14 +37,23 @@ def md(text: object) -> str:
     return _MARKDOWN.sub(r"\\\1", str(text)).replace("\n", " ")
 
 
-def show(kind: str, run: Run, *key) -> None:
+def image(kind: str, run: Run, *key) -> None:
+    """The figure `kind` of the run (loaders.figure), without a caption."""
     st.image(figure(kind, str(run.path), stamp(run.path), tuple(key)), width="stretch")
+
+
+def show(kind: str, run: Run, *key, about: str | None = None) -> None:
+    """The figure `kind` of the run with its caption: captions' text for `about` (default: the kind),
+    the one text the reports print under the same figure."""
+    image(kind, run, *key)
+    st.caption(caption(about or kind))
 
 
 def show_compare(runs: dict[str, Run], metric: str) -> None:
     """The Compare figure of `runs`, in their order."""
     st.image(loaders.compare_figure(tuple((name, str(run.path), stamp(run.path)) for name, run in runs.items()), metric),
              width="stretch")
+    st.caption(caption("compare"))
 
 
 def address(**params: object) -> dict[str, str]:
@@ -68,7 +79,7 @@ def show_heatmap(run: Run, block: str) -> None:
     picked = event.selection.get(charts.PICK) or []
     if picked and "channel" in picked[0]:
         open_page("channels", block=block, channel=int(picked[0]["channel"]))
-    st.caption(f"Colour: class mean minus the all-class mean, blue {-h.limit:.3g} to red {h.limit:+.3g}. "
+    st.caption(f"{caption('heatmap')} Here blue {-h.limit:.3g} to red {h.limit:+.3g}. "
                "Hover a column for its numbers; click it to open its channel.")
 
 
@@ -101,13 +112,13 @@ def warnings(run: Run) -> None:
 
 
 def onsets(run: Run) -> None:
-    """Both onsets, each with one line on what it means (from the schema); their rules in an expander."""
-    found = views.onsets(run)
-    for onset in found:
-        st.markdown(f"**{onset['label']}: {md(onset['block'] or 'none')}**: {md(onset['meaning'])}.")
+    """One line per onset with its numbers against its controls (the lines the terminal and the report
+    print); their rules in full in an expander."""
+    for line in onset_lines(run):
+        st.markdown(md(line))
     with st.expander("the onsets' rules"):
-        for onset in found:
-            st.markdown(f"**{onset['label']}**: {md(onset['rule'])}")
+        for label, rule in onset_rules(run):
+            st.markdown(f"**{md(label)}**: {md(rule)}")
 
 
 def block_table(table: pd.DataFrame, key: str | None = None) -> int | None:

@@ -34,9 +34,9 @@ SMOKE = {
                                       "--card", str(card_copy(tmp)), "--tiny"], r"wrote .*ABLATION\.md"),
     "ablate_replay.py": (lambda tmp: ["--tiny"], r"prefix replayed"),
     "amp_gates.py": (lambda tmp: ["--limit", "40", "--batch", "40"], r"SE_4_3"),
+    "channel_ablate.py": (lambda tmp: ["--tiny"], r"interv\.x img/s"),
+    "collect_overhead.py": (lambda tmp: ["--smoke"], r"timed overhead"),
     "control_cost.py": (lambda tmp: ["--tiny"], r"pass: one control, 50 images"),
-    "collect_overhead.py": (lambda tmp: ["--batch", "2", "--batches", "1", "--repeats", "1", "--size", "16"],
-                            r"collect"),
     "dashboard_scale.py": (lambda tmp: ["--runs", str(tmp / "runs"), "--tiny"], r"after the first load"),
     "gpu_throughput.py": (lambda tmp: ["--models", "se_resnet20", "--batches", "1", "--repeats", "1"], r"collect"),
     "jpeg_pipeline.py": (lambda tmp: [str(jpeg_folder(tmp)), "--device", "cpu", "--model", "timm:seresnet18",
@@ -47,6 +47,7 @@ SMOKE = {
     "metrics_scale.py": (lambda tmp: ["--tiny"], r"peak RSS GiB"),
     "shape_normalisation.py": (lambda tmp: ["--tiny"], r"onset with gate SD"),
     "stats_memory.py": (lambda tmp: ["--classes", "10", "--permutations", "9", "--allocate"], r"allocated z: [\d.]+ MiB"),
+    "report_time.py": (lambda tmp: [str(collected_run(tmp)), "--repeats", "1"], r"reports of 1 run"),
     "stats_kernels.py": (lambda tmp: ["--classes", "10", "--batch", "8"], r"operations per batch: \d+"),
     "traced_gates.py": (lambda tmp: ["--model", "timm:seresnet18", "--size", "32", "--batch", "2", "--batches", "1",
                                      "--repeats", "1"], r"ratio to plain"),
@@ -67,6 +68,16 @@ def jpeg_folder(tmp: Path) -> Path:
     """A tiny ImageNet-style folder written by bench/make_jpeg_folder.py itself."""
     out = tmp / "jpegs"
     run_script("make_jpeg_folder.py", [str(out), "--classes", "2", "--per-class", "2", "--size", "40x30", "--jobs", "1"])
+    return out
+
+
+def collected_run(tmp: Path) -> Path:
+    """A run folder of a small random-weight model on synthetic images, made by `se-analysis collect`."""
+    out = tmp / "run"
+    done = subprocess.run([sys.executable, "-m", "analysis", "collect", "--model", "se_resnet20", "--random-init",
+                           "--data", "synthetic:classes=3,n=48,size=16,channels=1", "--out", str(out), "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
     return out
 
 

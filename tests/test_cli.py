@@ -365,3 +365,17 @@ def test_ablate_into_a_run_folder_that_cannot_be_written_stops_before_the_pass(s
     monkeypatch.setattr(interventions, "ablate", never)
     err = cli_error(capsys, ["ablate", str(run), "--groups", "all", "--quiet"])
     assert err.endswith(f"the run folder {run} cannot be written: {run} is not writable.")
+
+
+def test_subcommands_describe_themselves_and_show_their_real_defaults(capsys):
+    from analysis.measures.notions import ONSET_MIN_EXCESS
+
+    for command in ("paper", "collect", "ablate", "show"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        usage, description, *_ = capsys.readouterr().out.split("\n\n")
+        assert usage.startswith(f"usage: se-analysis {command}") and description[:1].isupper(), command
+    with pytest.raises(SystemExit):
+        main(["collect", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"detectable onset: eta2 above its null by this (default: {ONSET_MIN_EXCESS})" in text

@@ -1,71 +1,52 @@
-"""The gate nonlinearities (sigmoid, hard sigmoid) as module types and as function calls, their
-float32 versions, and how one call of them is named, the same way in discovery and collection.
+"""How one call of a gate nonlinearity (capture.adapters) is named, the same way in discovery and
+collection, and which run of a module in one forward pass a call belongs to.
 
 A module gate is hooked like any module. A functional gate (`torch.sigmoid(...)`, `Tensor.sigmoid`,
 `F.hardsigmoid` inside some module's forward) has no module of its own, so it is named by its site:
 the innermost tracked module running the call and the call's ordinal among that module's calls of
-the same nonlinearity in one forward, e.g. `("layer2.1", "sigmoid:0")`. `CallCounter` keeps that
-count: forward hooks on the tracked modules keep a stack of the running ones, and a
-`torch.overrides.TorchFunctionMode`, active only while a tracked module runs, sees every torch
-function called from Python, functional calls included (module hooks cannot see those).
+the same nonlinearity in one run, e.g. `("layer2.1", "sigmoid:0")`; a module that runs k times in
+one forward pass (a block whose weights are shared) has k runs of each site, told apart by
+`Frame.run`. `CallCounter` keeps those counts: forward hooks on the tracked modules keep a stack of
+the running ones, and a `torch.overrides.TorchFunctionMode`, active only while a tracked module runs,
+sees every torch function called from Python, functional calls included (module hooks cannot see those).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-Function = Callable[[torch.Tensor], torch.Tensor]
-
-# torch function name (as a TorchFunctionMode sees it) -> the nonlinearity it computes
-_CALLS = {"sigmoid": "sigmoid", "sigmoid_": "sigmoid", "special_expit": "sigmoid", "hardsigmoid": "hardsigmoid"}
-# nonlinearity -> (its float32 function, its name in gate_precision)
-_FP32_CALLS: dict[str, tuple[Function, str]] = {"sigmoid": (torch.sigmoid, "sigmoid"),
-                                                "hardsigmoid": (F.hardsigmoid, "hard sigmoid")}
+from analysis.capture.adapters import Nonlinearity, call_nonlinearities, nonlinearity
 
 
-def _fp32_table() -> list[tuple[type, Function, str]]:
-    """(gate activation class, the same nonlinearity as a function, its name) for every gate type we
-    know: the one place that says how a module gate is recomputed in float32 from its pre-activation."""
-    table: list[tuple[type, Function, str]] = [
-        (nn.Sigmoid, torch.sigmoid, "sigmoid"), (nn.Hardsigmoid, F.hardsigmoid, "hard sigmoid")]
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` in eval mode (BatchNorm uses, and never updates, its running statistics); every
+    module's mode restored after, also after an error."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
     try:
-        from timm.layers import activations as tact
-        from timm.layers import activations_me as tme
-
-        table += [(tact.Sigmoid, torch.sigmoid, "sigmoid"), (tact.HardSigmoid, F.hardsigmoid, "hard sigmoid"),
-                  (tme.HardSigmoidMe, F.hardsigmoid, "hard sigmoid")]
-    except ImportError:
-        pass
-    return table
-
-
-def fp32_gate(module: nn.Module) -> tuple[Function, str] | None:
-    """(the gate module's nonlinearity as a function, its name), or None for a module of unknown type."""
-    for cls, function, name in _fp32_table():
-        if type(module) is cls:
-            return function, name
-    return None
-
-
-def fp32_call(call: str) -> tuple[Function, str]:
-    """(the float32 function, its name) of a functional gate's site name, e.g. "hardsigmoid:0"."""
-    return _FP32_CALLS[call.rpartition(":")[0]]
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 @dataclass
 class Frame:
-    """One running call of a tracked module: its path, the module, its first positional input."""
+    """One running call of a tracked module: its path, the module, its first positional input, and
+    which of the module's runs in this forward pass it is (-1 in a re-run, see CallCounter.paused)."""
 
     path: str
     module: nn.Module
     input: Any
+    run: int = 0
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -86,14 +67,19 @@ class CallCounter:
     """Names every gate-nonlinearity call made while one of `modules` runs (see the module
     docstring): `before(frame, site, args)` runs just before such a call, `after(func, args, kwargs,
     out, site)` after every torch call (site None unless it is one), `returned(frame, output)` after
-    each tracked module (`before` and `after` run outside the mode). Hooks are removed on exit, also
-    after an error; the pre-hooks run before any other, so that other hooks' calls count in their module.
+    each tracked module (`before` and `after` run outside the mode). Runs are counted from the start
+    of each forward pass of `root` (default: from entering the context); while `paused` (a module
+    run again inside a hook) none is counted. Hooks are removed on exit, also after an error; the
+    pre-hooks run before any other, so that other hooks' calls count in their module.
     """
 
     def __init__(self, modules: dict[str, nn.Module], before: Before | None = None, after: After | None = None,
-                 returned: Callable[[Frame, Any], None] | None = None) -> None:
-        self.modules, self.before, self.after, self.returned = modules, before, after, returned
+                 returned: Callable[[Frame, Any], None] | None = None, root: nn.Module | None = None) -> None:
+        self.modules, self.before, self.after, self.returned, self.root = modules, before, after, returned, root
         self.stack: list[Frame] = []
+        self.runs: dict[str, int] = {}  # path -> its runs so far in this forward pass
+        self.paused = False
+        self.nonlinearities = call_nonlinearities()
         self.mode = _Mode(self)
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -102,6 +88,8 @@ class CallCounter:
             for path, module in self.modules.items():
                 self.handles.append(module.register_forward_pre_hook(self._push(path), prepend=True))
                 self.handles.append(module.register_forward_hook(self._pop, always_call=True))
+            if self.root is not None:  # after the pushes, prepended: the root's own push counts afresh
+                self.handles.append(self.root.register_forward_pre_hook(self._new_pass, prepend=True))
         except BaseException:
             self.__exit__()
             raise
@@ -115,11 +103,18 @@ class CallCounter:
             self.stack.clear()
             self.mode.__exit__(None, None, None)
 
+    def _new_pass(self, model: nn.Module, inputs: tuple) -> None:
+        self.runs = {}  # a new dict, not cleared: torch.compile then guards nothing on the last pass's counts
+
     def _push(self, path: str) -> Callable[[nn.Module, tuple], None]:
         def hook(module: nn.Module, args: tuple) -> None:
             if not self.stack:
                 self.mode.__enter__()
-            self.stack.append(Frame(path, module, args[0] if args else None))
+            run = -1
+            if not self.paused:
+                run = self.runs.get(path, 0)
+                self.runs[path] = run + 1
+            self.stack.append(Frame(path, module, args[0] if args else None, run))
 
         return hook
 
@@ -132,19 +127,24 @@ class CallCounter:
 
     def call(self, func: Callable, args: tuple, kwargs: dict) -> Any:
         """Run one torch call seen by the mode, naming it when it is a gate nonlinearity."""
-        nonlinearity = _CALLS.get(getattr(func, "__name__", ""))
+        nonlinearity = self.nonlinearities.get(getattr(func, "__name__", ""))
         site = None
         if nonlinearity is not None and self.stack:
             frame = self.stack[-1]
-            ordinal = frame.counts.get(nonlinearity, 0)
-            frame.counts[nonlinearity] = ordinal + 1
-            site = frame, f"{nonlinearity}:{ordinal}"
+            ordinal = frame.counts.get(nonlinearity.key, 0)
+            frame.counts[nonlinearity.key] = ordinal + 1
+            site = frame, f"{nonlinearity.key}:{ordinal}"
             if self.before is not None:
                 self.before(frame, site[1], args)
         out = func(*args, **kwargs)
         if self.after is not None:
             self.after(func, args, kwargs, out, site)
         return out
+
+
+def site_nonlinearity(call: str) -> Nonlinearity:
+    """The nonlinearity of a functional gate's site name, e.g. "hardsigmoid:0"."""
+    return nonlinearity(call.rpartition(":")[0])
 
 
 def subtrees(modules: dict[str, nn.Module], roots: set[str]) -> dict[str, nn.Module]:

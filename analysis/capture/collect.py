@@ -12,16 +12,18 @@ progress bar. Its hooks, like every hook of the library, are `capture.hooks.Forw
 
 The gate that reaches the statistics is computed in float32 even when the network runs under AMP:
 bf16's step at 0.5 (0.0039) is larger than the spread of many trained gates, and the excitation's
-bf16 matmuls add rounding noise larger than that spread to the pre-activation. So under autocast a
-pre-hook on each SE block of a known type or found by tracing (`gates.squeeze_block`) runs the block
-once more in float32, outside autocast, on its upcast input, and only that run's gate reaches the
-statistics; the network's own forward is unchanged. Without autocast, or for a gate whose block is
-unknown (--gates REGEX), a pre-hook on a gate module of a known type (`calls.fp32_gate`) applies its
-nonlinearity to the upcast pre-activation; other gates give their output as it is. A functional
-gate (a `torch.sigmoid` call, found by tracing) is seen at its call site by `calls.CallCounter`, just
-before the call, and treated like a gate module of a known type. `gate_precision` says which was
-done, per gate. With `stats.inputs`, the block pre-hook also pools the block input's channel means z
-in float32.
+bf16 matmuls add rounding noise larger than that spread to the pre-activation. So a pre-hook on
+each SE block of a known type or found by tracing (`gates.squeeze_block`) pools the block input's
+channel means in float32 once: they are the squeezed input z (`stats.inputs`), and under autocast
+the block runs once more in float32, outside autocast, on them as a 1x1 map, so that only the
+excitation is recomputed; a block whose gate reads more than the channel means (CBAM's maxima,
+gather-excite's positions, the NoSqueeze ablation) runs again on its upcast input instead. Only that
+run's gate reaches the statistics; the network's own forward is unchanged. Without autocast, or for
+a gate whose block is unknown (--gates REGEX), a pre-hook on a gate module of a known type applies
+its nonlinearity (`capture.adapters`) to the upcast pre-activation; other gates give their output
+as it is. A functional gate (a `torch.sigmoid` call, found by tracing) is seen at its call site by
+`calls.CallCounter`, just before the call, and treated like a gate module of a known type.
+`gate_precision` says which was done, per gate.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -37,10 +39,11 @@ from torch import nn
 from tqdm import tqdm
 
 from analysis.errors import DataError, GateValueError, OptionError
+from analysis.capture.adapters import Nonlinearity, module_nonlinearity
+from analysis.capture.calls import CallCounter, Frame, evaluating, site_nonlinearity, subtrees
 from analysis.capture.config import Gather
-from analysis.capture.calls import CallCounter, Frame, Function, fp32_call, fp32_gate, subtrees
-from analysis.capture.gates import Gate, find_gates, squeeze_block, unwrap
-from analysis.capture.hooks import ForwardHooks
+from analysis.capture.gates import Block, Gate, find_gates, squeeze_block, unwrap
+from analysis.capture.hooks import ForwardHooks, run_gate
 from analysis.capture.tracing import channel_view
 from analysis.capture.stats import GateStats, StatsConfig
 from analysis.models.controls import CONTROL_SEEDS, CONTROLS, untrained, untrained_seeds
@@ -62,9 +65,14 @@ def _as_matrix(gate: Gate, out: Any) -> torch.Tensor:
     return out.flatten(2).float().mean(2)
 
 
-def _fp32(modules: dict[str, nn.Module], gate: Gate) -> tuple[Function, str] | None:
-    """(the gate's nonlinearity as a float32 function, its name), or None for a module of unknown type."""
-    return fp32_call(gate.call) if gate.call is not None else fp32_gate(modules[gate.path])
+def _nonlinearity(model: nn.Module, gate: Gate) -> Nonlinearity | None:
+    """The gate's nonlinearity (its float32 function), or None for a module of unknown type."""
+    if gate.call is not None:
+        return site_nonlinearity(gate.call)
+    try:
+        return module_nonlinearity(model.get_submodule(gate.path))
+    except AttributeError:  # no such module: ForwardHooks says so
+        return None
 
 
 class GateHooks(ForwardHooks):
@@ -76,17 +84,21 @@ class GateHooks(ForwardHooks):
     """
 
     def __init__(self, model: nn.Module, gates: list[Gate], stats: GateStats) -> None:
-        self.modules = dict(unwrap(model).named_modules())
-        known = {g.name: _fp32(self.modules, g) for g in gates if g.path in self.modules}
+        root = unwrap(model)
         self.blocks = {g.name: squeeze_block(model, g) for g in gates}
-        self.sites = {(g.path, g.call): g for g in gates if g.call is not None}
-        before = [(g.path, g, self._feed_fp32) for g in gates if known.get(g.name) and g.call is None]
-        before += [(block[0], g, self._block_input) for g in gates if (block := self.blocks[g.name])]
-        super().__init__(model, [g for g in gates if not known.get(g.name)], self._feed, tuple(before))
-        self.stats, self.fp32 = stats, {name: gate[0] for name, gate in known.items() if gate}
-        self.rerunning = False
+        self.fp32 = {g.name: n.function for g in gates if (n := _nonlinearity(root, g))}
+        modules = [g for g in gates if g.call is None]
+        before = [(g.path, g, self._feed_fp32) for g in modules if g.name in self.fp32]
+        before += [(block.path, g, self._block_input) for g in gates if (block := self.blocks[g.name])]
+        super().__init__(model, [g for g in gates if g.name not in self.fp32], self._feed, tuple(before))
+        self.stats = stats
+        self.block_modules = {name: root.get_submodule(b.path) for name, b in self.blocks.items() if b}
+        self.sites: dict[tuple[str, str], list[Gate]] = {}
+        for g in sorted((g for g in gates if g.call is not None), key=lambda g: g.firing):
+            self.sites.setdefault((g.path, g.call), []).append(g)
         roots = {path for path, _ in self.sites}
-        self.calls = CallCounter(subtrees(self.modules, roots), before=self._feed_call) if roots else None
+        self.calls = (CallCounter(subtrees(dict(root.named_modules()), roots), before=self._feed_call, root=root)
+                      if roots else None)
 
     def __enter__(self) -> GateHooks:
         super().__enter__()
@@ -105,9 +117,13 @@ class GateHooks(ForwardHooks):
         super().remove()
 
     def _feed_call(self, frame: Frame, site: str, args: tuple) -> None:
-        gate = self.sites.get((frame.path, site))
-        if gate is not None:
-            self._feed_fp32(gate, args)
+        gates = self.sites.get((frame.path, site))
+        if gates is None:
+            return
+        if self.rerun is None:
+            self._feed_fp32(run_gate(frame.path, frame.run, gates), args)
+        elif any(g is self.rerun for g in gates):
+            self._feed_fp32(self.rerun, args)
 
     def _rerun_feeds(self, gate: Gate, t: torch.Tensor) -> bool:
         """Whether this call of the gate is not the one to record: under autocast, the float32
@@ -126,33 +142,45 @@ class GateHooks(ForwardHooks):
             self.stats.update(gate.name, _as_matrix(gate, self.fp32[gate.name](pre.float())))
 
     def _block_input(self, gate: Gate, inputs: tuple) -> None:
-        if self.rerunning:
+        if self.rerun is not None:  # this block's own pre-hook, inside its re-run
             return
-        x = inputs[0]
+        x, block = inputs[0], self.blocks[gate.name]
+        amp = torch.is_autocast_enabled(x.device.type)
+        if self.stats.inputs is None and not amp:
+            return
+        z = x.mean(block.dims, keepdim=True, dtype=torch.float32)  # one pooling: z, and the gate's re-run
         if self.stats.inputs is not None:
-            z = x.mean(self.blocks[gate.name][1], dtype=torch.float32)
             self.stats.inputs.update(gate.name, _as_matrix(gate, z))
-        if torch.is_autocast_enabled(x.device.type):
-            self.rerunning = True
-            try:
-                with torch.autocast(x.device.type, enabled=False):
-                    self.modules[self.blocks[gate.name][0]](x.float())
-            finally:
-                self.rerunning = False
+        if amp:
+            self._rerun(gate, block, z if block.pooled else x.float())
+
+    def _rerun(self, gate: Gate, block: Block, x: torch.Tensor) -> None:
+        """Run the gate's block once more on x in float32, outside autocast; its gate hook records."""
+        self.rerun = gate
+        if self.calls is not None:
+            self.calls.paused = True
+        try:
+            with torch.autocast(x.device.type, enabled=False):
+                self.block_modules[gate.name](x)
+        finally:
+            self.rerun = None
+            if self.calls is not None:
+                self.calls.paused = False
 
 
 def gate_precision(model: nn.Module, gates: list[Gate], amp: str | None) -> dict[str, str]:
     """Per gate, how the values in its statistics were obtained (recorded in meta.json)."""
-    modules = dict(unwrap(model).named_modules())
+    root = unwrap(model)
     out = {}
     for g in gates:
-        block, known = squeeze_block(model, g), _fp32(modules, g)
+        block, known = squeeze_block(model, g), _nonlinearity(root, g)
         if amp and block:
-            out[g.name] = f"its SE block {block[0]} re-run in float32 on the upcast input, outside {amp} autocast"
+            start = "its input's channel means, pooled in float32" if block.pooled else "the upcast input"
+            out[g.name] = f"its SE block {block.path} re-run in float32 on {start}, outside {amp} autocast"
         elif known:
-            out[g.name] = f"float32 {known[1]} of the upcast pre-activation, outside autocast"
+            out[g.name] = f"float32 {known.name} of the upcast pre-activation, outside autocast"
         else:
-            out[g.name] = f"the output of {type(modules[g.path]).__name__} as computed (unknown gate type)"
+            out[g.name] = f"the output of {type(root.get_submodule(g.path)).__name__} as computed (unknown gate type)"
     return out
 
 
@@ -186,15 +214,16 @@ def _learn_channels(model: nn.Module, gates: list[Gate], x: torch.Tensor) -> lis
     if all(g.channels is not None for g in gates):
         return gates
     seen: dict[str, int] = {}
+
     def channels(gate: Gate, output: Any) -> None:
-        seen[gate.path] = _as_matrix(gate, output).shape[1]
+        seen[gate.name] = _as_matrix(gate, output).shape[1]
 
     with ForwardHooks(model, gates, channels), torch.inference_mode():
         model(x)
-    missing = [g.path for g in gates if g.path not in seen]
+    missing = [g.path for g in gates if g.name not in seen]
     if missing:
         raise GateValueError(f"the gate modules {', '.join(missing)} did not run in a forward pass.")
-    return [Gate(g.name, g.depth, g.path, seen[g.path]) for g in gates]
+    return [dataclasses.replace(g, channels=seen[g.name]) for g in gates]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -243,14 +272,9 @@ def collect(
         raise OptionError(f"{control!r} is not a control; controls: {', '.join(CONTROLS)}.")
     if control is not None and iter(loader) is loader:
         raise DataError("controls need a loader that can be read again (a DataLoader or a list), not an iterator.")
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with evaluating(model):
         stats = _collect(model, loader, num_classes, gates, gate_pattern, class_names, config, amp, channels_last,
                          compile, progress, total, inputs, gather)
-    finally:
-        for module, training in modes:
-            module.training = training
     for seed in untrained_seeds(stats.config.seed, control_seeds) if control is not None else []:
         fresh = untrained(model, seed, loader).to(model_device(model))
         stats.controls.setdefault(control, {})[seed] = collect(
@@ -265,6 +289,24 @@ def control_config(config: StatsConfig) -> StatsConfig:
     probe_untrained is NaN; three probes per block and seed would cost more than the passes), the
     same classes and seed."""
     return dataclasses.replace(config, shards=1, bins=2, skip=tuple({*config.skip, "null", "top", "reservoir"}))
+
+
+def compiled(model: nn.Module) -> Callable[[torch.Tensor], Any]:
+    """`model` under torch.compile, for a model that carries hooks (GateHooks): compiled as a frame
+    of its own with the module hooks guarded, so that it never reuses a graph compiled for a copy
+    of the model without (or with other) hooks, nor lends its graph to one. By default dynamo does
+    not guard module hooks (`skip_nnmodule_hook_guards`), and a graph compiled for a hook-free
+    copy of one architecture ran the hooked copy with its hooks skipped."""
+    def hooked(x: torch.Tensor) -> Any:
+        return model(x)
+
+    graph = torch.compile(hooked)
+
+    def forward(x: torch.Tensor) -> Any:
+        with torch._dynamo.config.patch(skip_nnmodule_hook_guards=False):
+            return graph(x)
+
+    return forward
 
 
 def _collect(
@@ -293,7 +335,7 @@ def _collect(
                     gates = _learn_channels(model, gates, x)
                 stats = new_stats(model, gates, config, class_names, device, inputs, gather)
                 stack.enter_context(GateHooks(model, gates, stats))
-                forward = torch.compile(model) if compile else model
+                forward = compiled(model) if compile else model
             stats.begin_batch(y, ids)
             with torch.inference_mode(), precision:
                 forward(x)

@@ -25,31 +25,38 @@ feature map x [N, C, H, W] channel-wise:
 The excitation gives the kind: a conv1d across channels "eca"; a spatial gate or a convolution over
 positions (a learnt gather) "ge"; a max-pooled descriptor "cbam-channel"; otherwise "se". The
 gate's block is the innermost module running the nonlinearity whose input is x itself: re-run in
-float32 under AMP and pooled for the squeeze input z, like the SE blocks known by type.
+float32 under AMP and pooled for the squeeze input z, like the SE blocks known by type. The re-run
+starts from the channel means of x (`pooled`) when the excitation reads x only through them (every
+way back from the pre-activation to x passes a mean over all positions: SE and ECA do; CBAM's
+maxima, a sum, a spread or gather-excite's positions do not) and the block, run on them as a 1x1
+map, gives the traced gate again (to float32 rounding; a block that also convolves x, say, does not).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from analysis.capture.calls import CallCounter, Frame, fp32_gate
+from analysis.capture.adapters import module_nonlinearity
+from analysis.capture.calls import CallCounter, Frame, evaluating, subtrees
 
 SHAPE_OPS = frozenset({"view", "view_as", "reshape", "reshape_as", "expand", "expand_as", "unsqueeze", "squeeze",
                        "flatten", "contiguous", "__getitem__", "transpose", "permute", "float", "to", "type_as",
                        "half", "bfloat16", "clone", "interpolate", "repeat"})
 MULTIPLY = frozenset({"mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply"})
 MAX_POOLS = frozenset({"amax", "max", "max_pool2d", "adaptive_max_pool2d"})
+MEANS = frozenset({"mean", "adaptive_avg_pool2d", "avg_pool2d"})
 KINDS = ("se", "eca", "cbam-channel", "ge")  # what `_kind` tells from a gate's excitation
 
 
 @dataclass(frozen=True)
 class Site:
     """A gate found by tracing: `path` the gate module, or with `call` the module making the call
-    (calls.py); `owner` the module making the multiply (its path names the gate); `block` as above."""
+    (calls.py), in its run `firing` of the forward pass; `owner` the module making the multiply (its
+    path names the gate); `block` and `pooled` as above."""
 
     path: str
     call: str | None
@@ -57,6 +64,8 @@ class Site:
     block: str | None
     kind: str
     channels: int
+    firing: int = 0
+    pooled: bool = False
 
 
 def channel_view(t: torch.Tensor, channels: int) -> torch.Tensor | None:
@@ -79,6 +88,7 @@ class _Node:
 class _Candidate:
     path: str
     call: str | None
+    run: int
     output: torch.Tensor
     input: torch.Tensor
     pre: _Node | None  # the operation that made the pre-activation
@@ -100,13 +110,14 @@ class _Trace:
         self.candidates: dict[int, _Candidate] = {}  # id(output of a gate nonlinearity), in forward order
         self.made_pre: dict[int, _Node | None] = {}  # id(output of a nonlinearity call) -> what made its input
         self.sites: dict[int, Site] = {}
+        self.gated: dict[int, torch.Tensor] = {}  # id(output of a gate nonlinearity) -> the feature map it gates
 
     def after(self, func: Any, args: tuple, kwargs: dict, out: Any, site: tuple[Frame, str] | None) -> None:
         name, inputs = getattr(func, "__name__", str(func)), _tensors(args, kwargs)
         if site is not None and isinstance(out, torch.Tensor):  # read before an in-place call overwrites it
             self.made_pre[id(out)] = self.nodes.get(id(inputs[0]))
-            if fp32_gate(site[0].module) is None:
-                self._candidate(site[0].path, site[1], out, inputs[0])
+            if module_nonlinearity(site[0].module) is None:
+                self._candidate(site[0], site[1], out, inputs[0])
         outputs = _tensors(tuple(out) if isinstance(out, (tuple, list)) else (out,), {})
         for t in outputs:
             prior = self.nodes.get(id(t)) if any(t is i for i in inputs) else None
@@ -116,13 +127,14 @@ class _Trace:
             self._multiply(*inputs)
 
     def returned(self, frame: Frame, output: Any) -> None:
-        if fp32_gate(frame.module) is not None and isinstance(output, torch.Tensor) and isinstance(frame.input, torch.Tensor):
-            self._candidate(frame.path, None, output, frame.input)
+        if (module_nonlinearity(frame.module) is not None and isinstance(output, torch.Tensor)
+                and isinstance(frame.input, torch.Tensor)):
+            self._candidate(frame, None, output, frame.input)
             self.kept.append(output)
 
-    def _candidate(self, path: str, call: str | None, output: torch.Tensor, pre: torch.Tensor) -> None:
+    def _candidate(self, frame: Frame, call: str | None, output: torch.Tensor, pre: torch.Tensor) -> None:
         made = self.made_pre.get(id(output), self.nodes.get(id(pre)))
-        self.candidates[id(output)] = _Candidate(path, call, output, pre, made, tuple(self.counter.stack))
+        self.candidates[id(output)] = _Candidate(frame.path, call, frame.run, output, pre, made, tuple(self.counter.stack))
 
     def _source(self, t: torch.Tensor) -> _Candidate | None:
         """The gate candidate that `t` is, through shape-only operations, or None."""
@@ -142,7 +154,9 @@ class _Trace:
             if kind is not None:
                 block = next((f.path for f in reversed(candidate.stack) if f.input is x), None)
                 owner = self.counter.stack[-1].path
-                self.sites[id(candidate.output)] = Site(candidate.path, candidate.call, owner, block, kind, x.shape[1])
+                self.sites[id(candidate.output)] = Site(candidate.path, candidate.call, owner, block, kind, x.shape[1],
+                                                        candidate.run, self._reads_means(candidate, x))
+                self.gated[id(candidate.output)] = x
 
     def _kind(self, candidate: _Candidate, multiplier: torch.Tensor, x: torch.Tensor) -> str | None:
         """The gate's kind when `candidate` multiplies x channel-wise (module docstring), else None."""
@@ -185,17 +199,57 @@ class _Trace:
         return passed
 
 
+    def _reads_means(self, candidate: _Candidate, x: torch.Tensor) -> bool:
+        """Whether every way back from the candidate's pre-activation to x passes a channel mean of x
+        (a mean over positions leaving one value per sample and channel), and none reaches another
+        feature map (see `_excitation`)."""
+        n, c, positions = x.shape[0], x.shape[1], x.shape[2:].numel()
+        todo, seen = [(candidate.input, candidate.pre)], set()
+        while todo:
+            t, node = todo.pop()
+            if t is x or (positions > 1 and t.dim() == 4 and t.shape[2:].numel() >= positions
+                          and node is not None and node.op not in SHAPE_OPS):
+                return False
+            if node is None or id(node) in seen or (node.op in MEANS and t.numel() == n * c):
+                continue
+            seen.add(id(node))
+            todo += [(i, node.prior if i is t else self.nodes.get(id(i))) for i in node.inputs]
+        return True
+
+
 def trace(model: nn.Module, example: torch.Tensor) -> list[Site]:
     """The gates of one forward pass of `model` on `example` (in eval mode, without gradients, the
     modes restored after), in forward order. Every tensor of the pass is kept until it returns:
     give a small batch."""
     traced = _Trace(model)
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with traced.counter, torch.no_grad():
+    with evaluating(model), torch.no_grad():
+        with traced.counter:
             model(example)
-    finally:
-        for module, training in modes:
-            module.training = training
-    return [traced.sites[i] for i in traced.candidates if i in traced.sites]
+        sites = [(traced.sites[i], traced.candidates[i].output, traced.gated[i])
+                 for i in traced.candidates if i in traced.sites]
+        return [replace(site, pooled=site.pooled and site.block is not None and _runs_on_means(model, site, x, gate))
+                for site, gate, x in sites]
+
+
+def _runs_on_means(model: nn.Module, site: Site, x: torch.Tensor, gate: torch.Tensor) -> bool:
+    """Whether the site's block, run on the channel means of its input x as a 1x1 map, gives the
+    traced gate again (to float32 rounding; the module docstring says why)."""
+    modules = dict(model.named_modules())
+    seen: list[torch.Tensor] = []
+
+    def call(func: Any, args: tuple, kwargs: dict, out: Any, at: tuple[Frame, str] | None) -> None:
+        if at is not None and (at[0].path, at[1]) == (site.path, site.call):
+            seen.append(out)
+
+    def returned(frame: Frame, output: Any) -> None:
+        if site.call is None and frame.path == site.path:
+            seen.append(output)
+
+    try:
+        with CallCounter(subtrees(modules, {site.path}), after=call, returned=returned):
+            modules[site.block](x.float().mean((2, 3), keepdim=True))
+    except Exception:  # a block that cannot run on a 1x1 map (a 3x3 conv without padding, say) reads more
+        return False
+    again = seen[0] if seen else None
+    return (isinstance(again, torch.Tensor) and again.shape == gate.shape
+            and torch.allclose(again.float(), gate.float(), rtol=1e-4, atol=1e-5))

@@ -203,6 +203,17 @@ def bootstrap_ci(
     return np.quantile(means, tail, axis=0), np.quantile(means, 1 - tail, axis=0)
 
 
+def paired_ci(diffs: np.ndarray, *, resamples: int, seed: int, correctness: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Paired bootstrap 95% intervals of the column means of per-image differences `diffs` [N, S]
+    (bootstrap_ci); the first `correctness` columns (all by default) are changes of correctness, and
+    where no image changed, their interval is the exact one of zero changes (unchanged_bound), never [0, 0]."""
+    low, high = bootstrap_ci(diffs, resamples=resamples, seed=seed)
+    unchanged = np.flatnonzero(~diffs[:, :correctness].any(0))
+    low[unchanged], high[unchanged] = -unchanged_bound(len(diffs)), unchanged_bound(len(diffs))
+    return low, high
+
+
 def unchanged_bound(images: int, level: float = CI_LEVEL) -> float:
     """The largest share of images that may change their correctness, at `level`, when none of
     `images` did: the upper end of the exact (Clopper-Pearson) interval of 0 events in n,
@@ -309,9 +320,7 @@ def _table(
     """Rows of the interventions table from per-image correctness and loss [1 + S, N], row 0 plain."""
     s = len(correct) - 1
     diffs = np.concatenate([correct[1:] - correct[0], loss[1:] - loss[0]]).T  # [N, 2S]
-    low, high = bootstrap_ci(diffs, resamples=resamples, seed=seed)
-    unchanged = np.flatnonzero(~diffs[:, :s].any(0))  # accuracy columns: no image changed its correctness
-    low[unchanged], high[unchanged] = -unchanged_bound(len(diffs)), unchanged_bound(len(diffs))
+    low, high = paired_ci(diffs, resamples=resamples, seed=seed, correctness=s)
     blocks = run.blocks.set_index("block")
     removable = predicted_removable(run.blocks, run.meta.onset.min_excess)
     settings = [(group, how) for group in groups for how in interventions]

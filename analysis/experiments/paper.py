@@ -32,6 +32,7 @@ Table `paper`, one row per (block, drawn series, sampled channel), blocks and se
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, NamedTuple
 
@@ -117,16 +118,29 @@ def _classes(protocol: Protocol, source: DataSource) -> tuple[list[int], list[in
     return chosen, [k for k in chosen if k in spread] or chosen[:2]
 
 
-def default_blocks(names: list[str]) -> list[str]:
-    """The paper's blocks where the model has all of them; else those it has, with the last block of
-    each stage and every block of the last stage (the paper's choice on SE-ResNet-50), in forward order."""
-    if all(b in names for b in PAPER_BLOCKS):
-        return list(PAPER_BLOCKS)
+SPREAD_BLOCKS = 6  # blocks drawn by default from a model without stage names, spread over its depth
+
+
+def spread_out(items: list, n: int) -> list:
+    """n items evenly spaced over the list (all of them if there are at most n)."""
+    if len(items) <= n:
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+
+
+def default_blocks(names: list[str], include: Iterable[str] = ()) -> list[str]:
+    """The blocks drawn when none are chosen, in forward order: the paper's where the model has all of
+    them; else those it has, with the last block of each stage and every block of the last stage (the
+    paper's choice on SE-ResNet-50); a model without stage names gets SPREAD_BLOCKS spread over its
+    depth. Always with the blocks of `include` (a run's onsets: where the class structure begins)."""
     by_stage = list(stages(names).values())
-    if not by_stage:
-        raise OptionError(f"the model's blocks ({names[0]}, ...) have no stage names SE_{{stage}}_{{block}}; "
-                          "name the blocks to draw with --blocks.")
-    keep = {b for b in PAPER_BLOCKS if b in names} | {blocks[-1] for blocks in by_stage} | set(by_stage[-1])
+    if all(b in names for b in PAPER_BLOCKS):
+        keep = set(PAPER_BLOCKS)
+    elif by_stage:
+        keep = {b for b in PAPER_BLOCKS if b in names} | {blocks[-1] for blocks in by_stage} | set(by_stage[-1])
+    else:
+        keep = set(spread_out(names, SPREAD_BLOCKS))
+    keep |= set(include)
     return [name for name in names if name in keep]
 
 
@@ -154,7 +168,8 @@ def sample_channels(block: str, size: int, n: int, seed: int) -> np.ndarray:
 
 def paper_table(run: Run, choice: Choice, channels: int | None, seed: int) -> pd.DataFrame:
     """The `paper` table (module docstring) of `choice` from the run's class means and channel table;
-    `channels` per block (None: PAPER_CHANNELS, or all of a smaller block)."""
+    `channels` per block (None: PAPER_CHANNELS), or all of a smaller block (`choose` refused that for
+    the blocks asked for; an onset block added after collection may be one)."""
     sizes = run.blocks.set_index("block")["channels"]
     means = run.class_means
     means = means[means["block"].isin(choice.blocks) & means["class"].isin(choice.classes)]
@@ -163,7 +178,7 @@ def paper_table(run: Run, choice: Choice, channels: int | None, seed: int) -> pd
     parts = []
     for block in choice.blocks:
         size = int(sizes[block])
-        picked = sample_channels(block, size, min(PAPER_CHANNELS, size) if channels is None else channels, seed)
+        picked = sample_channels(block, size, min(channels or PAPER_CHANNELS, size), seed)
         rows = means[means["block"] == block].set_index(["class", "channel"])
         for k in choice.classes:
             found = rows.loc[k].loc[picked]  # every chosen class has images (choose checked the data)

@@ -43,8 +43,9 @@ class Column:
 
 _BLOCK = Column("block", "str", "Gate name, e.g. SE_3_4.")
 _DEPTH = Column("depth", "int64", "1-based forward position of the gate.")
+_CHANNELS = Column("channels", "int64", "Channels of the gate (C).")
 _SHARE = (
-    "Exact: GateStats counts the values past the threshold (before issue 14: from the [0, 1] histogram). "
+    "Exact: GateStats counts the values past the threshold. "
     "NaN without samples."
 )
 _JACKKNIFE = (
@@ -162,7 +163,7 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
             _DEPTH,
             Column("rel_depth", "float64", "depth / number of gates."),
             Column("path", "str", "Module path of the hooked gate."),
-            Column("channels", "int64", "Channels of the gate (C)."),
+            _CHANNELS,
             Column("samples", "int64", "Samples seen (N)."),
             Column("classes", "int64", "Classes with samples (K')."),
             Column("eta2_mean", "float64", "Mean eta2 over channels."),
@@ -302,7 +303,7 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
                 "probe_ncm",
                 "float64",
                 "Accuracy of the nearest-class-mean classifier on the same folds and standardisation (the "
-                "probe before issue 14; it ignores the correlation of channels within a class).",
+                "simplest probe, kept for comparison; it ignores the correlation of channels within a class).",
             ),
             Column(
                 "probe_untrained",
@@ -351,6 +352,35 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
         ),
     ),
 }
+VIEW_TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {  # tables the pages compute from a run, not stored
+    "class_blocks": (
+        "Computed for the dashboard's Classes page (not stored): where one class drives the gates, one row per "
+        "block in depth order.",
+        (
+            _BLOCK,
+            _DEPTH,
+            _CHANNELS,
+            Column("preferring", "int64", "Channels whose preferred class (largest class mean) is this class."),
+            Column("share", "float64", "preferring / channels."),
+            Column("chance", "float64", "1/K', the share expected if every class were preferred equally often."),
+        ),
+    ),
+    "class_channels": (
+        "Computed for the dashboard's Classes page (not stored): the channels this class opens most, over all "
+        "blocks, among the channels that prefer it (a channel another class opens even more is that class's, and "
+        "listed there), by lift.",
+        (
+            _BLOCK,
+            Column("channel", "int64", "Channel index within the gate."),
+            Column("class_mean", "float64", "Mean of the gate over this class's samples."),
+            Column("others_mean", "float64", "Mean of the other classes' means (each class weighs the same)."),
+            Column("lift", "float64", "class_mean - others_mean: how much more this class opens the channel, in gate "
+                                      "units."),
+            Column("eta2", "float64", "The channel's eta2 (see channels)."),
+            Column("selectivity", "float64", "The channel's class selectivity index (see channels)."),
+        ),
+    ),
+}
 
 
 ONSETS: dict[str, str] = {  # what each entry of meta.json's "onset" names, in one line each
@@ -362,10 +392,12 @@ ONSETS: dict[str, str] = {  # what each entry of meta.json's "onset" names, in o
 
 
 def columns(table: str) -> tuple[Column, ...]:
-    """The columns of `table` in their stored order; raises TableSchemaError for an unknown table."""
-    if table not in TABLES:
-        raise TableSchemaError(f"no table {table!r}; tables: {', '.join(TABLES)}.")
-    return TABLES[table][1]
+    """The columns of `table` (stored, or computed for the pages) in their order; raises TableSchemaError
+    for an unknown table."""
+    known = TABLES | VIEW_TABLES
+    if table not in known:
+        raise TableSchemaError(f"no table {table!r}; tables: {', '.join(known)}.")
+    return known[table][1]
 
 
 def _has_dtype(series: pd.Series, dtype: str) -> bool:
@@ -406,5 +438,5 @@ def markdown(table: str) -> str:
     for c in columns(table):
         meaning = c.doc.replace("|", "\\|")  # a bar inside a cell would end it
         rows.append(f"| `{c.name}` | {c.dtype} | {meaning} |")
-    head = [f"### `{table}`", "", TABLES[table][0], "", "| column | dtype | meaning |", "|---|---|---|"]
+    head = [f"### `{table}`", "", (TABLES | VIEW_TABLES)[table][0], "", "| column | dtype | meaning |", "|---|---|---|"]
     return "\n".join(head + rows) + "\n"

@@ -22,10 +22,12 @@ class SqueezeExcite(nn.Module):
     """Squeeze (global average pool) and excitation (FC C->C/r, ReLU, FC C/r->C, sigmoid), then scale.
 
     The sigmoid lives in `self.gate` so that hooks see the gate `s` itself, shape [N, C]; `se_gate`
-    tells gate discovery (analysis.capture.gates) where it is.
+    tells gate discovery (analysis.capture.gates) where it is, `se_pooled` that the excitation reads
+    the input only through its channel means (so the float32 re-run under AMP starts from them).
     """
 
     se_gate = "gate"
+    se_pooled = True
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()

@@ -98,6 +98,30 @@ def checkpoint_paths(spec: str | Path) -> tuple[Path, Path]:
     return weights, meta
 
 
+def snapshots(folder: str | Path) -> list[tuple[int, Path]]:
+    """(epoch, checkpoint path without suffix) of every checkpoint in a folder `train` wrote (its
+    `epoch_NNN` snapshots and `final`), in epoch order, the epoch read from each checkpoint's JSON.
+    Raises CheckpointError for a folder without checkpoints or two checkpoints of one epoch."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is not a checkpoint folder (a folder holding final.json and epoch_NNN.json).")
+    found: dict[int, Path] = {}
+    for meta_path in sorted([*folder.glob("epoch_[0-9][0-9][0-9].json"), *folder.glob("final.json")]):
+        checkpoint_paths(meta_path)  # its weights are there too
+        try:
+            epoch = json.loads(meta_path.read_text()).get("epoch")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+            raise CheckpointError(f"{meta_path} is not valid checkpoint JSON: {first_line(e)}.") from None
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise CheckpointError(f"{meta_path} records no epoch (a whole number), so its place in training is unknown.")
+        if epoch in found:
+            raise CheckpointError(f"{found[epoch]}.json and {meta_path} are both of epoch {epoch}.")
+        found[epoch] = meta_path.with_suffix("")
+    if not found:
+        raise CheckpointError(f"{folder} holds no checkpoint (final.json or epoch_NNN.json).")
+    return sorted(found.items())
+
+
 def is_checkpoint(spec: str) -> bool:
     """True when `spec` names something on disk (so it must be a checkpoint, not a model name)."""
     path = Path(spec)

@@ -11,55 +11,18 @@ this module changes no backend and no style; the style is applied while each fig
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from functools import wraps
-from typing import ParamSpec
-
-import matplotlib
 import numpy as np
 import pandas as pd
-import seaborn as sns
-from cycler import cycler
 from matplotlib.figure import Figure
 
 from analysis.measures.anova import null_band
+from analysis.measures.saturation import GATE_HIGH, GATE_LOW
+from analysis.presentation.captions import MEASURES
+from analysis.presentation.profile_figure import SCALES, Scale, class_profiles, envelope  # noqa: F401 - re-exported
+from analysis.presentation.style import StyledFigure, class_styles, styled
 from analysis.presentation.views import heatmap_matrix
 
 MAX_TICK_LABELS = 40  # beyond this many classes or blocks, axis labels are thinned
-# sns.set_theme(style="whitegrid", context="notebook") as a plain dict, so that nothing is set at import;
-# text as text: a run's names (classes, blocks, runs) may hold `$`, which mathtext would parse (and fail on)
-STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook"), "font.family": "sans-serif",
-         "axes.prop_cycle": cycler(color=sns.color_palette("deep")), "text.parse_math": False}
-# matplotlib reads its style from the process-wide rcParams both while a figure is built and while it
-# is drawn ("C0", tick label sizes); the lock keeps two threads (Streamlit's sessions) from swapping
-# them under each other or restoring the other's style. Re-entrant: a figure may draw while built.
-_STYLE_LOCK = threading.RLock()
-P = ParamSpec("P")
-
-
-@contextmanager
-def _style() -> Iterator[None]:
-    with _STYLE_LOCK, matplotlib.rc_context(STYLE):
-        yield
-
-
-class StyledFigure(Figure):
-    """A Figure that draws under STYLE wherever it is saved or shown (savefig, PdfPages, st.pyplot)."""
-
-    def draw(self, renderer) -> None:
-        with _style():
-            super().draw(renderer)
-
-
-def styled(build: Callable[P, Figure]) -> Callable[P, Figure]:
-    """Build the figure under STYLE, leaving the caller's rcParams as they were."""
-    @wraps(build)
-    def styled_build(*args: P.args, **kwargs: P.kwargs) -> Figure:
-        with _style():
-            return build(*args, **kwargs)
-    return styled_build
 
 
 def _block_axis(ax, blocks: list[str]) -> None:
@@ -67,9 +30,20 @@ def _block_axis(ax, blocks: list[str]) -> None:
     ax.set_xticks(range(0, len(blocks), step), blocks[::step], rotation=60, ha="right", fontsize=8)
 
 
-def _has(blocks: pd.DataFrame, column: str) -> bool:
+def _has(blocks: pd.DataFrame, column: str | None) -> bool:
     """Whether the table has the column with any number in it (controls are NaN when not collected)."""
     return column in blocks and bool(blocks[column].notna().any())
+
+
+def _side_by_side(fig: Figure, n: int) -> list:
+    """n axes side by side, each in a subfigure of its own so that each can hold a legend below it."""
+    return [panel.subplots() for panel in fig.subfigures(1, n)]
+
+
+def _legend_below(ax, ncol: int = 2) -> None:
+    """The axes' legend under it, in its (sub)figure, where it covers no point."""
+    ax.get_figure(root=False).legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=ncol,
+                                     fontsize=7, frameon=False)
 
 
 def _onset_lines(ax, names: list[str], onsets: dict[str, str | None] | None) -> None:
@@ -83,8 +57,8 @@ def depth_curve(blocks: pd.DataFrame, onsets: dict[str, str | None] | None = Non
     """Class-specificity per block with its CI, beside its controls (null band, permutation null,
     untrained network, squeeze input z) (left); probe accuracy beside its controls (right).
     `onsets`: label -> block, each drawn as a vertical line. Controls a run lacks are left out."""
-    fig = StyledFigure(figsize=(12, 4), layout="constrained")
-    ax, ax2 = fig.subplots(1, 2)
+    fig = StyledFigure(figsize=(12, 5.2), layout="constrained")
+    ax, ax2 = _side_by_side(fig, 2)
     x = np.arange(len(blocks))
     names = blocks["block"].tolist()
     ax.fill_between(x, 0, null_band(blocks), color="0.85", label="null: 95% of one channel's eta2 without class effect")
@@ -96,11 +70,11 @@ def depth_curve(blocks: pd.DataFrame, onsets: dict[str, str | None] | None = Non
     if _has(blocks, "eta2_untrained"):
         ax.plot(x, blocks["eta2_untrained"], "s--", color="C1", label="untrained network")
     if _has(blocks, "eta2_z"):
-        ax.plot(x, blocks["eta2_z"], "^:", color="C4", label="squeeze input z")
-    ax2.plot(x, blocks["probe_acc"], "o-", color="C2", label="probe accuracy on gate vectors")
+        ax.plot(x, blocks["eta2_z"], "^:", color="C2", label="squeeze input z")
+    ax2.plot(x, blocks["probe_acc"], "o-", color="C0", label="trained: probe accuracy on gate vectors")
     for column, style, color, label in (("probe_perm", "x--", "0.2", "probe on permuted labels"),
                                         ("probe_untrained", "s--", "C1", "untrained network"),
-                                        ("probe_z", "^:", "C4", "squeeze input z")):
+                                        ("probe_z", "^:", "C2", "squeeze input z")):
         if _has(blocks, column):
             ax2.plot(x, blocks[column], style, color=color, label=label)
     ax2.plot(x, blocks["probe_chance"], ":", color="0.4", label="chance")
@@ -108,9 +82,9 @@ def depth_curve(blocks: pd.DataFrame, onsets: dict[str, str | None] | None = Non
         _onset_lines(a, names, onsets)
         _block_axis(a, names)
         a.set_ylim(0, 1.02)
-        a.legend(fontsize=7, loc="upper left")
-    ax.set_ylabel("eta2 (class share of gate variance)")
-    ax2.set_ylabel("top-1 accuracy")
+        _legend_below(a)
+    ax.set_ylabel("class share of gate variance\n(eta2)")
+    ax2.set_ylabel("images whose class is read\nfrom the gates (share)")
     ax.set_title("Class-specificity by depth")
     ax2.set_title("Class read out from the gates")
     return fig
@@ -119,105 +93,54 @@ def depth_curve(blocks: pd.DataFrame, onsets: dict[str, str | None] | None = Non
 @styled
 def shape_curve(blocks: pd.DataFrame, onsets: dict[str, str | None] | None = None) -> Figure:
     """Shape against level by depth: shape_sep (class curves that differ beyond a per-class shift and
-    scale of the common curve) and profile_sep, beside shape_sep of the untrained network."""
-    fig = StyledFigure(figsize=(12, 3.8), layout="constrained")
+    scale of the common curve) with its CI, beside the shape onset's controls (the shuffled labels'
+    largest shape_sep, the untrained network's) and profile_sep (shape and level)."""
+    fig = StyledFigure(figsize=(12, 4.4), layout="constrained")
     ax = fig.subplots()
     x, names = np.arange(len(blocks)), blocks["block"].tolist()
+    if _has(blocks, "shape_sep_ci_low"):
+        ax.fill_between(x, blocks["shape_sep_ci_low"], blocks["shape_sep_ci_high"], color="C0", alpha=0.3,
+                        label="95% jackknife CI")
     for column, style, color, label in (("shape_sep", "o-", "C0", "trained: shape_sep"),
-                                        ("profile_sep", "d:", "C2", "trained: profile_sep (shape and level)"),
+                                        ("profile_sep", "d:", "C8", "trained: profile_sep (shape and level)"),
+                                        ("shape_sep_perm_max", "x--", "0.2", "shuffled labels: largest shape_sep"),
                                         ("shape_sep_untrained", "s--", "C1", "untrained network: shape_sep")):
         if _has(blocks, column):
             ax.plot(x, blocks[column], style, color=color, label=label)
     _onset_lines(ax, names, onsets)
     _block_axis(ax, names)
     ax.set_ylim(bottom=0)
-    ax.set_ylabel("separation / spread of the common profile")
+    ax.set_ylabel("class curves' differences\n(in spreads of the all-class curve)")
     ax.set_title("Class-specific shape by depth")
-    ax.legend(fontsize=8, loc="upper left")
+    _legend_below(ax, ncol=3)
     return fig
 
 
 @styled
 def saturation_bars(blocks: pd.DataFrame) -> Figure:
-    """Share of gates >= 0.9 and <= 0.1 per block, and the mean gate with its spread."""
-    fig = StyledFigure(figsize=(12, 3.6), layout="constrained")
-    ax, ax2 = fig.subplots(1, 2)
+    """Share of gates >= GATE_HIGH and <= GATE_LOW per block, on a scale that fits the shares (a panel
+    without any says so), and the mean gate with its spread."""
+    fig = StyledFigure(figsize=(12, 4), layout="constrained")
+    ax, ax2 = _side_by_side(fig, 2)
     x, names = np.arange(len(blocks)), blocks["block"].tolist()
-    ax.bar(x, blocks["sat_high"], color="C1", label=">= 0.9")
-    ax.bar(x, blocks["sat_low"], bottom=blocks["sat_high"], color="C4", label="<= 0.1")
-    ax.set_ylim(0, 1)
+    ax.bar(x, blocks["sat_high"], color="C1", label=f"gate >= {GATE_HIGH} (nearly open)")
+    ax.bar(x, blocks["sat_low"], bottom=blocks["sat_high"], color="C4", label=f"gate <= {GATE_LOW} (nearly closed)")
+    top = float((blocks["sat_high"] + blocks["sat_low"]).max())
+    if top > 0:
+        ax.set_ylim(0, min(1.0, 1.15 * top))
+        _legend_below(ax)
+    else:
+        ax.set_ylim(0, 1)
+        ax.text(0.5, 0.5, f"no gate value reaches {GATE_HIGH} or {GATE_LOW} in any block:\nno block is saturated",
+                transform=ax.transAxes, ha="center", va="center", fontsize=10, color="0.3")
     ax.set_ylabel("share of gate values")
-    ax.set_title("Saturation")
+    ax.set_title("Saturated gates")
     ax2.errorbar(x, blocks["gate_mean"], yerr=blocks["gate_std"], fmt="o", color="C0", capsize=2)
     ax2.set_ylim(0, 1)
-    ax2.set_ylabel("gate mean +- std")
+    ax2.set_ylabel("gate value: mean +- std")
     ax2.set_title("Gate level")
     for a in (ax, ax2):
         _block_axis(a, names)
-    ax.legend(fontsize=8)
-    return fig
-
-
-def envelope(values: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(x, low, high): per run of consecutive channels, the channel index at the run's middle and the
-    lowest and highest value; with no more than `bins` runs. A line drawn through low and high in
-    turn looks, at one run per pixel, like the line through every value, at a fraction of the
-    drawing time. values: [C] -> three arrays of length min(C, bins)."""
-    width = -(-len(values) // bins)
-    runs = np.arange(0, len(values), width)
-    return runs + (np.minimum(runs + width, len(values)) - 1 - runs) / 2, np.minimum.reduceat(values, runs), \
-        np.maximum.reduceat(values, runs)
-
-
-@styled
-def class_profiles(
-    profiles: dict[str, tuple[np.ndarray, np.ndarray]], classes: list[int], class_names: list[str], spread: bool = False,
-    max_points: int | None = None,
-) -> Figure:
-    """The SE paper's figure: class-mean gate per channel for chosen classes, with the all-class mean.
-
-    `profiles[block] = (mean [K, C], std [K, C])`; with `spread`, each class line gets a band of
-    +- one within-class standard deviation. With `max_points`, blocks of more channels are drawn
-    from their envelope over max_points / 2 runs of channels (the dashboard's screen resolution),
-    which keeps every peak and trough.
-    """
-    n = len(profiles)
-    cols = min(n, 3)
-    rows = -(-n // cols)
-    # A fixed layout: constrained layout costs a third of the drawing time at 2048 channels.
-    fig = StyledFigure(figsize=(5 * cols, 3.2 * rows + 0.6))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    fig.subplots_adjust(left=0.06, right=0.98, top=1 - 0.35 / (3.2 * rows + 0.6), bottom=1.1 / (3.2 * rows + 0.6),
-                        hspace=0.55, wspace=0.25)
-    def line(ax, values: np.ndarray, **style) -> None:
-        if max_points and len(values) > max_points:
-            x, low, high = envelope(values, max_points // 2)
-            ax.plot(np.repeat(x, 2), np.column_stack([low, high]).ravel(), **style)
-        else:
-            ax.plot(np.arange(len(values)), values, **style)
-
-    def band(ax, low: np.ndarray, high: np.ndarray, **style) -> None:
-        if max_points and len(low) > max_points:
-            x, low, _ = envelope(low, max_points // 2)
-            high = envelope(high, max_points // 2)[2]
-        else:
-            x = np.arange(len(low))
-        ax.fill_between(x, low, high, **style)
-
-    for ax, (block, (mean, std)) in zip(axes.flat, profiles.items()):
-        for i, c in enumerate(classes):
-            line(ax, mean[c], lw=0.8, color=f"C{i % 10}", label=class_names[c])
-            if spread:
-                band(ax, mean[c] - std[c], mean[c] + std[c], color=f"C{i % 10}", alpha=0.15, lw=0)
-        line(ax, mean.mean(0), lw=1.2, color="black", label="all classes")
-        ax.set_title(block)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("channel index")
-        ax.set_ylabel("activation")
-    for ax in axes.flat[n:]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8)
     return fig
 
 
@@ -269,29 +192,59 @@ def gate_distributions(dist: pd.DataFrame, title: str) -> Figure:
 
 @styled
 def similarity_matrix(sim: np.ndarray, class_names: list[str], block: str) -> Figure:
-    """Correlation between the class-mean gate profiles of one block."""
+    """Correlation between the class-mean gate profiles of one block, on a colour scale from the
+    lowest correlation between two classes to 1 (trained gates' profiles correlate at 0.5-1, where a
+    -1..1 scale shows one colour)."""
     k = len(class_names)
     fig = StyledFigure(figsize=(6.5, 5.5), layout="constrained")
     ax = fig.subplots()
-    image = ax.imshow(sim, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="antialiased")
-    fig.colorbar(image, ax=ax, label="correlation of class-mean profiles")
+    off_diagonal = sim[~np.eye(k, dtype=bool)]
+    low = float(np.nanmin(off_diagonal)) if off_diagonal.size else 0.0
+    image = ax.imshow(sim, cmap="viridis", vmin=min(low, 0.999), vmax=1, interpolation="antialiased")
+    fig.colorbar(image, ax=ax, label="correlation of two classes' gate profiles")
     if k <= MAX_TICK_LABELS:
         ax.set_xticks(range(k), class_names, rotation=60, ha="right", fontsize=8)
         ax.set_yticks(range(k), class_names, fontsize=8)
-    ax.set_title(f"{block}: class similarity")
+    ax.set_title(f"{block}: how alike the classes are gated")
     ax.grid(False)
     return fig
 
 
+# a measure's untrained-network control in the blocks table; with answer's several seeds, "{control}_low" too
+CONTROLS = {"eta2_mean": "eta2_untrained", "shape_sep": "shape_sep_untrained", "probe_acc": "probe_untrained",
+            "class_mod": "class_mod_untrained"}
+
+
 @styled
 def compare_curves(table: pd.DataFrame, metric: str = "eta2_excess") -> Figure:
-    """One line per run of a block metric against relative depth (views.compare)."""
-    fig = StyledFigure(figsize=(9, 4), layout="constrained")
+    """One line per run of a block metric by depth (views.compare), the runs in the table's order: at
+    the block names where every run has the same blocks (epoch snapshots of one training), else at
+    relative depth. Each run's untrained control (CONTROLS) beside it, light, in its colour: a band
+    between the seeds' smallest and largest where the table has both, else a dashed line."""
+    fig = StyledFigure(figsize=(9, 4.6), layout="constrained")
     ax = fig.subplots()
-    sns.lineplot(table, x="rel_depth", y=metric, hue="run", marker="o", ax=ax)
-    ax.set_xlabel("relative depth (block / number of blocks)")
-    ax.set_ylabel(metric)
+    runs = list(dict.fromkeys(table["run"]))
+    blocks = [table.loc[table["run"] == r, "block"].tolist() for r in runs]
+    same = all(b == blocks[0] for b in blocks)
+    styles = class_styles(range(len(runs)))
+    control = CONTROLS.get(metric)
+    for i, run in enumerate(runs):
+        rows = table[table["run"] == run]
+        x = np.arange(len(rows)) if same else rows["rel_depth"]
+        ax.plot(x, rows[metric], marker="o", label=run, **styles[i])
+        if _has(rows, f"{control}_low"):
+            ax.fill_between(x, rows[f"{control}_low"], rows[control], color=styles[i]["color"], alpha=0.2, lw=0,
+                            label=f"{run}: untrained network")
+        elif _has(rows, control):
+            ax.plot(x, rows[control], ls="--", lw=1, alpha=0.6, color=styles[i]["color"],
+                    label=f"{run}: untrained network")
+    if same:
+        _block_axis(ax, blocks[0])
+    else:
+        ax.set_xlabel("relative depth (block / number of blocks)")
+    ax.set_ylabel(f"{MEASURES.get(metric, metric)}\n({metric})")
     ax.set_title(f"{metric} by depth")
+    _legend_below(ax, ncol=min(len(runs), 4))
     return fig
 
 
@@ -325,7 +278,8 @@ def intervention_effects(rows: pd.DataFrame) -> Figure:
         ax2.plot(x, first["eta2_excess"], "o-", color="C0", label="eta2 excess over chance")
         ax2.plot(x, first["sat_high"] + first["sat_low"], "s--", color="C1", label="share of gates >= 0.9 or <= 0.1")
         ax2.set_ylim(0, 1.02)
-        ax2.legend(fontsize=8, loc="upper left")
+        ax2.set_ylabel("share")
+        _legend_below(ax2)
         ax2.set_title("What the statistics predicted")
     _block_axis(axes[-1], names)
     return fig
@@ -335,17 +289,47 @@ def intervention_effects(rows: pd.DataFrame) -> Figure:
 def attribution_depth(blocks: pd.DataFrame) -> Figure:
     """Class-specificity by depth, plain and weighted by each channel's mean |attribution|, and each
     block's share of all |attribution| (attribution_blocks table)."""
-    fig = StyledFigure(figsize=(12, 3.8), layout="constrained")
-    ax, ax2 = fig.subplots(1, 2)
+    fig = StyledFigure(figsize=(12, 4.2), layout="constrained")
+    ax, ax2 = _side_by_side(fig, 2)
     x, names = np.arange(len(blocks)), blocks["block"].tolist()
     ax.plot(x, blocks["eta2_mean"], "o-", color="C0", label="mean eta2 over channels")
     ax.plot(x, blocks["eta2_weighted"], "s--", color="C3", label="attribution-weighted eta2")
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.set_ylabel("class share of gate variance\n(eta2)")
+    _legend_below(ax)
     ax.set_title("Class-specific and used")
     ax2.bar(x, blocks["share_abs_attr"], color="C2")
     ax2.set_ylabel("share of |attribution|")
     ax2.set_title("Where the class logit's attribution goes")
     for a in (ax, ax2):
         _block_axis(a, names)
+    return fig
+
+
+@styled
+def trajectory_figure(table: pd.DataFrame, measure: str = "shape_sep") -> Figure:
+    """A training trajectory (analysis.experiments.trajectory): each onset's block against the epoch,
+    with the test accuracy (left); `measure` against the block, one line per epoch (right)."""
+    fig = StyledFigure(figsize=(12, 4), layout="constrained")
+    ax, ax2 = fig.subplots(1, 2)
+    names = list(dict.fromkeys(table["block"]))
+    per_epoch = table.drop_duplicates("epoch")
+    for column, style, label in (("onset_shape", "o-", "onset (shape)"), ("onset_detectable", "s--", "onset (detectable)")):
+        depth = per_epoch[column].map({name: i for i, name in enumerate(names)})
+        ax.plot(per_epoch["epoch"], depth, style, label=f"{label} (missing: no block passes)")
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("onset block")
+    accuracy = ax.twinx()
+    accuracy.plot(per_epoch["epoch"], per_epoch["test_accuracy"], ":", color="0.4", label="test accuracy")
+    accuracy.set_ylabel("test accuracy")
+    ax.legend(fontsize=7, loc="upper left")
+    accuracy.legend(fontsize=7, loc="lower right")
+    ax.set_title("Where gating becomes class-specific, by epoch")
+    for epoch, rows in table.groupby("epoch"):
+        ax2.plot(range(len(rows)), rows[measure], "o-", label=f"epoch {epoch}")
+    _block_axis(ax2, names)
+    ax2.set_ylabel(measure)
+    ax2.legend(fontsize=7)
+    ax2.set_title(f"{measure} by block, one line per epoch")
     return fig

@@ -13,46 +13,40 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from analysis.experiments.paper import ALL, PAPER_BLOCKS, PAPER_CLASSES, SATURATED_BLOCK, last_stage, numbers
 from analysis.files import replacing
 from analysis.measures.saturation import GATE_HIGH, GATE_LOW, SATURATION_RULE, saturated
 from analysis.measures.schema import doc
 from analysis.presentation import views
-from analysis.presentation.figures import StyledFigure, styled
-from analysis.presentation.html import figure, html_page, table, text_list
+from analysis.presentation.captions import caption
+from analysis.presentation.profile_figure import Scale, class_profiles
+from analysis.presentation.html import figure, html_page, png, table, text_list
+from analysis.presentation.numbers import text_table
+from analysis.presentation.style import class_styles
 from analysis.runs.folder import Run
 
 PAGE = "paper.html"
 
 
-@styled
-def excitation_profiles(paper: pd.DataFrame, spread: bool = False) -> Figure:
-    """Fig. 6: per block, the class-mean gate of each sampled channel, one line per class, and the
-    mean over all images in black. With `spread`, Fig. 7: the classes drawn with their spread, each
-    with a band of +- one standard deviation over the class's images."""
-    colors = {k: "black" if k == ALL else f"C{i % 10}" for i, k in enumerate(dict.fromkeys(paper["class"]))}
-    paper = paper[paper["spread"]] if spread else paper
-    blocks = list(dict.fromkeys(paper["block"]))
-    cols = min(len(blocks), 3)
-    rows = -(-len(blocks) // cols)
-    height = 2.9 * rows + 0.7
-    fig = StyledFigure(figsize=(4.3 * cols, height))  # a fixed layout: constrained layout doubles the drawing time
-    fig.subplots_adjust(left=0.07, right=0.98, top=1 - 0.3 / height, bottom=1.0 / height, hspace=0.55, wspace=0.25)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, block in zip(axes.flat, blocks):
-        for k, series in paper[paper["block"] == block].groupby("class", sort=False):
-            color, x, mean, std = colors[k], series["position"], series["mean"], series["std"]
-            ax.plot(x, mean, color=color, lw=1.6 if k == ALL else 0.9, label=series["class_name"].iloc[0])
-            if spread:
-                ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, lw=0)
-        ax.set(title=block, ylim=(0, 1), xlabel="channel index (sampled)", ylabel="activation")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    for ax in axes.flat[len(blocks):]:
-        ax.axis("off")
-    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="lower center", ncol=6, fontsize=8)
-    return fig
+def excitation_profiles(paper: pd.DataFrame, spread: bool = False, scale: Scale = "deviation") -> Figure:
+    """Fig. 6 from the `paper` table, drawn by figures.class_profiles (as the reports and the dashboard
+    draw it): per block, the class-mean gate of each sampled channel per class beside the mean over
+    all images (the all-class curve). With `spread`, Fig. 7: the classes drawn with their spread,
+    each with a band of +- one standard deviation over the class's images, in Fig. 6's colours."""
+    series = paper[paper["class"] != ALL]
+    names = list(dict.fromkeys(series["class_name"]))
+    profiles, common = {}, {}
+    for block, rows in paper.groupby("block", sort=False):
+        table = rows[rows["class"] != ALL].pivot(index="class_name", columns="position", values=["mean", "std"])
+        profiles[block] = (table["mean"].loc[names].to_numpy(), table["std"].loc[names].to_numpy())
+        common[block] = rows.loc[rows["class"] == ALL].sort_values("position")["mean"].to_numpy()
+    drawn = list(range(len(names)))
+    if spread:
+        shown = set(series.loc[series["spread"], "class_name"])
+        drawn = [i for i, name in enumerate(names) if name in shown]
+    return class_profiles(profiles, drawn, names, spread=spread, scale=scale, common=common,
+                          colors=class_styles(range(len(names))), xlabel="sampled channel (in channel order)")
 
 
 def _stage_removal(run: Run) -> pd.DataFrame:
@@ -105,7 +99,8 @@ def summary_lines(run: Run) -> list[str]:
         "Classes: " + ", ".join(f"{r['class_name']} (label {r['class']}, {r['count']} images)" for _, r in series.iterrows())
         + f"; Fig. 7: {', '.join(spread)}. The paper's: {paper_classes} (its plane: carpenter's plane or airliner).",
         f"Blocks: {', '.join(blocks)}" + (" (the paper's)." if blocks == list(PAPER_BLOCKS) else
-                                          f"; the model lacks the paper's {', '.join(missing)}." if missing else "."),
+                                          f"; the model lacks the paper's {', '.join(missing)}." if missing else ".")
+        + (f" The run's onsets: {', '.join(onsets)}." if (onsets := views.onset_blocks(run)) else ""),
         "Channels per block: " + ", ".join(f"{b} {n} of {sizes[b]}" for b, n in channels.items())
         + f", drawn uniformly without replacement (seed {run.meta.job.seed if run.meta.job else '?'} and the block's "
           "name), in channel order.",
@@ -124,23 +119,22 @@ def _numbers(run: Run) -> pd.DataFrame:
 
 def format_paper(run: Run) -> str:
     """What `se-analysis paper` prints: the summary, the numbers and where the page is."""
-    with pd.option_context("display.width", 250, "display.max_columns", 50):
-        table = _numbers(run).to_string(index=False, float_format=lambda v: f"{v:.3f}")
-    return "\n".join([*summary_lines(run), table, f"page {run.path / PAGE}"])
+    return "\n".join([*summary_lines(run), text_table(_numbers(run)), f"page {views.shown_path(run.path / PAGE)}"])
 
 
 def page_html(run: Run) -> str:
     """The paper page of a run that has its `paper` table."""
     paper, shown = run.table("paper"), _numbers(run)
-    columns = "".join(f"<dt>{html.escape(c)}</dt><dd>{html.escape(doc('blocks', c))}</dd>" for c in shown)
+    docs = {c: doc("blocks", c) for c in shown}
+    columns = "".join(f"<dt>{html.escape(c)}</dt><dd>{html.escape(d)}</dd>" for c, d in docs.items())
     removal = _stage_removal(run)
     body = (
         f"<h1>Role of Excitation: {html.escape(run.path.name)}</h1>{text_list(summary_lines(run))}"
-        f"{figure('Fig. 6: class-mean activations of the sampled channels', excitation_profiles(paper))}"
-        f"{figure('Fig. 7: mean and spread of the activations within a class', excitation_profiles(paper, True))}"
-        f"<h2>The toolkit's numbers for these blocks</h2>{table(shown)}<dl>{columns}</dl>"
+        f"{figure('Fig. 6: class-mean activations of the sampled channels', png(excitation_profiles(paper)), caption('profiles'))}"
+        f"{figure('Fig. 7: mean and spread of the activations within a class', png(excitation_profiles(paper, True)), caption('profiles_spread'))}"
+        f"<h2>The toolkit's numbers for these blocks</h2>{table(shown, docs)}<dl>{columns}</dl>"
         + (f"<h2>Removing the last stage's gates</h2>{table(removal)}" if not removal.empty else "")
-        + f"<p><small>run folder {html.escape(str(run.path))}</small></p>"
+        + f"<p><small>run folder {html.escape(views.shown_path(run.path))}</small></p>"
     )
     return html_page(f"Role of Excitation: {run.path.name}", body)
 

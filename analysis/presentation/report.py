@@ -16,24 +16,26 @@ nothing but what `write_run_report` writes) and never writes into or over a run 
 from __future__ import annotations
 
 import html
-import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from analysis.errors import OptionError
 from analysis.files import check_creatable, check_replaceable, replacing
-from analysis.measures.schema import ONSETS
+from analysis.measures import schema
 from analysis.presentation import figures, paper_page, views
-from analysis.presentation.html import data_uri, figure, html_page, table, text_list
+from analysis.presentation.answer import onset_lines, onset_rules
+from analysis.presentation.captions import TITLES, caption
+from analysis.presentation.html import details, figure, html_page, png, table, text_list
+from analysis.presentation.pdf import Document
 from analysis.runs.folder import Run, is_run_folder, load_run
 
-PAGE_CHARACTERS = 105  # characters of 9-point text in a line of an A4 page's text
+TABLE_NOTE = ("Each measure beside its controls; a column's meaning shows when its name is hovered, and in the "
+              "README's 'Table columns'. Every column of the blocks table is further below.")
 REPORT_FILES = ("report.html", "report.pdf", "paper.html", "figures")  # all that a run's report folder holds
 
 
@@ -64,15 +66,12 @@ class Report:
 
 
 def summary_lines(s: dict) -> list[str]:
-    """The report's text, stated from views.summary (the tests compare it with the run's tables)."""
+    """The report's text around the answer, stated from views.summary (the tests compare it with the run's tables)."""
     saturated = ", ".join(s["saturated"]) or "none"
     accuracy = f"{s['accuracy']:.2%}" if s["accuracy"] is not None else "not recorded"
     return [
         f"Model {s['model']} on {s['data']}: {s['samples']:,} samples, {s['classes']} classes, "
         f"{s['blocks']} SE blocks with {s['channels']:,} gate channels; test accuracy {accuracy}.",
-        f"Onset block (shape): {s['onset'] or 'none'}, {ONSETS['block']} (rule: {s['onset_rule']}).",
-        f"Onset block (detectable): {s['onset_detectable'] or 'none'}, {ONSETS['detectable']} "
-        f"(rule: {s['onset_rule_detectable']}).",
         f"Most class-specific block: {s['most_specific']} (mean eta2 {s['most_specific_eta2']:.3f}); "
         f"least: {s['least_specific']} (mean eta2 {s['least_specific_eta2']:.3f}).",
         f"Chance levels: eta2 {s['eta2_null']:.4f} expected without class effect; "
@@ -86,10 +85,10 @@ def summary_lines(s: dict) -> list[str]:
 
 def run_figures(run: Run) -> dict[str, Figure]:
     """The overview and block-explorer figures of one run, with the views' default choices, and the
-    interventions and attributions figures where the run has those tables."""
+    interventions and attributions figures where the run has those tables; named as captions.CAPTIONS."""
     names = views.class_names(run)
     means = views.class_mean_arrays(run)
-    blocks = views.default_blocks(run)
+    drawn = {b: means[b] for b in views.default_blocks(run)}
     classes = views.spread_out(views.present_classes(run), 4)
     focus = views.summary(run)["most_specific"]
     focus_means, focus_names = views.present_means(run, means[focus][0])  # the classes with samples
@@ -97,9 +96,9 @@ def run_figures(run: Run) -> dict[str, Figure]:
     found = {
         "depth": figures.depth_curve(run.blocks, onsets),
         **({"shape": figures.shape_curve(run.blocks, onsets)} if views.present(run, ("shape_sep",)) else {}),
+        "profiles": figures.class_profiles(drawn, classes, names),
+        "profiles_spread": figures.class_profiles(drawn, classes, names, spread=True),
         "saturation": figures.saturation_bars(run.blocks),
-        "profiles": figures.class_profiles({b: means[b] for b in blocks}, classes, names),
-        "profiles_spread": figures.class_profiles({b: means[b] for b in blocks}, classes, names, spread=True),
         "heatmap": figures.class_channel_heatmap(focus_means, views.preferred_order(run, focus), focus_names, focus),
         "distributions": figures.gate_distributions(views.gate_distribution(run, focus, classes=classes),
                                                     f"{focus} (all channels)"),
@@ -113,68 +112,110 @@ def run_figures(run: Run) -> dict[str, Figure]:
     return found
 
 
-def _text_page(pdf: PdfPages, title: str, lines: list[str]) -> None:
-    """A page of text. Wrapped here, not by matplotlib (wrap=True), which measures a line holding two
-    `$` as mathtext even with parse_math off, and fails on a run's names."""
-    fig = Figure(figsize=(8.27, 11.69))
-    fig.text(0.08, 0.95, title, fontsize=14, weight="bold", va="top", parse_math=False)
-    fig.text(0.08, 0.90, "\n\n".join(textwrap.fill(line, PAGE_CHARACTERS) for line in lines), fontsize=9, va="top",
-             parse_math=False)
-    pdf.savefig(fig)
+@dataclass
+class Content:
+    """What a run's report says, in order, for both the HTML page and the PDF."""
+
+    title: str
+    lead: str  # what was measured
+    answer: list[str]  # one line per onset
+    notes: list[str]  # the rest of the summary
+    headline: pd.DataFrame
+    figures: dict[str, bytes]  # kind -> PNG
+    every_column: pd.DataFrame
+    rules: list[tuple[str, str]]
+    extra: dict[str, pd.DataFrame]  # heading -> table (interventions, attributions)
+    footer: str  # where the run is, when it was made, with what software
+
+
+def content(run: Run, images: dict[str, bytes]) -> Content:
+    """The report of a run around its figures' PNGs."""
+    lines = summary_lines(views.summary(run))
+    extra = {heading: run.table(name) for heading, name in (("Interventions", "interventions"),
+                                                           ("Attributions", "attribution_blocks")) if run.has_table(name)}
+    footer = f"run folder {views.shown_path(run.path)}; created {run.meta.created}; software {run.meta.software}"
+    return Content(f"SE gate report: {run.path.name}", lines[0], onset_lines(run), lines[1:], views.headline(run),
+                   images, run.blocks[views.present(run, views.BLOCK_COLUMNS)], onset_rules(run), extra, footer)
+
+
+def page_html(c: Content, paper: bool) -> str:
+    docs = {col.name: col.doc for col in schema.columns("blocks")}
+    sections = "".join(figure(TITLES[kind], image, caption(kind), alt=kind) for kind, image in c.figures.items())
+    extra = "".join(f"<h2>{heading}</h2>{table(frame)}" for heading, frame in c.extra.items())
+    if paper:
+        extra += f"<h2>The SE paper's study</h2><p><a href='{paper_page.PAGE}'>Role of Excitation (Figs. 6-7)</a></p>"
+    rules = "".join(f"<p><b>{html.escape(label)}</b>: {html.escape(rule)}</p>" for label, rule in c.rules)
+    return html_page(c.title, (
+        f"<h1>{html.escape(c.title)}</h1><p>{html.escape(c.lead)}</p>"
+        f"<h2>Answer</h2>{text_list(c.answer, 'answer')}{details('The onset rules in full', rules)}"
+        f"{text_list(c.notes)}<h2>Blocks</h2>{table(c.headline, docs)}<p><small>{TABLE_NOTE}</small></p>"
+        f"<h2>Figures</h2>{sections}"
+        f"<h2>Every column</h2>{details('the blocks table, every column', table(c.every_column, docs))}{extra}"
+        f"<p><small>{html.escape(c.footer)}</small></p>"
+    ))
+
+
+def write_pdf(c: Content, path: Path) -> None:
+    """The report as an A4 document: the answer and the blocks table first, then each figure with its caption."""
+    with Document(path) as doc:
+        doc.heading(c.title, size=16)
+        doc.paragraph(c.lead)
+        doc.heading("Answer")
+        for line in c.answer:
+            doc.paragraph(line)
+        for line in c.notes:
+            doc.paragraph(line)
+        doc.heading("Blocks")
+        doc.table(c.headline)
+        doc.paragraph(TABLE_NOTE, size=8, color="0.3")
+        for kind, image in c.figures.items():
+            doc.figure(image, caption(kind), TITLES[kind])
+        doc.heading("Every column of the blocks table")
+        doc.table(c.every_column)
+        for heading, frame in c.extra.items():
+            doc.heading(heading)
+            doc.table(frame)
+        doc.heading("The onset rules in full")
+        for label, rule in c.rules:
+            doc.paragraph(f"{label}: {rule}", size=8)
 
 
 def write_run_report(run: Run, folder: Path, pdf: bool = False) -> Report:
     """Write one run's report folder (atomically replacing an older report, never anything else)."""
     check_report_folder(folder)
     summary = views.summary(run)
-    lines = summary_lines(summary)
     with replacing(folder) as tmp:
         (tmp / "figures").mkdir(parents=True)
-        figs = run_figures(run)
-        sections = []
-        for name, fig in figs.items():
-            fig.savefig(tmp / "figures" / f"{name}.png", dpi=150)
+        images = {}
+        for name, fig in run_figures(run).items():
+            images[name] = png(fig)
+            (tmp / "figures" / f"{name}.png").write_bytes(images[name])
             fig.savefig(tmp / "figures" / f"{name}.svg")
-            sections.append(figure(name, fig))
-        extra = ""
-        if run.has_table("interventions"):
-            extra = f"<h2>Interventions</h2>{table(run.table('interventions'))}"
-        if run.has_table("attribution_blocks"):
-            extra += f"<h2>Attributions</h2>{table(run.table('attribution_blocks'))}"
+        c = content(run, images)
         if run.has_table("paper"):
             (tmp / paper_page.PAGE).write_text(paper_page.page_html(run))
-            extra += f"<h2>The SE paper's study</h2><p><a href='{paper_page.PAGE}'>Role of Excitation (Figs. 6-7)</a></p>"
-        body = (
-            f"<h1>SE gate report: {html.escape(run.path.name)}</h1>"
-            f"{text_list(lines)}"
-            f"{''.join(sections)}<h2>Blocks</h2>{table(run.blocks[views.present(run, views.BLOCK_COLUMNS)])}{extra}"
-            f"<p><small>run folder {html.escape(str(run.path))}; created {html.escape(run.meta.created)}; "
-            f"software {html.escape(str(run.meta.software))}</small></p>"
-        )
-        (tmp / "report.html").write_text(html_page(f"SE gate report: {run.path.name}", body))
+        (tmp / "report.html").write_text(page_html(c, run.has_table("paper")))
         if pdf:
-            with PdfPages(tmp / "report.pdf") as document:
-                _text_page(document, f"SE gate report: {run.path.name}", lines)
-                for fig in figs.values():
-                    document.savefig(fig)
+            write_pdf(c, tmp / "report.pdf")
     return Report(run, folder, summary)
 
 
 def write_index(reports: list[Report], out: Path) -> Path:
-    """index.html: a comparison table and overlaid depth curves, linking each run's report."""
-    rules = ("onset_rule", "onset_rule_detectable")
-    rows = pd.DataFrame([{"report": r.folder.name, **{k: v for k, v in r.summary.items() if k not in rules}}
-                         for r in reports])
-    rows["saturated"] = rows["saturated"].map(lambda b: ", ".join(b) or "none")
-    rows["warnings"] = rows["warnings"].map(len)
+    """index.html: one row per run (its answer and what it measured) and overlaid depth curves, linking each report."""
+    rows = pd.DataFrame([{
+        "report": r.folder.name, "model": s["model"], "data": s["data"], "samples": s["samples"],
+        "test accuracy": s["accuracy"], "onset (shape)": s["onset"] or "none",
+        "onset (detectable)": s["onset_detectable"] or "none", "most class-specific block": s["most_specific"],
+        "best probe accuracy": s["probe_best"], "saturated blocks": ", ".join(s["saturated"]) or "none",
+        "warnings": len(s["warnings"]),
+    } for r, s in ((r, r.summary) for r in reports)])
     links = "".join(f"<li><a href='{html.escape(r.folder.name)}/report.html'>{html.escape(r.folder.name)}</a>"
                     + (f" (<a href='{html.escape(r.folder.name)}/{paper_page.PAGE}'>the SE paper's study</a>)"
                        if r.run.has_table("paper") else "") + "</li>" for r in reports)
-    curves = {}
-    for metric in ("eta2_excess", "probe_acc"):
-        fig = figures.compare_curves(views.compare({r.folder.name: r.run for r in reports}), metric)
-        curves[metric] = f"<img alt='{metric}' src='{data_uri(fig)}'>"
-    body = f"<h1>SE gate reports</h1><ul>{links}</ul><h2>Comparison</h2>{table(rows)}{''.join(curves.values())}"
+    stacked = views.compare({r.folder.name: r.run for r in reports})
+    curves = "".join(figure(f"{metric} by depth", png(figures.compare_curves(stacked, metric)), caption("compare"),
+                            alt=metric) for metric in ("eta2_excess", "probe_acc"))
+    body = f"<h1>SE gate reports</h1><ul>{links}</ul><h2>Comparison</h2>{table(rows)}{curves}"
     index = out / "index.html"
     with replacing(index) as tmp:
         tmp.write_text(html_page("SE gate reports", body))

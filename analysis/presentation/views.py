@@ -7,13 +7,16 @@ of an ImageNet-scale run stays fast.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
 from analysis.errors import RunFolderError
 from analysis.data.labels import present_labels
-from analysis.experiments.paper import PAPER_BLOCKS
+from analysis.experiments.paper import default_blocks as _default_blocks
+from analysis.experiments.paper import spread_out  # noqa: F401 - the pages pick classes with it too
 from analysis.measures.saturation import SATURATION_RULE, saturated
 from analysis.measures.schema import ONSETS
 from analysis.runs.folder import Run
@@ -25,6 +28,19 @@ BLOCK_COLUMNS = ("block", "channels", "eta2_mean", "eta2_null", "eta2_perm", "pe
                  "shape_sep_untrained", "frac_significant", "selectivity_median", "mi_bits_mean", "class_corr_mean",
                  "probe_acc", "probe_perm", "probe_selectivity", "probe_untrained", "probe_z", "probe_ncm",
                  "probe_chance", "probe_per_class", "sat_high", "sat_low", "gate_mean", "gate_std")
+# The headline: the few columns that answer where gating becomes class-specific, each measure beside
+# its controls (a 120-column terminal holds them); the chance levels, the same in every block, go below it.
+HEADLINE_COLUMNS = ("block", "eta2_mean", "eta2_untrained", "shape_sep", "shape_sep_perm_max", "shape_sep_untrained",
+                    "probe_acc", "probe_untrained", "sat_high")
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as pages and the terminal show it: relative to the working directory where it lies
+    inside it; anything else (timm:seresnet50, a URL's //) exactly as given."""
+    resolved, cwd = Path(path).resolve(), Path.cwd().resolve()
+    if Path(path).is_absolute() and resolved.is_relative_to(cwd):
+        return str(resolved.relative_to(cwd))
+    return str(path)
 
 
 def class_names(run: Run) -> list[str]:
@@ -56,18 +72,20 @@ def present_means(run: Run, mean: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return mean[present], [names[k] for k in present]
 
 
-def spread_out(items: list, n: int) -> list:
-    """n items evenly spaced over the list (all of them if there are at most n)."""
-    if len(items) <= n:
-        return list(items)
-    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+def onset_blocks(run: Run) -> list[str]:
+    """The blocks where the run's onsets lie (those found)."""
+    return [o["block"] for o in onsets(run) if o["block"] is not None]
 
 
-def default_blocks(run: Run, n: int = 6) -> list[str]:
-    """The paper's blocks where the run has them, else n blocks spread over the depth."""
-    names = block_names(run)
-    paper = [b for b in PAPER_BLOCKS if b in names]
-    return paper if len(paper) >= 3 else spread_out(names, n)
+def default_blocks(run: Run) -> list[str]:
+    """The blocks the profile figures draw by default: experiments.paper.default_blocks's rule (the
+    SE paper's choice of blocks) with the run's onset blocks, in depth order."""
+    return _default_blocks(block_names(run), include=onset_blocks(run))
+
+
+def headline(run: Run) -> pd.DataFrame:
+    """The blocks table in HEADLINE_COLUMNS, those the run has."""
+    return run.blocks[present(run, HEADLINE_COLUMNS)]
 
 
 def check_block(run: Run, block: str) -> None:
@@ -218,9 +236,9 @@ def top_samples(run: Run, block: str, channel: int) -> pd.DataFrame:
 def class_drivers(
     run: Run, means: dict[str, tuple[np.ndarray, np.ndarray]], klass: int, top: int = 10
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Where one class drives the gates: per block, the share of channels preferring it (chance 1/K'
-    over the K' classes with samples),
-    and its `top` channels over all blocks by how far its class mean lies above the other classes'.
+    """Where one class drives the gates (schema tables class_blocks and class_channels): per block, the
+    share of channels preferring it (chance 1/K' over the K' classes with samples), and the `top`
+    channels over all blocks that prefer it, by how far its class mean lies above the other classes'.
     `means` is class_mean_arrays(run).
     """
     k = len(present_classes(run))
@@ -230,19 +248,20 @@ def class_drivers(
         .groupby("block", sort=False, observed=True)
         .agg(depth=("depth", "first"), channels=("channel", "size"), preferring=("prefers", "sum"))
         .reset_index()
+        .astype({"block": str, "preferring": "int64"})
     )
     per_block["share"] = per_block["preferring"] / per_block["channels"]
     per_block["chance"] = 1 / k
     lifts = []
     for block, (mean, _) in means.items():
         others = np.nanmean(np.delete(mean, klass, axis=0), axis=0)
-        lifts.append(pd.DataFrame({"block": block, "channel": np.arange(mean.shape[1]), "mean": mean[klass], "others": others}))
+        lifts.append(pd.DataFrame({"block": block, "channel": np.arange(mean.shape[1]), "class_mean": mean[klass],
+                                   "others_mean": others}))
     lift = pd.concat(lifts, ignore_index=True)
-    lift["lift"] = lift["mean"] - lift["others"]
-    lift = lift.nlargest(top, "lift").merge(
-        ch[["block", "channel", "eta2", "selectivity", "preferred_class_name"]].astype({"block": str}), on=["block", "channel"]
-    )
-    return per_block, lift.sort_values("lift", ascending=False).reset_index(drop=True)
+    lift["lift"] = lift["class_mean"] - lift["others_mean"]
+    own = ch.loc[ch["preferred_class"] == klass, ["block", "channel", "eta2", "selectivity"]].astype({"block": str})
+    lift = lift.merge(own, on=["block", "channel"]).nlargest(top, "lift")
+    return per_block, lift.reset_index(drop=True)
 
 
 def compare(runs: dict[str, Run]) -> pd.DataFrame:
@@ -281,7 +300,7 @@ def summary(run: Run) -> dict:
     best = b["probe_acc"].idxmax() if b["probe_acc"].notna().any() else None
     model, data = model_and_data(run)
     return {
-        "model": model,
+        "model": shown_path(model),
         "data": data,
         "samples": run.meta.stats.samples,
         "classes": len(present_classes(run)),

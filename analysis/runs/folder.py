@@ -43,7 +43,8 @@ from analysis.runs.meta import RUN_FORMAT, RUN_VERSION, RunMeta, StatsRecord, ch
 from analysis.versions import software_versions
 
 TABLES = ("blocks", "channels", "class_means")
-EXTRA_TABLES = ("interventions", "attributions", "attribution_blocks", "paper")
+EXTRA_TABLES = ("interventions", "attributions", "attribution_blocks", "paper", "channel_interventions",
+                "channel_agreement")
 
 
 def is_run_folder(path: str | Path) -> bool:

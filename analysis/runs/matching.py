@@ -145,3 +145,14 @@ def _check_weights(run: Run, net: nn.Module, weights_file: Path | None, given: s
     if recorded and held != recorded:
         used = meta.weights or (meta.pretrained.spec if meta.pretrained else None) or "random ones"
         raise RunMismatchError(f"{run.path} was collected with other weights ({used}) than {given}.")
+
+
+def check_same_data(a: Run, b: Run) -> None:
+    """RunMismatchError unless two runs read the same data (the same source and selection, as their
+    meta.json records it): sample ids then name the same images in both, which comparing the runs'
+    gate vectors image by image (analysis.measures.similarity) needs."""
+    data_a, data_b = a.document.get("data"), b.document.get("data")
+    if data_a is None or data_a != data_b:
+        spec_a, spec_b = (d.spec if d else "unrecorded data" for d in (a.meta.data, b.meta.data))
+        raise RunMismatchError(f"{a.path} and {b.path} read other data ({spec_a}; {spec_b}), so their sample ids "
+                               "do not name the same images.")

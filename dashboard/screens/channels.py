@@ -36,7 +36,7 @@ link("blocks", f"{md(block)} in the Block explorer", block=block)
 st.dataframe(table[table["channel"] == channel], hide_index=True)
 classes = pick_classes(run, "classes", n=10, key="channel_classes")
 if classes:
-    show("distribution", run, block, channel, tuple(classes))
+    show("distribution", run, block, channel, tuple(classes), about="distributions")
 st.subheader("Samples that open this channel most")
 top = views.top_samples(run, block, channel)
 st.dataframe(top, hide_index=True)

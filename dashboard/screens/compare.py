@@ -5,14 +5,23 @@ import pandas as pd
 import streamlit as st
 
 from analysis.errors import AnalysisError
-from analysis.presentation import views
+from analysis.presentation import figures, views
 from analysis.runs.folder import Run
 from dashboard.loaders import inside, open_run, run_folders, runs_root, selected_run, stamp, training_order
 from dashboard.widgets import md, show_compare
 
 MAX_DEFAULT = 8  # runs chosen at first: more lines than this are hard to tell apart
-METRICS = ("eta2_excess", "eta2_mean", "shape_sep", "profile_sep", "class_mod", "eps2_mean", "probe_acc",
+METRICS = ("eta2_mean", "eta2_excess", "shape_sep", "profile_sep", "class_mod", "eps2_mean", "probe_acc",
            "probe_selectivity", "frac_significant", "mi_bits_mean", "class_corr_mean", "sat_high", "gate_std")
+
+
+def onset_cells(run: Run) -> dict[str, str]:
+    """Each onset's block as a table cell: per notion where the run records them ("none" or
+    "undetermined" where no block was found), else its two onsets."""
+    notions = getattr(run.meta.onset, "notions", None)
+    if notions:
+        return {f"onset ({name})": notion.block or notion.status for name, notion in notions.items()}
+    return {onset["label"]: onset["block"] or "none" for onset in views.onsets(run)}
 
 
 def onset_table(runs: dict[str, Run]) -> tuple[pd.DataFrame, list[str]]:
@@ -28,8 +37,7 @@ def onset_table(runs: dict[str, Run]) -> tuple[pd.DataFrame, list[str]]:
                 rules.append(rule)
             numbers.append(rules.index(rule) + 1)
         controls, checkpoint = run.meta.controls, run.meta.checkpoint
-        rows.append({"run": name, "epoch": checkpoint.epoch if checkpoint else None,
-                     "onset (shape)": s["onset"] or "none", "onset (detectable)": s["onset_detectable"] or "none",
+        rows.append({"run": name, "epoch": checkpoint.epoch if checkpoint else None, **onset_cells(run),
                      "measured against": ", ".join(controls) if controls else "permutation null only (no control)",
                      "rules": f"shape: rule {numbers[0]}; detectable: rule {numbers[1]}"})
     return pd.DataFrame(rows), rules
@@ -53,7 +61,9 @@ group = [name for name in ordered if runs[name].path.parent == current.path.pare
 chosen = st.multiselect("runs", ordered, default=group[:MAX_DEFAULT],
                         help="At first: the runs in the folder of the selected run (e.g. the epoch snapshots of one "
                              "training), in epoch order.")
-metric = st.selectbox("metric", [m for m in METRICS if any(m in run.blocks for run in runs.values())] or METRICS[:1])
+metric = st.selectbox("metric", [m for m in METRICS if any(m in run.blocks for run in runs.values())] or METRICS[:1],
+                      help="Measures with an untrained control (" + ", ".join(figures.CONTROLS) + ") draw each run's "
+                           "control beside it: a band between its seeds' smallest and largest value.")
 if chosen:
     picked = {name: runs[name] for name in training_order({name: runs[name] for name in chosen})}
     show_compare(picked, metric)

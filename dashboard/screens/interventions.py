@@ -6,7 +6,7 @@ import streamlit as st
 
 from analysis.presentation import views
 from dashboard.loaders import selected_run
-from dashboard.widgets import show
+from dashboard.widgets import image, show
 
 run = selected_run()
 st.header("Interventions")
@@ -20,7 +20,7 @@ else:
         st.caption("Predicted removable: every block of the group saturated or class-agnostic; measured "
                    "removable: the 95% interval of the accuracy change stays above -1 point.")
     if (rows["kind"] != "block").any():
-        show("interventions", run, "group")
+        image("interventions", run, "group")
         st.caption("Groups of blocks (a stage SE_s_*, a set joined by +, all) replaced together.")
     st.dataframe(rows, hide_index=True, column_config={
         "top1_pct": st.column_config.NumberColumn("top-1 %", format="%.2f"),

@@ -7,6 +7,7 @@ import torch
 
 from analysis import DataError, Gate, GateHooks, GateValueError, LabelError, StatsConfig, collect, find_gates
 from analysis.capture.stats import GateStats
+from analysis.models.controls import untrained
 from analysis.testing.nets import PlantedNet, batches
 
 
@@ -15,6 +16,7 @@ def hook_count(model: torch.nn.Module) -> int:
 
 
 HOOKS_PER_GATE = 2  # on the gate module (its float32 value) and on its SE block (z, the float32 re-run under AMP)
+PER_CONTEXT = 1  # on the model: each forward pass starts the count of every module's runs afresh
 
 
 def class_moments(stats: GateStats, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -37,7 +39,7 @@ def test_hooks_are_removed_after_an_exception_inside_the_loop(planted):
     assert hook_count(model) == 0
     with pytest.raises(RuntimeError, match="boom"):
         with GateHooks(model, gates, stats):
-            assert hook_count(model) == HOOKS_PER_GATE * len(gates)
+            assert hook_count(model) == HOOKS_PER_GATE * len(gates) + PER_CONTEXT
             stats.begin_batch(y[:10], torch.arange(10))
             model(x[:10])
             raise RuntimeError("boom")
@@ -62,8 +64,8 @@ def test_nested_hooks_remove_only_their_own(planted):
     outer, inner = GateStats(gates, StatsConfig(10)), GateStats(gates, StatsConfig(10))
     with GateHooks(model, gates, outer):
         with GateHooks(model, gates, inner):
-            assert hook_count(model) == 2 * HOOKS_PER_GATE * len(gates)
-        assert hook_count(model) == HOOKS_PER_GATE * len(gates)
+            assert hook_count(model) == 2 * (HOOKS_PER_GATE * len(gates) + PER_CONTEXT)
+        assert hook_count(model) == HOOKS_PER_GATE * len(gates) + PER_CONTEXT
     assert hook_count(model) == 0
 
 
@@ -86,6 +88,25 @@ def test_compiled_and_eager_collection_agree(planted):
     close_stats(eager, compiled, rtol=1e-5)
     for gate in eager.gates:
         assert torch.equal(eager.reservoir(gate.name)[2], compiled.reservoir(gate.name)[2])
+
+
+@pytest.mark.slow
+def test_compiled_collection_of_a_model_and_its_untrained_control(planted):
+    """`collect --compile --control untrained` compiles two models of one architecture in one process.
+    Dynamo does not guard module hooks by default: a graph compiled for a hook-free copy ran the hooked
+    one with its hooks skipped (GateValueError: saw 0 of 200 samples). Whatever was compiled before (a
+    hook-free copy, the other model with its hooks), each collection equals eager collection."""
+    model, x, y = planted
+    control = untrained(model, seed=1)
+    data = batches(x[:200], y[:200], 100)
+    with torch.inference_mode():
+        torch.compile(control)(x[:100])  # a hook-free graph of the architecture, compiled first
+    results = []
+    for m in (model, control, model):
+        results.append(collect(m, data, 10, compile=True, progress=False))
+        close_stats(collect(m, data, 10, progress=False), results[-1], rtol=1e-5)
+    mean = lambda stats: class_moments(stats, "SE_3_1")[1]  # noqa: E731
+    assert (mean(results[0]) - mean(results[1])).abs().max() > 0.01  # the two models' gates differ
 
 
 def test_channels_last_and_eager_agree():

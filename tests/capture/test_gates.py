@@ -99,6 +99,7 @@ def test_plain_model_error_lists_what_was_looked_for():
     message = str(info.value)
     assert "ResNet has no SE gate" in message
     assert "torchvision.ops.misc.SqueezeExcitation" in message and "--gates" in message
+    assert "find_gates(model, example=x)" in message  # what a Python user passes
 
 
 def test_user_pattern_names_modules_in_forward_order():

@@ -30,6 +30,9 @@ GATES = [Gate("SE_1", 1, "gate", 3)]
 X = torch.tensor([[0.0, 1.0, -2.0], [3.0, -1.0, 0.5]])
 
 
+PER_CONTEXT = 1  # on the model: each forward pass starts the count of every module's runs afresh
+
+
 def hook_count(model: nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
@@ -58,7 +61,7 @@ def test_hooks_are_removed_after_an_exception_in_the_function():
 
     with pytest.raises(RuntimeError, match="boom"):
         with ForwardHooks(model, GATES, fail):
-            assert hook_count(model) == 1
+            assert hook_count(model) == 1 + PER_CONTEXT
             model(X)
     assert hook_count(model) == 0
 
@@ -67,9 +70,9 @@ def test_nested_contexts_remove_only_their_own_and_run_in_registration_order():
     model, seen = Gated(), []
     with ForwardHooks(model, GATES, lambda gate, out: seen.append(out.clone())):
         with ForwardHooks(model, GATES, lambda gate, out: torch.zeros_like(out)):
-            assert hook_count(model) == 2
+            assert hook_count(model) == 2 * (1 + PER_CONTEXT)
             assert torch.equal(model(X), torch.zeros_like(X))  # the inner replaces after the outer looked
-        assert hook_count(model) == 1
+        assert hook_count(model) == 1 + PER_CONTEXT
         torch.testing.assert_close(model(X), X * torch.sigmoid(X))
     assert hook_count(model) == 0
     assert len(seen) == 2 and torch.equal(seen[0], seen[1])

@@ -93,7 +93,8 @@ def test_bf16_autocast_feeds_the_excitation_of_the_block_input_in_float32(plante
         pre_gate = brute_moments(torch.sigmoid(torch.cat(seen[gate.path]).double()), y, 10)[1]
         assert (pre_gate - mean).abs().max() > 100 * (m - mean).abs().max()
     said = gate_precision(model, stats.gates, "bf16")["SE_2_1"]
-    assert said == "its SE block layer1.0.se re-run in float32 on the upcast input, outside bf16 autocast"
+    assert said == ("its SE block layer1.0.se re-run in float32 on its input's channel means, pooled in float32, "
+                    "outside bf16 autocast")
     assert gate_precision(model, stats.gates, None)["SE_2_1"].startswith("float32 sigmoid of the upcast pre-activation")
 
 

@@ -239,6 +239,11 @@ def test_traced_gates_are_counted_in_forward_order_named_and_kinded(net):
     gates = find_gates(model, example=x[:2])
     assert [(g.name, g.kind, g.path, g.call) for g in gates] == EXPECTED
     assert [g.depth for g in gates] == list(range(1, 12)) and {g.channels for g in gates} == {C}
+    # the float32 re-run starts from the channel means where the excitation reads only them (se, eca), never
+    # where it reads the maxima (cbam-channel) or positions (ge); test_statistics_... checks both against float64
+    assert [g.pooled for g in gates] == [g.kind in ("se", "eca") for g in gates] == [True] * 7 + [False] * 4
+    said = gate_precision(model, gates, "bf16")
+    assert said["SE_4_2"] == "its SE block layer3.1.block.channel re-run in float32 on the upcast input, outside bf16 autocast"
 
 
 @pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
@@ -270,8 +275,8 @@ def test_statistics_equal_the_gate_each_block_computes(net, amp):
             own = torch.sigmoid(block.fc2(F.relu(block.fc1(inputs["layer1.1.block"].mean((2, 3))))))
         assert (brute_moments(own.double(), y, 3)[1] - m).abs().max() > 1e-4
     said = gate_precision(model, stats.gates, "bf16" if amp else None)["SE_2_2"]
-    assert said == ("its SE block layer1.1.block re-run in float32 on the upcast input, outside bf16 autocast" if amp
-                    else "float32 sigmoid of the upcast pre-activation, outside autocast")
+    assert said == ("its SE block layer1.1.block re-run in float32 on its input's channel means, pooled in float32, "
+                    "outside bf16 autocast" if amp else "float32 sigmoid of the upcast pre-activation, outside autocast")
 
 
 class GateAfterConv(nn.Module):

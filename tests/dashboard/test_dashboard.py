@@ -25,10 +25,12 @@ from PIL import Image
 
 from analysis.cli import main
 from analysis.jobs import save_run
-from analysis.runs.folder import load_run
+from analysis.runs.folder import load_run, write_run
 from analysis.capture.stats import StatsConfig
-from analysis.measures import schema
 from analysis.presentation import figures, views
+from analysis.presentation.answer import onset_lines
+from analysis.presentation.captions import caption
+from analysis.presentation.numbers import decimals
 from analysis.testing.planted import planted_stats, resnet_gates
 from analysis.resources import shipped_checkpoint
 from analysis.testing.runs import NEW_COLUMNS, with_new_columns
@@ -44,6 +46,7 @@ CRAFTED = "![x](http://attacker.example/x.png) <img src=http://attacker.example/
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 EPOCHS = {"epoch_1": 1, "epoch_10": 10, "epoch_2": 2, "final": 20}  # the snapshots of one training: name, epoch
 RUNS = ("good", "new", "controlled", "paper")  # no controls, newer columns, controls + ablate + attribute, paper
+HEATMAP_BLOCK = "block for the heatmap and distributions"  # the Block explorer's block picker
 RUN_LIST = ["controlled", "crafted", "damaged", "empty", "epochs/epoch_1", "epochs/epoch_10", "epochs/epoch_2",
             "epochs/final", "good", "linked_meta", "linked_table", "new", "old", "paper"]
 
@@ -135,6 +138,21 @@ def app_test(runs_dir, monkeypatch, run: str | None = None, page: str | None = N
     return at.run()
 
 
+def captioned(page: str, run) -> list[str]:
+    """The figure kinds (captions.caption) whose caption the page shows for `run`."""
+    if page == "Interventions":
+        blocks = run.has_table("interventions") and (views.intervention_rows(run)["kind"] == "block").any()
+        return ["interventions"] * bool(blocks) + ["attributions"] * run.has_table("attribution_blocks")
+    return {"Overview": ["depth", "saturation"] + ["shape"] * ("shape_sep" in run.blocks),
+            "Block explorer": ["profiles", "heatmap", "distributions"], "Channel explorer": ["distributions"],
+            "Classes": ["similarity"], "Compare": ["compare"]}[page]
+
+
+def selectbox(at, label: str):
+    [box] = [s for s in at.selectbox if s.label == label]
+    return box
+
+
 def charts(at) -> list[dict]:
     """The Vega-Lite specs of the page's interactive charts."""
     return [json.loads(e.proto.spec) for e in at.get("vega_lite_chart")]
@@ -169,9 +187,10 @@ def test_compare_says_what_each_onset_was_measured_against(runs_dir, monkeypatch
     table = at.dataframe[0].value.set_index("run")
     assert table.loc["controlled", "measured against"] == "untrained"
     assert table.loc["good", "measured against"] == "permutation null only (no control)"
-    for run in ("good", "controlled"):
+    for run in ("good", "controlled"):  # per notion where the run records them: no block reads none or undetermined
         onset = load_run(runs_dir / run).document["onset"]
-        assert table.loc[run, "onset (shape)"] == (onset["block"] or "none")
+        shape = onset.get("notions", {}).get("shape")
+        assert table.loc[run, "onset (shape)"] == (shape["block"] or shape["status"] if shape else onset["block"] or "none")
     assert "different rules or against other controls" in at.warning[0].value
 
 
@@ -186,27 +205,34 @@ def test_every_page_renders_each_kind_of_run(runs_dir, monkeypatch, page, run):
     images = {"Overview": 2, "Block explorer": 2, "Channel explorer": 1, "Classes": 1, "Compare": 1, "Interventions": 0}
     assert len(at.image) >= images[page]
     assert len(charts(at)) == {"Block explorer": 1, "Classes": 1}.get(page, 0)  # the heatmap; the class shares
+    for kind in captioned(page, load_run(runs_dir / run)):  # the reports' text under each figure
+        assert any(caption(kind) in c.value for c in at.caption), (kind, [c.value for c in at.caption])
     if page == "Overview":
-        assert [m.label for m in at.metric] == ["samples", "classes", "SE blocks", "gate channels", "accuracy",
-                                                "onset (shape)", "onset (detectable)"]
+        assert [m.label for m in at.metric] == ["samples", "classes", "SE blocks", "gate channels", "accuracy"]
         assert at.metric[0].value == f"{load_run(runs_dir / run).meta.stats.samples:,}"
         assert at.metric[3].value == f"{load_run(runs_dir / run).blocks['channels'].sum():,}"
-        onset = load_run(runs_dir / run).document["onset"]
-        shape, detectable = (onset["block"], onset["detectable"]) if "detectable" in onset else ("none", onset["block"])
-        assert [plain(m.value) for m in at.metric[5:]] == [shape or "none", detectable or "none"]
-        texts = " ".join(plain(t) for t in markdown_texts(at))
-        assert schema.ONSETS["block"] in texts and schema.ONSETS["detectable"] in texts
+        assert set(onset_lines(load_run(runs_dir / run))) <= {plain(m.value) for m in at.markdown}
         warned = load_run(runs_dir / run).meta.warnings
         assert [plain(w.value) for w in at.warning] == [f"This run warns: {w}" for w in warned]
+    if page == "Overview":  # the headline first, each number to its column's precision; every column below
+        opened = load_run(runs_dir / run)
+        headline, expected = at.dataframe[0].value, opened.blocks[views.present(opened, views.HEADLINE_COLUMNS)]
+        assert headline.columns.tolist() == expected.columns.tolist() and headline["block"].tolist() == expected["block"].tolist()
+        for column in expected.columns[1:]:
+            places = decimals(expected[column])
+            shown = pd.to_numeric(headline[column].replace("-", "nan"))
+            np.testing.assert_allclose(shown, expected[column], atol=0.51 * 10.0 ** -places, equal_nan=True)
+            assert (headline[column] == "-").tolist() == expected[column].isna().tolist()
+        assert at.dataframe[1].value.columns.tolist() == opened.blocks.columns.tolist()
     if page == "Overview" and run == "new":
         measured = set(views.present(load_run(runs_dir / run), NEW_COLUMNS))  # what this run has
-        assert measured and measured <= set(at.dataframe[0].value.columns)
+        assert measured and measured <= set(at.dataframe[1].value.columns)
         assert len(at.image) == 3  # depth, shape (shape_sep is measured), saturation
     if page == "Block explorer":  # the block shown first: the shape onset, else the last block
         blocks = load_run(runs_dir / run).blocks
         first = load_run(runs_dir / run).document["onset"]["block"] if run != "new" else "SE_4_2"
         first = first if first in blocks["block"].tolist() else blocks["block"].iloc[-1]
-        assert at.selectbox[0].value == first and at.dataframe[0].value["block"].tolist() == [first]
+        assert selectbox(at, HEATMAP_BLOCK).value == first and at.dataframe[0].value["block"].tolist() == [first]
         assert charts(at)[0]["title"] == f"{first}: class-mean gates"
     if page == "Block explorer" and run == "new":  # controls beside the measures, as the run has them
         row, last = at.dataframe[0].value, load_run(runs_dir / run).blocks.set_index("block").loc["SE_4_2"]
@@ -246,7 +272,7 @@ def test_interventions_of_single_blocks_and_all_with_attributions(runs_dir, monk
 
 def test_links_name_the_block_and_channel_a_page_opens(runs_dir, monkeypatch):
     at = app_test(runs_dir, monkeypatch, "good", "Block explorer", block="SE_3_2")
-    assert at.selectbox[0].value == "SE_3_2" and charts(at)[0]["title"] == "SE_3_2: class-mean gates"
+    assert selectbox(at, HEATMAP_BLOCK).value == "SE_3_2" and charts(at)[0]["title"] == "SE_3_2: class-mean gates"
     at = app_test(runs_dir, monkeypatch, "good", "Channel explorer", block="SE_3_2", channel="3")
     assert [at.selectbox[0].value, at.selectbox[1].value] == ["SE_3_2", 3]
     row = at.dataframe[0].value
@@ -342,10 +368,53 @@ def test_a_rewritten_run_is_shown_fresh_without_restarting(runs_dir, monkeypatch
 
 def test_changing_a_view_reuses_the_loaded_run(runs_dir, monkeypatch):
     at = app_test(runs_dir, monkeypatch, "good", "Block explorer")
-    at.selectbox[0].set_value("SE_3_2")
+    selectbox(at, HEATMAP_BLOCK).set_value("SE_3_2")
     at.toggle[0].set_value(True)
     at.run()
     assert not at.exception and not at.error and len(at.image) == 2 and len(charts(at)) == 1
+
+
+def test_the_profile_figure_is_drawn_on_the_scale_chosen_deviations_first(runs_dir, monkeypatch):
+    drawn = []
+    original = figures.class_profiles
+    monkeypatch.setattr(figures, "class_profiles", lambda *a, **k: drawn.append(k["scale"]) or original(*a, **k))
+    at = app_test(runs_dir, monkeypatch, "good", "Block explorer")
+    box = selectbox(at, "scale")
+    assert len(box.options) == len(figures.SCALES) and box.value == "deviation"  # options: the scales in words
+    assert caption("profiles") in [c.value for c in at.caption]
+    for scale, words in (("unit", "on 0..1"), ("data", "on their data's range")):
+        box.set_value(scale).run()
+        assert not at.exception and not at.error and drawn[-1] == scale
+        texts = [c.value for c in at.caption]
+        assert caption("profiles") not in texts and any(words in text for text in texts)
+
+
+def with_band(src: Path, out: Path, low: float, high: float) -> pd.DataFrame:
+    """A copy of a run whose untrained control was measured with several seeds: eta2_untrained (their
+    largest) and eta2_untrained_low (their smallest) at `high` and `low` times eta2_mean."""
+    run = load_run(src)
+    blocks = run.blocks.assign(eta2_untrained=run.blocks["eta2_mean"] * high,
+                               eta2_untrained_low=run.blocks["eta2_mean"] * low)
+    meta = {k: v for k, v in run.document.items() if k not in ("version", "created", "command", "software", "stats")}
+    write_run(run.stats, out, meta, {"blocks": blocks, "channels": run.channels, "class_means": run.class_means})
+    return blocks
+
+
+def test_compare_draws_each_runs_untrained_band_between_its_seeds(runs_dir, monkeypatch, tmp_path):
+    root = tmp_path / "runs"
+    bands = {"a": with_band(runs_dir / "good", root / "a", 0.2, 0.4), "b": with_band(runs_dir / "good", root / "b", 0.5, 0.9)}
+    drawn = []
+    original = figures.compare_curves
+    monkeypatch.setattr(figures, "compare_curves", lambda *a, **k: drawn.append(original(*a, **k)) or drawn[-1])
+    at = app_test(root, monkeypatch, "a", "Compare")
+    assert not at.exception and not at.error
+    assert at.multiselect[0].value == ["a", "b"] and selectbox(at, "metric").value == "eta2_mean"  # the metric with a band
+    filled = [c for c in drawn[-1].axes[0].collections if c.get_paths()]  # fill_between: one band per run
+    assert len(filled) == 2
+    for band, blocks in zip(filled, bands.values()):
+        y = band.get_paths()[0].vertices[:, 1]
+        assert y.min() == pytest.approx(blocks["eta2_untrained_low"].min(), rel=1e-6)
+        assert y.max() == pytest.approx(blocks["eta2_untrained"].max(), rel=1e-6)
 
 
 def test_a_link_with_a_run_opens_that_run_and_the_address_follows_the_picker(runs_dir, monkeypatch):

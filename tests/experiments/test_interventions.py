@@ -208,7 +208,8 @@ def test_replacement_hooks_are_removed_after_an_exception_and_nest_with_collecti
     with pytest.raises(RuntimeError, match="boom"):
         with GateHooks(model, gates, stats), GateReplacement(model, gates, {}, Intervention(
                 frozenset(g.name for g in gates), "ones")):
-            assert count() == 3 * len(gates)  # collection: gate and block pre-hooks; replacement: one hook
+            # collection: gate and block pre-hooks; replacement: one hook; each context: one on the model (its runs)
+            assert count() == 3 * len(gates) + 2
             stats.begin_batch(y[:10], torch.arange(10))
             with torch.no_grad():
                 model(x[:10])

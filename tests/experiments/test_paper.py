@@ -35,6 +35,7 @@ from analysis.measures.probe import Probe
 from analysis.models.architectures import build_model
 from analysis.models.checkpoint import load_checkpoint, save_checkpoint
 from analysis.presentation import views
+from analysis.presentation.numbers import formatted
 from analysis.presentation.paper_page import excitation_profiles
 from analysis.presentation import report
 from analysis.presentation.report import Report, write_index
@@ -118,7 +119,9 @@ def brute(study) -> dict:
 def test_figure_data_are_the_brute_force_class_means_of_the_seeded_channels(study, brute):
     run, _, model, data, _ = study
     paper, labels = run.table("paper"), brute["labels"]
-    assert list(dict.fromkeys(paper["block"])) == list(PAPER_BLOCKS)
+    drawn = list(dict.fromkeys(paper["block"]))  # the paper's blocks with the run's onsets, in depth order
+    assert drawn == views.default_blocks(run) and set(PAPER_BLOCKS) | set(views.onset_blocks(run)) == set(drawn)
+    assert drawn == [b for b in views.block_names(run) if b in drawn]
     assert np.unique(labels, return_counts=True)[1].tolist() == [PER_CLASS] * len(WNIDS)  # --per-class of each
     gates = {g.name: g for g in find_gates(model)}
     paper_labels = [1, 254, 726, 404, 972]  # goldfish, pug, plane, airliner, cliff: the models' output indices
@@ -158,10 +161,11 @@ def test_numbers_are_the_runs_block_rows_and_removing_stage_5_is_measured(study,
     for column in ("eta2_mean", "eta2_perm", "shape_sep", "shape_sep_perm_max", "probe_acc", "class_mod", "sat_high",
                    "sat_low"):
         assert shown[column].tolist() == [run.blocks.set_index("block").at[b, column] for b in PAPER_BLOCKS], column
-    for block in PAPER_BLOCKS:  # the printed table: the same numbers, to 3 decimals
-        row = shown[shown["block"] == block].iloc[0]
-        line = next(line.split() for line in printed.splitlines() if line.split()[:2] == [block, str(row["channels"])])
-        assert line[3] == f"{row['eta2_mean']:.3f}" and line[-2] == f"{row['sat_low']:.3f}"
+    cells = formatted(numbers(run, views.default_blocks(run))).set_index("block", drop=False)
+    for block in PAPER_BLOCKS:  # the printed table: the same numbers, each column to its precision
+        line = next(line.split() for line in printed.splitlines()
+                    if line.split()[:2] == [block, cells.loc[block, "channels"]])
+        assert line == cells.loc[block, views.present(run, tuple(cells.columns))].tolist()
     (removal,) = run.table("interventions").itertuples()
     assert (removal.group, removal.kind, removal.blocks, removal.intervention) == (
         "SE_5_*", "stage", "SE_5_1,SE_5_2,SE_5_3", "ones")
@@ -199,8 +203,11 @@ def test_defaults_where_a_model_lacks_the_papers_blocks_or_the_data_its_classes(
     assert default_blocks(resnet18) == ["SE_2_2", "SE_3_2", "SE_4_2", "SE_5_1", "SE_5_2"]
     resnet101 = [f"SE_{s}_{b + 1}" for s, n in zip((2, 3, 4, 5), (3, 4, 23, 3)) for b in range(n)]
     assert default_blocks(resnet101) == list(PAPER_BLOCKS)
-    with pytest.raises(AnalysisError, match="no stage names"):
-        default_blocks(["SE_1", "SE_2"])
+    # the onsets always among them, in forward order; a model without stages: 6 spread over its depth
+    assert default_blocks(resnet18, include=["SE_3_1"]) == ["SE_2_2", "SE_3_1", "SE_3_2", "SE_4_2", "SE_5_1", "SE_5_2"]
+    flat = [f"SE_{i}" for i in range(1, 13)]
+    assert default_blocks(flat) == ["SE_1", "SE_3", "SE_5", "SE_8", "SE_10", "SE_12"]
+    assert default_blocks(flat, include=["SE_7"]) == ["SE_1", "SE_3", "SE_5", "SE_7", "SE_8", "SE_10", "SE_12"]
 
 
 @pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="needs dataset-fashion-mnist")
@@ -237,16 +244,23 @@ def test_the_report_carries_the_paper_page_and_the_index_links_it(study, tmp_pat
 
 
 def test_the_figures_draw_the_tables_series(study):
+    """Figs. 6-7 as the reports draw profiles: per block a strip with the all-images curve, below it each
+    class's curve minus that one; Fig. 7 the spread classes with bands, in Fig. 6's colours."""
     run, *_ = study
     paper = run.table("paper")
     profiles, spread = excitation_profiles(paper), excitation_profiles(paper, spread=True)
+    colours = {}
     for fig, drawn in ((profiles, paper), (spread, paper[paper["spread"]])):
         assert isinstance(fig, Figure) and fig.canvas.manager is None  # a plain Figure, not pyplot's
-        for ax, block in zip(fig.axes, PAPER_BLOCKS):
-            rows = drawn[drawn["block"] == block]
-            assert ax.get_title() == block
-            lines = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
-            assert list(lines) == list(dict.fromkeys(rows["class_name"]))
-            for name, y in lines.items():
-                np.testing.assert_array_equal(y, rows.loc[rows["class_name"] == name, "mean"])
+        blocks = list(dict.fromkeys(paper["block"]))
+        for (strip, ax), block in zip(zip(fig.axes[::2], fig.axes[1::2]), blocks, strict=True):
+            rows, everything = drawn[drawn["block"] == block], paper[(paper["block"] == block) & (paper["class"] == -1)]
+            assert strip.get_title() == block
+            np.testing.assert_array_equal(strip.get_lines()[0].get_ydata(), everything["mean"])
+            lines = {line.get_label(): line for line in ax.get_lines() if line.get_label() != "all classes"}
+            assert list(lines) == list(dict.fromkeys(rows.loc[rows["class"] != -1, "class_name"]))
+            for name, line in lines.items():
+                mean = rows.loc[rows["class_name"] == name, "mean"].to_numpy()
+                np.testing.assert_allclose(line.get_ydata(), mean - everything["mean"].to_numpy(), atol=1e-15)
+                assert colours.setdefault(name, line.get_color()) == line.get_color()
             assert len(ax.collections) == (len(lines) if fig is spread else 0)  # the +- std bands

@@ -264,3 +264,27 @@ def test_permutation_null_matches_relabelling_every_gate_vector(shipped: Shipped
         assert blocks.loc[name, "class_mod_perm_q95"] == pytest.approx(np.quantile(mods, 0.95), rel=1e-4), name
         assert blocks.loc[name, "shape_sep_perm_q95"] == pytest.approx(np.quantile(shapes, 0.95), rel=1e-4), name
         assert blocks.loc[name, "eta2_mean"] == pytest.approx(eta_squared(x, shipped.labels).mean(), rel=1e-6), name
+
+
+def test_cka_between_blocks_is_the_gram_space_cka_of_every_gate_vector(shipped: Shipped) -> None:
+    """`similarity` (from the reservoir, matched by sample id) against Kornblith et al.'s definition,
+    HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) with HSIC = tr(K H L H), on the hooked gate vectors of the
+    same images. Tolerance, stated before the run: 1e-6 relative (the reservoir holds the float32 gates
+    the hooks saw; both sides are float64 from there)."""
+    from analysis.measures.similarity import similarity
+
+    table = similarity(shipped.stats, shipped.stats).set_index(["block_a", "block_b"])
+    kept = np.sort(shipped.stats.reservoir(next(iter(shipped.gates)))[2].numpy())
+    rows = np.searchsorted(shipped.ids, kept, sorter=np.argsort(shipped.ids))
+    rows = np.argsort(shipped.ids)[rows]
+    assert (shipped.ids[rows] == kept).all() and len(kept) == IMAGES  # 200 per class: the reservoir keeps them all
+
+    def centred_gram(a: np.ndarray) -> np.ndarray:  # H K H for the linear kernel K = a a^T
+        k = a @ a.T
+        return k - k.mean(0) - k.mean(1)[:, None] + k.mean()
+
+    for a, b in [("SE_2_1", "SE_4_3"), ("SE_3_3", "SE_4_1"), ("SE_4_2", "SE_2_2"), ("SE_4_3", "SE_4_3")]:
+        k, l = centred_gram(shipped.gates[a][rows]), centred_gram(shipped.gates[b][rows])
+        expected = float((k * l).sum()) / math.sqrt(float((k * k).sum()) * float((l * l).sum()))  # tr(KHLH) / ...
+        assert table.loc[(a, b), "samples"] == len(kept)
+        assert table.loc[(a, b), "cka"] == pytest.approx(expected, rel=1e-6), (a, b)

@@ -15,11 +15,14 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from analysis.capture.stats import StatsConfig
 from analysis.presentation import figures, views
+from analysis.presentation.style import PALETTE, STYLE
 from analysis.jobs import save_run
 from analysis.testing.planted import planted_stats, resnet_gates
 from analysis.testing.runs import NEW_COLUMNS
@@ -78,6 +81,9 @@ def figure_inputs(tmp_path_factory) -> dict[str, tuple]:
                                  "eta2_weighted": [0.2, 0.4], "share_abs_attr": [0.3, 0.7]})
     controls = run.blocks.assign(**{c: run.blocks["depth"] / 10 + i / 100 for i, c in enumerate(NEW_COLUMNS)})
     onsets = {"onset (shape)": block, "onset (detectable)": views.block_names(run)[0]}
+    trajectory = pd.concat([run.blocks.assign(epoch=e, test_accuracy=0.8 + e / 100, onset_shape=onset,
+                                              onset_detectable=views.block_names(run)[0])
+                            for e, onset in ((1, None), (5, block))])
     return {
         "depth_curve": (controls, onsets),
         "shape_curve": (controls, onsets),
@@ -89,12 +95,14 @@ def figure_inputs(tmp_path_factory) -> dict[str, tuple]:
         "compare_curves": (views.compare({"a": run, "b": run}),),
         "intervention_effects": (effects,),
         "attribution_depth": (attributions,),
+        "trajectory_figure": (trajectory,),
     }
 
 
 def figure_functions() -> list[str]:
+    """Every figure function the front ends call through `figures` (the profile figure lives in its own module)."""
     return sorted(name for name, f in vars(figures).items() if inspect.isfunction(f)
-                  and f.__module__ == figures.__name__ and typing.get_type_hints(f).get("return") is Figure)
+                  and f.__module__.startswith("analysis.presentation.") and typing.get_type_hints(f).get("return") is Figure)
 
 
 def png(fig: Figure) -> np.ndarray:
@@ -110,7 +118,7 @@ def test_every_figure_function_returns_a_plain_figure_in_the_style(figure_inputs
     for name, args in figure_inputs.items():
         fig = getattr(figures, name)(*args)
         assert isinstance(fig, Figure) and fig.canvas.manager is None, name  # not registered with pyplot
-        assert fig.axes[0].xaxis.label.get_fontsize() == figures.STYLE["axes.labelsize"], name
+        assert fig.axes[0].xaxis.label.get_fontsize() == STYLE["axes.labelsize"], name
         plain = png(fig)
         with matplotlib.rc_context({"xtick.labelsize": 3, "axes.prop_cycle": matplotlib.cycler(color=["red"])}):
             assert np.array_equal(png(getattr(figures, name)(*args)), plain), name  # the caller's style is not drawn
@@ -164,3 +172,87 @@ def test_depth_and_shape_curves_draw_each_control_a_run_has(figure_inputs):
     shape = {line.get_label(): line.get_ydata() for line in figures.shape_curve(blocks, onsets).axes[0].lines}
     np.testing.assert_array_equal(shape["trained: shape_sep"], blocks["shape_sep"])
     np.testing.assert_array_equal(shape["untrained network: shape_sep"], blocks["shape_sep_untrained"])
+
+
+def trained_like_means(k: int = 3, c: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Class means as trained gates have them: channels at 0.4-0.6, classes ~0.01 apart; [K, C] each."""
+    g = np.random.default_rng(seed)
+    mean = 0.4 + 0.2 * g.random(c) + 0.01 * g.standard_normal((k, c))
+    return mean, np.full((k, c), 0.003)
+
+
+def test_profiles_fit_the_data_instead_of_0_to_1():
+    mean, std = trained_like_means()
+    deviation, common = mean - mean.mean(0), mean.mean(0)
+    strip, main = figures.class_profiles({"SE_4_2": (mean, std)}, [0, 1, 2], ["a", "b", "c"]).axes
+    for c, line in enumerate(main.get_lines()[:3]):  # each class minus the all-class curve, the 0 line after them
+        np.testing.assert_allclose(line.get_ydata(), deviation[c])
+    np.testing.assert_allclose(strip.get_lines()[0].get_ydata(), common)
+    reach = np.abs(deviation).max()
+    assert main.get_ylim() == pytest.approx((-1.1 * reach, 1.1 * reach)) and reach < 0.05  # not 0..1
+    low, high = strip.get_ylim()
+    assert low <= common.min() and common.max() <= high and high - low < 1.2 * np.ptp(common)
+    with_bands = figures.class_profiles({"SE_4_2": (mean, std)}, [0, 1, 2], ["a", "b", "c"], spread=True).axes[1]
+    assert len(with_bands.collections) == 3 and all(band.get_alpha() >= 0.2 for band in with_bands.collections)
+    assert with_bands.get_ylim()[1] == pytest.approx(1.1 * (np.abs(deviation) + std).max())  # the bands fit too
+    data = figures.class_profiles({"SE_4_2": (mean, std)}, [0, 1, 2], ["a", "b", "c"], scale="data").axes[0]
+    low, high = data.get_ylim()
+    assert low <= mean.min() and mean.max() <= high and high - low < 1.2 * np.ptp(mean)
+    unit = figures.class_profiles({"SE_4_2": (mean, std)}, [0, 1, 2], ["a", "b", "c"], scale="unit").axes[0]
+    assert unit.get_ylim() == (0, 1)
+
+
+# Machado, Oliveira & Fernandes (2009): linear RGB seen with full protanopia, deuteranopia
+MACHADO = {"protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]],
+           "deuteranopia": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]]}
+
+
+def closest_pair(colors: list[str], vision: list[list[float]]) -> float:
+    """The smallest CIELAB distance between two of the colours as seen with `vision` (sRGB, D65)."""
+    rgb = np.array([matplotlib.colors.to_rgb(c) for c in colors])
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    seen = np.clip(linear @ np.array(vision).T, 0, 1)
+    xyz = seen @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    xyz /= [0.95047, 1.0, 1.08883]
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    lab = np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], 1)
+    return min(np.linalg.norm(lab[i] - lab[j]) for i in range(len(lab)) for j in range(i))
+
+
+def test_classes_keep_apart_under_red_green_colour_blindness():
+    deep = sns.color_palette("deep").as_hex()  # the palette before: Dress and Ankle boot looked alike
+    for n in (4, 10):  # the 4 classes drawn by default, every Fashion-MNIST class
+        for vision in MACHADO.values():
+            assert closest_pair(list(PALETTE[:n]), vision) > closest_pair(deep[:n], vision)
+    drawn = figures.class_profiles({"SE_4_3": trained_like_means(10)}, list(range(10)), [str(k) for k in range(10)])
+    assert len({line.get_color() for line in drawn.axes[1].get_lines()[:10]}) == 10
+
+
+def test_saturation_says_when_no_gate_is_saturated_and_fits_the_shares(figure_inputs):
+    (blocks,) = figure_inputs["saturation_bars"]
+    none = blocks.assign(sat_high=0.0, sat_low=0.0)
+    assert any("no block is saturated" in t.get_text() for t in figures.saturation_bars(none).axes[0].texts)
+    some = blocks.assign(sat_high=np.linspace(0, 0.02, len(blocks)), sat_low=0.01)
+    ax = figures.saturation_bars(some).axes[0]
+    assert not ax.texts and ax.get_ylim()[1] == pytest.approx(1.15 * 0.03)
+
+
+def test_similarity_colours_span_the_values_found():
+    sim = np.array([[1.0, 0.62, 0.9], [0.62, 1.0, 0.75], [0.9, 0.75, 1.0]])
+    assert figures.similarity_matrix(sim, ["a", "b", "c"], "SE_4_3").axes[0].images[0].get_clim() == (0.62, 1.0)
+
+
+def test_legends_cover_no_point_and_runs_are_compared_at_block_names(figure_inputs):
+    for name in ("depth_curve", "shape_curve", "saturation_bars"):
+        fig = getattr(figures, name)(*figure_inputs[name])
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw(renderer)
+        legends = [*fig.legends, *(lg for sub in fig.subfigs for lg in sub.legends),
+                   *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
+        assert legends, name
+        for legend in legends:
+            box = legend.get_window_extent(renderer)
+            assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes), name
+    (table,) = figure_inputs["compare_curves"]
+    ax = figures.compare_curves(table).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == table.loc[table["run"] == "a", "block"].tolist()

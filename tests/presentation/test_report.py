@@ -6,11 +6,14 @@ import html
 import re
 import shutil
 
+import pypdf
 import pytest
 
 from analysis.presentation import views
 from analysis.cli import main
 from analysis.measures import schema
+from analysis.presentation.captions import caption
+from analysis.presentation.numbers import formatted
 from analysis.presentation.report import summary_lines, write_reports
 from analysis.jobs import save_run
 from analysis.runs.folder import load_run
@@ -65,7 +68,7 @@ def test_interventions_and_attributions_get_figures_and_tables(tmp_path):
     table = run.table("interventions").set_index(["group", "intervention"])
     for _, row in rows.iterrows():
         assert row["change_pp"] == pytest.approx(100 * table.loc[(row["block"], row["intervention"]), "acc_change"])
-        assert f"{table.loc[(row['block'], row['intervention']), 'acc']:.4g}" in page
+    assert all(f"<td>{cell}</td>" in page for cell in formatted(run.table("interventions"))["acc"])
 
 
 def test_summary_numbers_match_the_run_tables(runs, tmp_path):
@@ -76,8 +79,11 @@ def test_summary_numbers_match_the_run_tables(runs, tmp_path):
     assert f"Most class-specific block: {top} (mean eta2 {b.loc[top, 'eta2_mean']:.3f})" in page
     assert f"least: {low} (mean eta2 {b.loc[low, 'eta2_mean']:.3f})" in page
     onset = runs[1].document["onset"]
-    assert f"Onset block (detectable): {onset['detectable'] or 'none'}" in page
-    assert f"Onset block (shape): {onset['block'] or 'none'}" in page
+    assert f"onset (detectable): {onset['detectable'] or 'none'}" in page
+    assert f"onset (shape): {onset['block'] or 'none'}" in page
+    if onset["detectable"]:  # the line's numbers are the block's
+        row = b.loc[onset["detectable"]]
+        assert f"eta2 {row['eta2_mean']:#.3g} (95% interval {row['eta2_ci_low']:#.3g}-{row['eta2_ci_high']:#.3g})" in page
     assert f"eta2 {b['eta2_null'].iloc[0]:.4f} expected without class effect" in page
     assert f"best probe accuracy {b['probe_acc'].max():.3f}" in page
     assert "5 classes, 16 SE blocks" in page and f"{b['channels'].sum():,} gate channels" in page
@@ -120,11 +126,29 @@ def test_a_run_with_controls_reports_both_onsets_the_controls_and_its_warnings(r
     with_new_columns(runs[1].path, tmp_path / "new")
     (report,) = write_reports([tmp_path / "new"], tmp_path / "out", progress=False)
     page = report.html.read_text()
-    for key, label in (("block", "shape"), ("detectable", "detectable")):  # the block, the rule and its meaning
-        onset = load_run(tmp_path / "new").document["onset"]
+    onset = load_run(tmp_path / "new").document["onset"]
+    for key, label in (("block", "shape"), ("detectable", "detectable")):  # the block in the answer, the rule folded
+        assert f"<li>onset ({label}): {onset[key]}. " in page
         rule = onset["rule" if key == "block" else "rule_detectable"]
-        assert html.escape(f"Onset block ({label}): {onset[key]}, {schema.ONSETS[key]} (rule: {rule}).") in page
+        assert html.escape(f"{schema.ONSETS[key]}. Rule: {rule}.") in re.search(r"<details>.*?</details>", page, re.S)[0]
+    row = load_run(tmp_path / "new").blocks.set_index("block").loc["SE_4_2"]  # the shape line's numbers are its
+    assert f"shape_sep {row['shape_sep']:#.3g}" in page and f"against {row['shape_sep_untrained']:#.3g} untrained" in page
     assert "Warning from the run: class 4 has only 3 samples" in page
-    header = re.search(r"<h2>Blocks</h2>(.*?)</thead>", page, re.S).group(1)
-    assert all(f"<th>{c}</th>" in header for c in NEW_COLUMNS)
+    every = re.search(r"<h2>Every column</h2>(.*?)</thead>", page, re.S).group(1)
+    assert all(re.search(f">{c}</th>", every) for c in NEW_COLUMNS)
     assert (report.folder / "figures" / "shape.png").stat().st_size > 1000 and "alt='shape'" in page
+
+
+def test_the_pdf_is_an_a4_document_that_carries_the_tables_and_captions(runs, tmp_path):
+    (report,) = write_reports([runs[1].path], tmp_path, pdf=True, progress=False)
+    pages = pypdf.PdfReader(report.folder / "report.pdf").pages
+    assert len(pages) > 2 and all((round(float(p.mediabox.width) / 72 * 25.4), round(float(p.mediabox.height) / 72 * 25.4))
+                                  == (210, 297) for p in pages)  # A4 in mm
+    first, text = pages[0].extract_text(), "\n".join(p.extract_text() for p in pages)
+    headline = formatted(views.headline(runs[1]))
+    table = first[first.index(" ".join(headline.columns)):]  # the blocks table on the first page, as text
+    for row in headline.itertuples(index=False):
+        assert re.search(r"\s+".join(map(re.escape, row)), table), row
+    words = " ".join(text.split())
+    assert all(" ".join(caption(kind).split()[:12]) in words for kind in FIGURES)
+    assert all(column in text for column in views.present(runs[1], views.BLOCK_COLUMNS))  # every column, further on

@@ -1,0 +1,116 @@
+"""Training trajectories: planted snapshots whose class-specific block moves give the planted onsets; the command
+collects each snapshot of a checkpoint folder once (resumable), refuses what is not its own, and tabulates the runs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from analysis import collect, save_run
+from analysis.cli import main
+from analysis.errors import CheckpointError, OptionError, RunFolderError
+from analysis.experiments.trajectory import onset_table, trajectory_runs, trajectory_table
+from analysis.jobs import CollectJob, run_trajectory
+from analysis.models.architectures import build_model
+from analysis.models.checkpoint import save_checkpoint, snapshots
+from analysis.runs.folder import load_run
+from analysis.testing.nets import PlantedBlock, PlantedNet, batches, planted_data
+from analysis.testing.runs import cli_error
+
+BLOCKS = ["SE_2_1", "SE_2_2", "SE_2_3", "SE_3_1", "SE_3_2", "SE_3_3"]
+
+
+def moved(first: int) -> PlantedNet:
+    """A planted net whose blocks read the class channels from block `first` (0-based) on, noise before."""
+    net = PlantedNet()
+    for i in range(6):
+        (net.layer1 if i < 3 else net.layer2)[i % 3] = PlantedBlock(16, slice(8, 16) if i >= first else slice(0, 8), 20 + i)
+    return net.eval()
+
+
+def test_planted_snapshots_give_the_planted_onsets(tmp_path):
+    x, y = planted_data(600)
+    data = batches(x, y, 100)
+    control = collect(moved(6), data, 10, progress=False)  # no block reads the classes
+    planted = {10: 5, 1: 1, 5: 3}  # epoch: first class-specific block; written out of epoch order
+    for epoch, first in planted.items():
+        stats = collect(moved(first), data, 10, progress=False)
+        save_run(stats, tmp_path / f"epoch_{epoch:03d}", {"checkpoint": {"epoch": epoch, "test_accuracy": epoch / 100}},
+                 controls={"untrained": (control, {})})
+    runs = trajectory_runs(tmp_path)
+    table = trajectory_table(runs)
+    assert table["epoch"].tolist() == [e for e in sorted(planted) for _ in BLOCKS]
+    for run in runs:  # every block row is the snapshot run's own
+        rows = table[table.run == run.path.name].drop(columns=[c for c in table if c not in run.blocks])
+        pd.testing.assert_frame_equal(rows.reset_index(drop=True), run.blocks)
+    onsets = onset_table(table).set_index("epoch")
+    for epoch, first in planted.items():
+        assert onsets.loc[epoch, "onset_shape"] == onsets.loc[epoch, "onset_detectable"] == BLOCKS[first]
+        assert onsets.loc[epoch, "test_accuracy"] == pytest.approx(epoch / 100)
+
+
+def test_a_run_of_no_checkpoint_belongs_to_no_trajectory(tmp_path, planted):
+    model, x, y = planted
+    save_run(collect(model, batches(x[:200], y[:200], 100), 10, progress=False), tmp_path / "epoch_001")
+    with pytest.raises(RunFolderError, match="no checkpoint epoch"):
+        trajectory_runs(tmp_path)
+    with pytest.raises(RunFolderError, match="holds no snapshot run"):
+        trajectory_runs(tmp_path / "epoch_001")
+
+
+@pytest.fixture()
+def checkpoint_folder(tmp_path):
+    """A checkpoint folder as `train` writes it: epoch_001, epoch_002 and final (epoch 3), other weights each."""
+    folder = tmp_path / "ckpt"
+    meta = {"arch": "se_resnet20", "arch_args": {"num_classes": 3, "in_channels": 1}, "class_names": ["a", "b", "c"]}
+    for epoch, name in [(1, "epoch_001"), (2, "epoch_002"), (3, "final")]:
+        torch.manual_seed(epoch)
+        save_checkpoint(build_model("se_resnet20", num_classes=3, in_channels=1), folder / name,
+                        {**meta, "epoch": epoch, "test_accuracy": epoch / 10})
+    return folder
+
+
+def test_the_command_collects_each_snapshot_once_and_tabulates_them(checkpoint_folder, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "traj"
+    argv = ["trajectory", str(checkpoint_folder), "--data", "synthetic:classes=3,n=48,size=16,channels=1",
+            "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "trajectory of 3 snapshots" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["epoch_001", "epoch_002", "epoch_003", "trajectory.parquet",
+                                                     "trajectory.png"]
+    table = pd.read_parquet(out / "trajectory.parquet")
+    for epoch in (1, 2, 3):
+        run = load_run(out / f"epoch_{epoch:03d}")
+        assert run.control("untrained") is not None  # each snapshot with its control
+        assert run.meta.checkpoint.test_accuracy == pytest.approx(epoch / 10)
+        rows = table[table.epoch == epoch]
+        assert rows["eta2_mean"].tolist() == run.blocks["eta2_mean"].tolist()
+        assert set(rows["onset_shape"].fillna("none")) == {run.meta.onset.block or "none"}
+    # resumable: nothing collected again with the same settings
+    import analysis.jobs as jobs
+
+    monkeypatch.setattr(jobs, "run_collect", lambda job: pytest.fail(f"collected {job.out} again"))
+    assert main(argv) == 0
+    # other settings: refused without --overwrite, whatever is there is kept
+    assert "other settings" in cli_error(capsys, [*argv, "--limit", "30"])
+    assert load_run(out / "epoch_001").meta.stats.samples == 48
+    (out / "notes.txt").write_text("mine")
+    assert "not a trajectory folder" in cli_error(capsys, argv)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_snapshots_are_read_from_the_checkpoints_own_epochs(checkpoint_folder, tmp_path):
+    assert [(e, p.name) for e, p in snapshots(checkpoint_folder)] == [(1, "epoch_001"), (2, "epoch_002"), (3, "final")]
+    with pytest.raises(CheckpointError, match="not a checkpoint folder"):
+        snapshots(checkpoint_folder / "final.json")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        snapshots(tmp_path / "empty")
+    with pytest.raises(OptionError, match="is a file"):
+        run_trajectory(CollectJob(model=str(checkpoint_folder), data="synthetic:classes=3,n=48", out=checkpoint_folder / "final.json"))
+    (checkpoint_folder / "epoch_003.json").write_bytes((checkpoint_folder / "final.json").read_bytes())
+    (checkpoint_folder / "epoch_003.safetensors").write_bytes((checkpoint_folder / "final.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="both of epoch 3"):
+        snapshots(checkpoint_folder)

@@ -15,6 +15,10 @@ So: every submodule's `reset_parameters()` (BatchNorm weights back to 1), then t
 `init_weights(zero_init_last=False)` where it has one (timm), all under the seed on the CPU (same
 seed, same weights, on any device); then BatchNorm statistics are recomputed on the first samples of
 the data. `--random-init` models are built through the same function (analysis.models.spec).
+
+One untrained network is a noisy reference (over 5 seeds the shipped SE_2_1's untrained eta2 spans
+0.13-0.61), so a run holds several: seeds `untrained_seeds(seed, n)`, each a run folder of its own at
+`RUN/untrained/seed_S/` (`control_folder`).
 """
 
 from __future__ import annotations
@@ -32,8 +36,20 @@ from analysis.data import DataSource, make_loader
 from analysis.errors import ModelSpecError
 
 CONTROLS = ("untrained",)  # the controls `collect --control` can add to a run
+CONTROL_SEEDS = 3  # untrained networks per run: the band's upper end then has 1 in 4 chance to be passed by one more
 BN_SAMPLES = 256  # samples whose BatchNorm statistics replace the fresh network's
 BN_BATCH = 64
+
+
+def untrained_seeds(seed: int, count: int) -> list[int]:
+    """The weight seeds of a run's `count` untrained controls: seed+1 .. seed+count, so that none is
+    the seed a `--random-init` model of the same run was drawn from."""
+    return list(range(seed + 1, seed + 1 + count))
+
+
+def control_folder(kind: str, seed: int) -> str:
+    """Where a control lives inside its run folder, relative to it: `untrained/seed_3`."""
+    return f"{kind}/seed_{seed}"
 
 
 def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

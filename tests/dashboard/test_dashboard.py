@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -45,10 +46,11 @@ SECRET = "SECRET-OUTSIDE-MODEL"  # the model name of a run outside the runs fold
 CRAFTED = "![x](http://attacker.example/x.png) <img src=http://attacker.example/y.png> [link](http://attacker.example) **b**"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 EPOCHS = {"epoch_1": 1, "epoch_10": 10, "epoch_2": 2, "final": 20}  # the snapshots of one training: name, epoch
-RUNS = ("good", "new", "controlled", "paper")  # no controls, newer columns, controls + ablate + attribute, paper
+RUNS = ("good", "new", "controlled", "uncontrolled", "paper")  # planted, newer columns, untrained seeds + ablate +
+# attribute, the shipped network with --control none, paper
 HEATMAP_BLOCK = "block for the heatmap and distributions"  # the Block explorer's block picker
 RUN_LIST = ["controlled", "crafted", "damaged", "empty", "epochs/epoch_1", "epochs/epoch_10", "epochs/epoch_2",
-            "epochs/final", "good", "linked_meta", "linked_table", "new", "old", "paper"]
+            "epochs/final", "good", "linked_meta", "linked_table", "new", "old", "paper", "uncontrolled"]
 
 
 def plain(text: str) -> str:
@@ -76,8 +78,8 @@ def cli(*argv: str) -> None:
 def runs_dir(tmp_path_factory):
     """Run folders of every kind the dashboard meets: good (planted, no controls), new (newer block
     columns), controlled (the shipped network on Fashion-MNIST with its untrained control, ablated
-    and attributed), paper (`se-analysis paper`: a stage-level removal), the epoch snapshots of one
-    training, controls nested inside runs, and broken ones (damaged, old, empty, links out, crafted text)."""
+    and attributed), uncontrolled (the same with --control none), paper (`se-analysis paper`: a
+    stage-level removal), the epoch snapshots of one training, controls nested inside runs, and broken ones (damaged, old, empty, links out, crafted text)."""
     root = tmp_path_factory.mktemp("dash")
     stats = planted_stats(resnet_gates(tuple(range(4, 20))), 5, 30, config=StatsConfig(num_classes=5, reservoir=4))
     save_run(stats, root / "good", {"model": "synthetic", "data": {"spec": "synthetic:classes=5"}})
@@ -118,12 +120,13 @@ def runs_dir(tmp_path_factory):
         cli("collect", *common, "--control", "untrained")
         cli("ablate", *common, "--groups", "block,all", "--resamples", "50")
         cli("attribute", *common)
+        cli("collect", *common[:-1], str(root / "uncontrolled"), "--control", "none")
     return root
 
 
 def needs(runs_dir, run: str) -> None:
     if not (runs_dir / run).is_dir():
-        pytest.skip("the controlled run needs dataset-fashion-mnist")
+        pytest.skip(f"the {run} run needs dataset-fashion-mnist")
 
 
 def app_test(runs_dir, monkeypatch, run: str | None = None, page: str | None = None, **params: str):
@@ -167,8 +170,8 @@ def test_only_run_folders_inside_the_runs_folder_are_listed_never_their_controls
     assert at.sidebar.selectbox[0].options == listed(runs_dir)  # no good/untrained, no .../untrained/seed_0
     at.switch_page(PAGES["Compare"][0]).run()
     comparable = [r for r in listed(runs_dir) if r not in ("damaged", "empty", "old", "linked_meta", "linked_table")]
-    assert at.multiselect[0].options == sorted(comparable, key=lambda r: (r.rpartition("/")[0], EPOCHS.get(
-        r.rpartition("/")[2], 0), r))
+    epochs = {r: (load_run(runs_dir / r).document.get("checkpoint") or {}).get("epoch") for r in comparable}
+    assert at.multiselect[0].options == sorted(comparable, key=lambda r: (r.rpartition("/")[0], epochs[r] or math.inf, r))
 
 
 def test_compare_starts_with_the_snapshots_of_one_training_in_epoch_order(runs_dir, monkeypatch):
@@ -180,18 +183,48 @@ def test_compare_starts_with_the_snapshots_of_one_training_in_epoch_order(runs_d
     assert not at.warning  # one rule, no controls: nothing mixed
 
 
-def test_compare_says_what_each_onset_was_measured_against(runs_dir, monkeypatch):
+def test_compare_says_each_notion_with_its_certainty_and_what_it_was_measured_against(runs_dir, monkeypatch):
     needs(runs_dir, "controlled")
     at = app_test(runs_dir, monkeypatch, "controlled", "Compare")
-    at.multiselect[0].set_value(["good", "controlled"]).run()
+    at.multiselect[0].set_value(["uncontrolled", "controlled"]).run()
     table = at.dataframe[0].value.set_index("run")
     assert table.loc["controlled", "measured against"] == "untrained"
-    assert table.loc["good", "measured against"] == "permutation null only (no control)"
-    for run in ("good", "controlled"):  # per notion where the run records them: no block reads none or undetermined
-        onset = load_run(runs_dir / run).document["onset"]
-        shape = onset.get("notions", {}).get("shape")
-        assert table.loc[run, "onset (shape)"] == (shape["block"] or shape["status"] if shape else onset["block"] or "none")
+    assert table.loc["uncontrolled", "measured against"] == "permutation null only (no control)"
+    for run in ("uncontrolled", "controlled"):  # meta.json as written, read here without the toolkit's types
+        notions = load_run(runs_dir / run).document["onset"]["notions"]
+        assert table.loc[run, "rules"].count("rule") == len(notions) == 3
+        for name, notion in notions.items():
+            cell = table.loc[run, f"onset ({name})"]
+            if notion["status"] == "undetermined":
+                assert cell == f"undetermined ({notion['reason']})"
+            else:
+                assert cell == f"{notion['block'] or 'no block'} (certainty {round(100 * notion['certainty'])}%)"
+    cells = table.filter(like="onset (").loc["uncontrolled"].tolist()
+    assert cells[1:] == ["undetermined (no untrained control)"] * 2  # magnitude and shape need the control
     assert "different rules or against other controls" in at.warning[0].value
+
+
+@pytest.mark.parametrize("run", ["controlled", "uncontrolled"])
+def test_the_overview_says_each_notion_with_its_certainty_or_why_it_is_undetermined(runs_dir, monkeypatch, run):
+    needs(runs_dir, run)
+    at = app_test(runs_dir, monkeypatch, run)
+    notions = load_run(runs_dir / run).document["onset"]["notions"]
+    lines = {text.split(":")[0]: text for text in map(plain, (m.value for m in at.markdown)) if text.startswith("onset (")}
+    assert list(lines) == [f"onset ({name})" for name in notions] == ["onset (detectable)", "onset (magnitude)",
+                                                                     "onset (shape)"]
+    for name, notion in notions.items():
+        line = lines[f"onset ({name})"]
+        if notion["status"] == "undetermined":
+            assert line == f"onset ({name}): undetermined ({notion['reason']})."
+        else:
+            assert line.startswith(f"onset ({name}): {notion['block'] or 'no block'}")
+            assert f"certainty {round(100 * notion['certainty'])}% of {notion['draws']} draws" in line
+    undetermined = [name for name, notion in notions.items() if notion["status"] == "undetermined"]
+    assert undetermined == ([] if run == "controlled" else ["magnitude", "shape"])
+    assert all(notion["reason"] == "no untrained control" for notion in map(notions.get, undetermined))
+    rules = [text for text in map(plain, (m.value for m in at.markdown)) if text.startswith("**onset (")]  # the expander
+    assert [rule.split("**")[1] for rule in rules] == list(lines)
+    assert all(f"Rule: {notion['rule']}; {notion['certainty_rule']}." in rule for rule, notion in zip(rules, notions.values()))
 
 
 @pytest.mark.parametrize("run", RUNS)
@@ -417,6 +450,24 @@ def test_compare_draws_each_runs_untrained_band_between_its_seeds(runs_dir, monk
         assert y.max() == pytest.approx(blocks["eta2_untrained"].max(), rel=1e-6)
 
 
+def test_compare_draws_the_band_of_a_collected_runs_own_untrained_seeds(runs_dir, monkeypatch):
+    needs(runs_dir, "controlled")
+    seeds = sorted((runs_dir / "controlled" / "untrained").glob("seed_*"))
+    eta2 = pd.concat([pd.read_parquet(seed / "blocks.parquet").set_index("block")["eta2_mean"] for seed in seeds], axis=1)
+    assert len(seeds) == 3  # collect's default
+    drawn = []
+    original = figures.compare_curves
+    monkeypatch.setattr(figures, "compare_curves", lambda *a, **k: drawn.append(original(*a, **k)) or drawn[-1])
+    at = app_test(runs_dir, monkeypatch, "controlled", "Compare")
+    at.multiselect[0].set_value(["controlled"]).run()
+    assert not at.exception and not at.error and selectbox(at, "metric").value == "eta2_mean"
+    [band] = [c for c in drawn[-1].axes[0].collections if c.get_paths()]  # fill_between
+    y = band.get_paths()[0].vertices[:, 1]
+    for low, high in zip(eta2.min(axis=1), eta2.max(axis=1)):  # each block's smallest and largest seed
+        assert np.isclose(y, low, rtol=1e-6).any() and np.isclose(y, high, rtol=1e-6).any()
+    assert y.min() == pytest.approx(eta2.to_numpy().min(), rel=1e-6) and y.max() == pytest.approx(eta2.to_numpy().max(), rel=1e-6)
+
+
 def test_a_link_with_a_run_opens_that_run_and_the_address_follows_the_picker(runs_dir, monkeypatch):
     at = app_test(runs_dir, monkeypatch, "paper")
     assert at.sidebar.selectbox[0].value == "paper" and not at.error and at.header[0].value == "Overview"
@@ -476,7 +527,7 @@ def test_the_whole_headline_table_is_in_view_in_a_1280_px_window(runs_dir):
 
     needs(runs_dir, "controlled")
     expected = list(views.headline(load_run(runs_dir / "controlled")).columns)
-    assert len(expected) == len(views.HEADLINE_COLUMNS)  # the run has every headline column
+    assert {"eta2_untrained", "shape_sep_untrained", "sat_high"} <= set(expected)  # the widest headline a run has
     with dashboard_server(runs_dir) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 1000})

@@ -25,6 +25,15 @@ from analysis.testing.runs import cli_error
 SEEDS = 2
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: a second one made these small forwards 5-15 times slower on two loaded cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def resnet():
     """A small SE-ResNet-20 whose weights are none of the controls' (seed 0 of the CPU generator), its data
@@ -143,7 +152,7 @@ def test_flags_follow_their_rule():
 def test_cli_cascade_refuses_bad_options_before_any_pass_and_writes_both_tables(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert main(["collect", "--model", "se_resnet20", "--random-init", "--data",
-                 "synthetic:classes=3,n=48,size=16,channels=1", "--out", out, "--quiet"]) == 0
+                 "synthetic:classes=3,n=48,size=16,channels=1", "--control", "none", "--out", out, "--quiet"]) == 0
     assert "seeds" in cli_error(capsys, ["cascade", out, "--seeds", "0"])
     with pytest.raises(SystemExit) as exit:
         main(["cascade", out, "--unit", "layer"])

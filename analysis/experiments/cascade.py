@@ -2,6 +2,7 @@
 
     table = cascade(model, loader, run, batchnorm_data=source)   # table `cascade`
     flags = cascade_flags(table)                                 # table `cascade_flags`
+    flag_matrix(flags)                                           # block x measure: moved / unmoved (the report's)
 
 An explanation that does not change when the weights it explains are randomised is not about the
 model. Here the network is re-drawn from the top down, one stage (or block) at a time: step 0 is the
@@ -178,6 +179,12 @@ def cascade_flags(table: pd.DataFrame) -> pd.DataFrame:
                          "randomised_high": high, "change": change, "spread": spread, "seeds": len(values),
                          "status": _status(change, spread, len(values))})
     return pd.DataFrame(rows).astype({"step": "int64", "seeds": "int64"})
+
+
+def flag_matrix(flags: pd.DataFrame) -> pd.DataFrame:
+    """The flags as one row per block (depth order) and one column per measure, each cell its status."""
+    matrix = flags.pivot(index="block", columns="measure", values="status")
+    return matrix.loc[list(dict.fromkeys(flags["block"]))[::-1], list(CASCADE_MEASURES)].reset_index()
 
 
 def format_cascade(table: pd.DataFrame, flags: pd.DataFrame, measures: Iterable[str] = ("eta2_excess", "shape_sep")

@@ -18,6 +18,7 @@ from analysis.capture.gates import find_gates
 from analysis.measures.tables import block_table
 from analysis.models.architectures import build_model
 from analysis.models.controls import randomised, untrained
+from analysis.presentation.report import CASCADE_HEADING, content
 from analysis.runs.folder import load_run
 from analysis.testing.nets import batches, record_gates
 from analysis.testing.runs import cli_error
@@ -163,4 +164,8 @@ def test_cli_cascade_refuses_bad_options_before_any_pass_and_writes_both_tables(
     assert "eta2_excess (median over seeds)" in text and "cascade, cascade_flags written" in text
     run = load_run(out, verify=True)
     assert set(run.table("cascade")["randomised_from"]) == {"none", "SE_2_*", "SE_3_*", "SE_4_*"}
-    assert set(run.table("cascade_flags")["block"]) == {g.name for g in run.meta.stats.gates}
+    flags = run.table("cascade_flags")
+    assert set(flags["block"]) == {g.name for g in run.meta.stats.gates}
+    shown = content(run, {}).extra[CASCADE_HEADING].set_index("block")  # the report flags each measure
+    for row in flags.itertuples():
+        assert shown.loc[row.block, row.measure] == row.status

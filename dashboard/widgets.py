@@ -123,13 +123,14 @@ def onsets(run: Run) -> None:
 
 def block_table(table: pd.DataFrame, key: str | None = None) -> int | None:
     """A blocks table with each column's meaning as its help text (schema, the one place of column
-    docs); with `key`, its rows can be selected: the position of the selected row, else None."""
+    docs); with `key`, a click on a cell selects its row: the position of that row, else None (a cell,
+    not a row, so that no column of checkboxes takes the width the headline table needs at 1280 px)."""
     known = {c.name for c in schema.columns("blocks")}
     config = {c: st.column_config.Column(help=schema.doc("blocks", c)) for c in table.columns if c in known}
     if key is None:
         st.dataframe(table, hide_index=True, column_config=config)
         return None
     event = st.dataframe(table, hide_index=True, column_config=config, key=key, on_select="rerun",
-                         selection_mode="single-row")
-    rows = event.selection.rows
-    return rows[0] if rows else None
+                         selection_mode="single-cell")
+    cells = event.selection.cells
+    return cells[0][0] if cells else None

@@ -27,7 +27,7 @@ row = block_table(formatted(views.headline(run)), key="blocks_table")
 if row is not None:
     open_page("blocks", block=run.blocks["block"].iloc[row])
 st.caption(f"Each measure beside its controls (hover a column's name for its meaning); chance levels: eta2 "
-           f"{s['eta2_null']:.4f}, probe {s['probe_chance']:.3f}. Select a row to open that block in the Block explorer.")
+           f"{s['eta2_null']:.4f}, probe {s['probe_chance']:.3f}. Click a row to open that block in the Block explorer.")
 with st.expander("every column"):
     block_table(run.blocks)
 show("depth", run)

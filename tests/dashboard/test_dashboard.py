@@ -469,6 +469,30 @@ def readme_screenshot(page, shot: Path) -> None:
 
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+def test_the_whole_headline_table_is_in_view_in_a_1280_px_window(runs_dir):
+    """Every headline column of a run with controls is drawn, and the table does not scroll sideways:
+    the grid puts only the columns in view into its accessible table."""
+    from playwright.sync_api import sync_playwright
+
+    needs(runs_dir, "controlled")
+    expected = list(views.headline(load_run(runs_dir / "controlled")).columns)
+    assert len(expected) == len(views.HEADLINE_COLUMNS)  # the run has every headline column
+    with dashboard_server(runs_dir) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(f"{url}/?run=controlled", timeout=60_000)
+        settled(page, "Overview")
+        table = page.locator("[data-testid='stDataFrame']").first
+        table.locator("[role='columnheader']").first.wait_for(state="attached", timeout=60_000)
+        shown = [h.text_content().strip() for h in table.locator("[role='columnheader']").all()]
+        scroller = table.locator(".dvn-scroller").evaluate("s => [s.scrollWidth, s.clientWidth]")
+        browser.close()
+    assert shown == expected
+    assert scroller[0] <= scroller[1], scroller
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
 def test_every_page_of_every_kind_of_run_and_the_links_in_a_real_browser(runs_dir, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -500,7 +524,7 @@ def test_every_page_of_every_kind_of_run_and_the_links_in_a_real_browser(runs_di
         table = page.locator("[data-testid='stDataFrame']").first
         table.scroll_into_view_if_needed()
         box = table.bounding_box()
-        page.mouse.click(box["x"] + 15, box["y"] + 35 + 17)  # the selection box of the first row, below the header
+        page.mouse.click(box["x"] + 15, box["y"] + 35 + 17)  # the first row's block cell, below the header
         settled(page, "Block explorer")
         assert "/blocks" in page.url and "block=SE_2_1" in page.url, page.url
         # A click on a column of the heatmap opens its channel in the Channel explorer.

@@ -65,6 +65,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 DEMO_CHECKPOINT = shipped_checkpoint("fmnist_se20")
+DEMO_CONTROL_LIMIT = 2000  # images per untrained control in the demo (README: what it costs and why)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -74,7 +75,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     job = CollectJob(
         model=str(args.model), data="fashion-mnist:test", out=args.out, batch_size=250, limit=args.limit,
-        overwrite=True, progress=not args.quiet,
+        overwrite=True, progress=not args.quiet, control=args.control, control_seeds=args.control_seeds,
+        control_limit=args.control_limit,
     )
     print(format_blocks(run_collect(job)))
     (report,) = write_reports([args.out], args.reports, progress=False)
@@ -319,8 +321,11 @@ HELP = {
     "onset_min_excess": "detectable onset: eta2 above its null by this",
     "onset_margin": "shape onset: shape_sep above its controls by this",
     "overwrite": "replace an existing run folder",
-    "control": "also collect the same architecture untrained (fresh weights from --seed, BatchNorm statistics "
-               "recomputed on the data) into RUN/untrained/",
+    "control": "untrained: also collect the same architecture untrained (fresh weights, BatchNorm statistics "
+               "recomputed on the data) into RUN/untrained/seed_S/, the band of the magnitude and shape answers; "
+               "none: skip it (those answers are then undetermined)",
+    "control_seeds": "untrained networks (weight seeds --seed+1 .. --seed+N); their band is the reference",
+    "control_limit": "images per control pass, a seeded stratified subset (default: all of the run's)",
     "distributed": "under torchrun: each process collects a shard of the data, rank 0 writes the merged run",
     "groups": "comma-separated: block (each alone), stage (each), a stage (SE_4_*), all, or blocks joined by + (SE_4_2+SE_4_3)",
     "interventions": "comma-separated subset",
@@ -348,7 +353,7 @@ def _registered() -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
     from analysis.models.train import SCHEDULES
 
     texts = {"model": f"{model_forms()} (a tag implies --pretrained)", "data": data_forms()}
-    choices = {"decode": DECODE_CHOICES, "amp": AMP_NAMES, "control": CONTROLS, "arch": tuple(ARCHITECTURES),
+    choices = {"decode": DECODE_CHOICES, "amp": AMP_NAMES, "control": (*CONTROLS, "none"), "arch": tuple(ARCHITECTURES),
                "se": SE_VARIANTS, "schedule": SCHEDULES, "method": METHODS, "target": TARGETS}
     return {**HELP, **texts}, choices
 
@@ -423,7 +428,9 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     p.add_argument("--model", type=Path, default=DEMO_CHECKPOINT, help="checkpoint to use")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (replaced on each demo)")
     p.add_argument("--reports", type=Path, default=Path("reports"), help="folder for the demo's report")
-    _options(p, CollectJob, only=("limit",))
+    _options(p, CollectJob, only=("limit", "control", "control_seeds"))
+    p.add_argument("--control-limit", type=int, default=DEMO_CONTROL_LIMIT, help=HELP["control_limit"].replace(
+        "all of the run's", f"{DEMO_CONTROL_LIMIT}, to stay under a minute on two CPU cores"))
     _quiet(p)
     p.set_defaults(func=cmd_demo)
 

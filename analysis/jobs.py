@@ -4,8 +4,9 @@
                                  out=Path("runs/r50"), weights=Path("r50.pth")))
 
 The CLI's `collect` and `demo` are this function; its resolved job goes into meta.json. With
-`control="untrained"` the same architecture with fresh weights from `seed` (analysis.models.controls)
-is collected over the same data with the same settings and stored as the run folder `out/untrained/`.
+`control="untrained"` (the default) the same architecture with fresh weights from each of
+`control_seeds` seeds (analysis.models.controls) is collected over the same data (or a stratified
+`control_limit` of it) and stored as the run folders `out/untrained/seed_S/`.
 `run_paper` is the SE paper's Role-of-Excitation study around one such job (`se-analysis paper`);
 `run_trajectory` one such job per epoch snapshot of a checkpoint folder (`se-analysis trajectory`).
 """
@@ -26,7 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from analysis.capture.collect import collect, gate_precision
+from analysis.capture.collect import collect, control_config, gate_precision
 from analysis.capture.gates import find_gates
 from analysis.capture.distributed import Rank, gather_ranks, join_ranks, merge_ranks, share_model
 from analysis.capture.stats import GateStats, StatsConfig
@@ -39,11 +40,11 @@ from analysis.experiments.interventions import ablate
 from analysis.experiments.paper import Protocol, choose, last_stage, paper_table
 from analysis.experiments.trajectory import TABLE_FILE, snapshot_name, trajectory_table
 from analysis.files import check_creatable, claimed, replacing, sha256
-from analysis.measures.onset import ONSET_MIN_EXCESS
-from analysis.measures.tables import run_tables
+from analysis.measures.notions import ONSET_MIN_EXCESS, NotionRules
+from analysis.measures.tables import control_tables, run_tables, untrained_band
 from analysis.options import Range, check_fields, check_values
 from analysis.models.checkpoint import checkpoint_paths, snapshots
-from analysis.models.controls import untrained, untrained_record
+from analysis.models.controls import CONTROL_SEEDS, control_folder, untrained, untrained_record, untrained_seeds
 from analysis.models.precision import amp_name
 from analysis.models.spec import open_model_and_data, pretrained_weights, state_sha256
 from analysis.runs.folder import Run, check_writable, is_run_folder, load_run, write_run
@@ -78,12 +79,14 @@ class CollectJob:
     seed: int = StatsConfig.seed
     permutations: int = StatsConfig.permutations
     calibration: int = StatsConfig.calibration
-    onset_min_excess: float = ONSET_MIN_EXCESS  # the detectable onset's effect size, see analysis.measures.onset
-    onset_margin: float = 0.0  # the shape onset's margin over its controls, see analysis.measures.onset
+    onset_min_excess: float = ONSET_MIN_EXCESS  # the detectable onset's effect size, see analysis.measures.notions
+    onset_margin: float = 0.0  # the shape onset's margin over its controls, see analysis.measures.notions
     overwrite: bool = False
     progress: bool = True
     distributed: bool = False  # one shard per torchrun process, merged; see analysis.capture.distributed
-    control: str | None = None  # untrained: also collect the architecture untrained, into out/untrained/
+    control: str = "untrained"  # untrained: also collect the architecture untrained, into out/untrained/seed_S/; none
+    control_seeds: Annotated[int, Range(1)] = CONTROL_SEEDS  # untrained networks, weight seeds seed+1..seed+N
+    control_limit: Annotated[int | None, Range(1)] = None  # images per control pass (stratified); default: all
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -116,7 +119,7 @@ def run_collect(job: CollectJob) -> Run | None:
     """Collect gate statistics for `job` and write its run folder (refusing early to overwrite).
 
     With `job.distributed`, under torchrun, each process collects its shard of the data, and only
-    rank 0 writes the merged run; the other ranks return None. With `job.control`, the untrained
+    rank 0 writes the merged run; the other ranks return None. With `job.control`, each untrained
     network is collected the same way and written inside the run, in the same atomic write.
     """
     device = resolve_device(job.device)
@@ -131,14 +134,12 @@ def run_collect(job: CollectJob) -> Run | None:
         if len(present_classes(source)) < 2:
             raise DataError(f"{job.data} has 1 class with samples; class-specificity needs at least two.")
         named = pretrained_weights(job.model, job.pretrained)
-        if job.control and checkpoint is None and job.weights is None and named is None:
-            raise ModelSpecError(
-                f"{job.model} with random weights is already the untrained network of seed {job.seed}; "
-                "give trained weights (a checkpoint, --pretrained or --weights) to compare with --control untrained."
-            )
-        control = untrained(model, job.seed, source) if job.control else None
         stats = _collect(job, model, source, device, rank)
-        control_stats = _collect(job, control, source, device, rank) if control is not None else None
+        hashes = {}
+        for seed in untrained_seeds(job.seed, job.control_seeds) if job.control != "none" else []:
+            control = untrained(model, seed, source)
+            hashes[seed] = state_sha256(control)
+            stats.controls.setdefault(job.control, {})[seed] = _collect(job, control, source, device, rank, control=True)
     if rank and rank.rank != 0:
         return None
     weights_file = job.weights or (checkpoint_paths(job.model)[0] if checkpoint else None)
@@ -157,21 +158,22 @@ def run_collect(job: CollectJob) -> Run | None:
         "warnings": [*selection_warnings(source), *data_warnings(stats)],
         "gate_precision": gate_precision(model, stats.gates, amp_name(job.amp)),
     }
-    controls = {}
-    if control_stats is not None:
-        record = {"kind": job.control, **untrained_record(model, job.seed, source)}
-        controls[job.control] = (control_stats, {**meta, "weights": None, "weights_sha256": None,
-                                                 "checkpoint": None, "pretrained": None, "random_init": None,
-                                                 "control": record,
-                                                 "state_sha256": state_sha256(control),
-                                                 "warnings": [*selection_warnings(source),
-                                                              *data_warnings(control_stats)]})
-    return save_run(stats, job.out, meta, overwrite=job.overwrite, min_excess=job.onset_min_excess,
-                    margin=job.onset_margin, controls=controls)
+    control_meta = {
+        seed: {**meta, "weights": None, "weights_sha256": None, "checkpoint": None, "pretrained": None,
+               "random_init": None, "state_sha256": digest,
+               "control": {"kind": job.control, **untrained_record(model, seed, source)},
+               "warnings": [*selection_warnings(source), *data_warnings(stats.controls[job.control][seed])]}
+        for seed, digest in hashes.items()
+    }
+    rules = NotionRules(**({} if job.onset_min_excess is None else {"min_excess": job.onset_min_excess}),
+                        shape_margin=job.onset_margin)
+    return save_run(stats, job.out, meta, overwrite=job.overwrite, rules=rules, control_meta=control_meta)
 
 
-def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torch.device, rank: Rank | None) -> GateStats:
-    """One hooked pass of `model` over the job's data (this process's shard of it, under torchrun)."""
+def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torch.device, rank: Rank | None,
+             control: bool = False) -> GateStats:
+    """One hooked pass of `model` over the job's data (this process's shard of it, under torchrun); a
+    control's pass over `control_limit` of it, keeping `control_config`'s statistics."""
     model.to(device)
     if rank:
         share_model(model)
@@ -179,17 +181,18 @@ def _collect(job: CollectJob, model: nn.Module, source: DataSource, device: torc
         source.num_classes, bins=job.bins, reservoir=job.reservoir, topk=job.topk, shards=job.shards, seed=job.seed,
         permutations=job.permutations, calibration=job.calibration, classes=present_classes(source),
     )
-    total = min(len(source.dataset), job.limit) if job.limit else len(source.dataset)
+    limit = min(filter(None, (job.limit, job.control_limit)), default=None) if control else job.limit
+    total = min(len(source.dataset), limit) if limit else len(source.dataset)
     shard = rank.shard(total) if rank else None
     loader = make_image_loader(
-        source, job.batch_size, device, decode=job.decode, workers=job.workers, limit=job.limit, indices=shard
+        source, job.batch_size, device, decode=job.decode, workers=job.workers, limit=limit, indices=shard
     )
     stats = collect(
         model, loader, source.num_classes,
-        gate_pattern=job.gates, class_names=source.class_names, config=config,
+        gate_pattern=job.gates, class_names=source.class_names, config=control_config(config) if control else config,
         amp=job.amp, channels_last=job.channels_last, compile=job.compile,
         progress=job.progress and (not rank or rank.rank == 0), total=len(shard) if rank else total,
-        gather=gather_ranks if rank else None,
+        gather=gather_ranks if rank else None, inputs=not control,
     )
     if rank:
         merge_ranks(stats)
@@ -231,23 +234,30 @@ def save_run(
     meta: dict[str, Any] | None = None,
     *,
     overwrite: bool = False,
-    min_excess: float | None = None,
-    margin: float = 0.0,
-    controls: dict[str, tuple[GateStats, dict[str, Any]]] | None = None,
+    rules: NotionRules = NotionRules(),
+    control_meta: dict[int, dict[str, Any]] | None = None,
 ) -> Run:
     """Compute every table of a run from `stats` and write the run folder `out` atomically, with each
-    control's (statistics, meta) as a run folder of its own inside it (`out/untrained/`).
+    of `stats.controls` (collect(..., control="untrained")) as a run folder of its own inside it
+    (`out/untrained/seed_S/`, its meta `control_meta[S]`, by default the run's model and the seed).
 
-    `min_excess` and `margin` set the two onset rules' thresholds (see analysis.measures.onset).
+    The controls' blocks tables are the band of the notions magnitude and shape (analysis.measures.
+    notions, thresholds `rules`); without controls those notions are undetermined.
     """
     check_writable(out, overwrite)
-    inner = {}
-    for name, (control_stats, control_meta) in (controls or {}).items():
-        control_tables, control_onset = run_tables(control_stats, min_excess=min_excess, margin=margin)
-        inner[name] = (control_stats, {**control_meta, "onset": control_onset}, control_tables)
-    untrained = controls["untrained"][0] if controls and "untrained" in controls else None
-    tables, onset = run_tables(stats, untrained=untrained, min_excess=min_excess, margin=margin)
-    meta = {**(meta or {}), "onset": onset, "controls": sorted(inner)}
+    meta = meta or {}
+    inner: dict[str, dict[int, tuple]] = {}
+    found = control_tables(stats, rules)
+    for kind, by_seed in found.items():
+        for seed, (tables_, control_onset) in by_seed.items():
+            default = {"model": meta.get("model"), "control": {"kind": kind, "seed": seed}}
+            record = {**(control_meta or {}).get(seed, default), "onset": control_onset}
+            inner.setdefault(kind, {})[seed] = (stats.controls[kind][seed], record, tables_)
+    tables, onset = run_tables(stats, controls=untrained_band(found), rules=rules)
+    controls = {kind: {"seeds": sorted(by_seed), "folders": [control_folder(kind, s) for s in sorted(by_seed)],
+                       "samples": sorted({c.samples for c in by_seed.values()})}
+                for kind, by_seed in stats.controls.items()}
+    meta = {**meta, "onset": onset, "controls": controls}
     return write_run(stats, out, meta, tables, overwrite=overwrite, controls=inner)
 
 

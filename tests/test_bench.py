@@ -36,6 +36,7 @@ SMOKE = {
     "amp_gates.py": (lambda tmp: ["--limit", "40", "--batch", "40"], r"SE_4_3"),
     "channel_ablate.py": (lambda tmp: ["--tiny"], r"interv\.x img/s"),
     "collect_overhead.py": (lambda tmp: ["--smoke"], r"timed overhead"),
+    "control_cost.py": (lambda tmp: ["--tiny"], r"pass: one control, 50 images"),
     "dashboard_scale.py": (lambda tmp: ["--runs", str(tmp / "runs"), "--tiny"], r"after the first load"),
     "gpu_throughput.py": (lambda tmp: ["--models", "se_resnet20", "--batches", "1", "--repeats", "1"], r"collect"),
     "jpeg_pipeline.py": (lambda tmp: [str(jpeg_folder(tmp)), "--device", "cpu", "--model", "timm:seresnet18",
@@ -44,13 +45,15 @@ SMOKE = {
     "make_jpeg_folder.py": (lambda tmp: [str(tmp / "jpegs"), "--classes", "2", "--per-class", "2",
                                          "--size", "40x30", "--jobs", "1"], r"4 JPEGs in 2 classes"),
     "metrics_scale.py": (lambda tmp: ["--tiny"], r"peak RSS GiB"),
+    "shape_normalisation.py": (lambda tmp: ["--tiny"], r"onset with gate SD"),
     "stats_memory.py": (lambda tmp: ["--classes", "10", "--permutations", "9", "--allocate"], r"allocated z: [\d.]+ MiB"),
     "report_time.py": (lambda tmp: [str(collected_run(tmp)), "--repeats", "1"], r"reports of 1 run"),
     "stats_kernels.py": (lambda tmp: ["--classes", "10", "--batch", "8"], r"operations per batch: \d+"),
     "traced_gates.py": (lambda tmp: ["--model", "timm:seresnet18", "--size", "32", "--batch", "2", "--batches", "1",
                                      "--repeats", "1"], r"ratio to plain"),
+    "validate_notions.py": (lambda tmp: ["--tiny"], r"image bootstrap: 10 resamples"),
 }
-NEEDS_FASHION_MNIST = {"ablate_replay.py", "ablation_card.py", "amp_gates.py"}
+NEEDS_FASHION_MNIST = {"ablate_replay.py", "ablation_card.py", "amp_gates.py", "control_cost.py", "validate_notions.py"}
 
 
 def run_script(name: str, args: list[str]) -> str:

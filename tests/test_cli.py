@@ -368,7 +368,7 @@ def test_ablate_into_a_run_folder_that_cannot_be_written_stops_before_the_pass(s
 
 
 def test_subcommands_describe_themselves_and_show_their_real_defaults(capsys):
-    from analysis.measures.onset import ONSET_MIN_EXCESS
+    from analysis.measures.notions import ONSET_MIN_EXCESS
 
     for command in ("paper", "collect", "ablate", "show"):
         with pytest.raises(SystemExit):

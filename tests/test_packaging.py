@@ -62,7 +62,7 @@ def run_installed(site: Path, cwd: Path, code: str) -> subprocess.CompletedProce
 def test_installed_wheel_runs_the_demo_from_another_folder(site: Path, tmp_path: Path) -> None:
     if not FASHION_MNIST.is_dir():
         pytest.skip(f"the demo reads Fashion-MNIST from {FASHION_MNIST} (Debian's dataset-fashion-mnist)")
-    argv = ["analysis", "demo", "--out", "X/demo", "--reports", "Y", "--limit", "1000", "--quiet"]
+    argv = ["analysis", "demo", "--out", "X/demo", "--reports", "Y", "--limit", "1000", "--control-seeds", "1", "--quiet"]
     demo = f"import runpy, sys; sys.argv = {argv!r}; runpy.run_module('analysis', run_name='__main__')"  # python -m
     done = run_installed(site, tmp_path, demo)
     assert done.returncode == 0, done.stderr

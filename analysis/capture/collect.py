@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from analysis.errors import DataError, GateValueError
+from analysis.errors import DataError, GateValueError, OptionError
 from analysis.capture.adapters import Nonlinearity, module_nonlinearity
 from analysis.capture.calls import CallCounter, Frame, evaluating, site_nonlinearity, subtrees
 from analysis.capture.config import Gather
@@ -46,6 +46,7 @@ from analysis.capture.gates import Block, Gate, find_gates, squeeze_block, unwra
 from analysis.capture.hooks import ForwardHooks, run_gate
 from analysis.capture.tracing import channel_view
 from analysis.capture.stats import GateStats, StatsConfig
+from analysis.models.controls import CONTROL_SEEDS, CONTROLS, untrained, untrained_seeds
 from analysis.models.precision import autocast
 
 
@@ -248,8 +249,16 @@ def collect(
     total: int | None = None,
     inputs: bool = True,
     gather: Gather | None = None,
+    control: str | None = None,
+    control_seeds: int = CONTROL_SEEDS,
 ) -> GateStats:
     """Stream every gate of `model` over `loader` into GateStats on the model's device.
+
+    With `control="untrained"`, the same pass follows for `control_seeds` untrained copies of the
+    model (analysis.models.controls: each module's own init, BatchNorm statistics recomputed on the
+    loader's first samples), into `stats.controls["untrained"]` by weight seed, with
+    `control_config`'s statistics; the loader must be readable again (a DataLoader or a list).
+    Without a control, `save_run` leaves the answers that need one undetermined.
 
     The loader yields (x, y) or (x, y, sample_ids). The pass runs in eval mode, so that BatchNorm
     uses (and never updates) its running statistics; the model's mode is restored after. `amp` is
@@ -259,9 +268,27 @@ def collect(
     `new_stats`). `gather` shares the calibration sample across processes (GateStats). Raises
     DataError for an empty loader, NoGatesError, LabelError and GateValueError as described in GateStats.
     """
+    if control is not None and control not in CONTROLS:
+        raise OptionError(f"{control!r} is not a control; controls: {', '.join(CONTROLS)}.")
+    if control is not None and iter(loader) is loader:
+        raise DataError("controls need a loader that can be read again (a DataLoader or a list), not an iterator.")
     with evaluating(model):
-        return _collect(model, loader, num_classes, gates, gate_pattern, class_names, config, amp, channels_last,
-                        compile, progress, total, inputs, gather)
+        stats = _collect(model, loader, num_classes, gates, gate_pattern, class_names, config, amp, channels_last,
+                         compile, progress, total, inputs, gather)
+    for seed in untrained_seeds(stats.config.seed, control_seeds) if control is not None else []:
+        fresh = untrained(model, seed, loader).to(model_device(model))
+        stats.controls.setdefault(control, {})[seed] = collect(
+            fresh, loader, num_classes, gates=stats.gates, class_names=class_names, config=control_config(stats.config),
+            amp=amp, channels_last=channels_last, progress=progress, total=total, inputs=False)
+    return stats
+
+
+def control_config(config: StatsConfig) -> StatsConfig:
+    """What a control pass keeps: the moments of one shard (the band holds each seed's point value,
+    never resampled), the fewest bins; no permutation null, top samples or reservoir (so no probe:
+    probe_untrained is NaN; three probes per block and seed would cost more than the passes), the
+    same classes and seed."""
+    return dataclasses.replace(config, shards=1, bins=2, skip=tuple({*config.skip, "null", "top", "reservoir"}))
 
 
 def compiled(model: nn.Module) -> Callable[[torch.Tensor], Any]:

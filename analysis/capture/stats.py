@@ -88,6 +88,9 @@ class GateStats:
         self.device = torch.device(device)
         self.layout = Layout(config, [g.channels for g in self.gates])
         self.columns = {g.name: cols for g, cols in zip(self.gates, self.layout.columns)}
+        # the untrained controls collected beside (kind -> weight seed -> statistics; collect(control=...)),
+        # written with the run by save_run; not part of the state, merge or describe
+        self.controls: dict[str, dict[int, GateStats]] = {}
         self._index = {g.name: i for i, g in enumerate(self.gates)}
         self._classes = torch.tensor(config.present, device=self.device)  # [K'] the labels that occur, in order
         self._perms = torch.arange(config.permutations, device=self.device)

@@ -40,6 +40,7 @@ class Anova(NamedTuple):
 
     n: float  # samples
     classes: int  # classes with samples
+    counts: np.ndarray  # [K] samples per class
     means: np.ndarray
     ss_between: np.ndarray
     ss_within: np.ndarray
@@ -77,7 +78,7 @@ def anova(count: Array, total: Array, total_sq: Array, shift: Array | None = Non
     ss_between[constant] = 0.0
     means += shift
     means[n_k == 0] = 0.0
-    return Anova(n, int((n_k > 0).sum()), means, ss_between, ss_within, constant)
+    return Anova(n, int((n_k > 0).sum()), n_k, means, ss_between, ss_within, constant)
 
 
 def eta_squared(a: Anova) -> np.ndarray:
@@ -90,20 +91,33 @@ def eta_squared(a: Anova) -> np.ndarray:
         return np.where(a.constant, 0.0, a.ss_between / (a.ss_between + a.ss_within))
 
 
-def f_test(a: Anova) -> tuple[np.ndarray, np.ndarray]:
-    """One-way ANOVA F and its upper-tail p-value per channel: [C], [C].
+def f_statistic(a: Anova) -> tuple[np.ndarray, float, float]:
+    """One-way ANOVA F per channel [C] with its degrees of freedom (K'-1, N-K').
 
-    Constant channel: F = 0, p = 1. Constant within every class but not overall: F = inf, p = 0.
-    No degrees of freedom (K' < 2 or N <= K') for a non-constant channel: NaN.
+    Constant channel: F = 0. Constant within every class but not overall: F = inf. No degrees of
+    freedom (K' < 2 or N <= K') for a non-constant channel: NaN.
     """
     k, n = a.classes, a.n
     if k < 2 or n <= k:
-        nan = np.full(a.constant.shape, np.nan)
-        return np.where(a.constant, 0.0, nan), np.where(a.constant, 1.0, nan)
+        return np.where(a.constant, 0.0, np.nan), float(k - 1), float(n - k)
     with np.errstate(divide="ignore", invalid="ignore"):
         f = np.where(a.ss_within > 0, (a.ss_between / (k - 1)) / (a.ss_within / (n - k)), np.inf)
     f[a.constant] = 0.0
-    return f, sps.f.sf(f, k - 1, n - k)
+    return f, float(k - 1), float(n - k)
+
+
+def f_p_value(f: np.ndarray, df1: np.ndarray | float, df2: np.ndarray | float) -> np.ndarray:
+    """Upper-tail p-value of F (broadcast with its degrees of freedom): 1 at F = 0, 0 at inf, NaN at NaN.
+    One call for many layouts (the resamples) is much faster than one per layout."""
+    with np.errstate(invalid="ignore"):
+        return np.where(f == 0, 1.0, sps.f.sf(f, df1, df2))
+
+
+def f_test(a: Anova) -> tuple[np.ndarray, np.ndarray]:
+    """One-way ANOVA F (`f_statistic`) and its upper-tail p-value per channel: [C], [C]: constant
+    channel p = 1, F = inf p = 0, NaN F NaN p."""
+    f, df1, df2 = f_statistic(a)
+    return f, f_p_value(f, df1, df2)
 
 
 def epsilon_squared(a: Anova) -> np.ndarray:

@@ -15,9 +15,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import NamedTuple
+
 from analysis.measures._arrays import Array, as_numpy
-from analysis.measures.anova import Anova, eta_squared
+from analysis.measures.anova import Anova, class_modulation, eta_squared
 from analysis.measures.profiles import profile_separation
+
+
+class Null(NamedTuple):
+    """Block statistics under each of the P relabellings, [P] each."""
+
+    eta2: np.ndarray  # block-mean eta2
+    class_mod: np.ndarray  # block-mean class modulation, gate units
+    shape_sep: np.ndarray
 
 
 def relabelled(a: Anova, count: Array, total: Array, shift: Array) -> Anova:
@@ -33,19 +43,19 @@ def relabelled(a: Anova, count: Array, total: Array, shift: Array) -> Anova:
     ss_between[a.constant] = 0.0
     means += as_numpy(shift).astype(np.float64)
     means[n_k == 0] = 0.0
-    return Anova(n, int((n_k > 0).sum()), means, ss_between, ss_total - ss_between, a.constant)
+    return Anova(n, int((n_k > 0).sum()), n_k, means, ss_between, ss_total - ss_between, a.constant)
 
 
-def permutation_null(count: Array, total: Array, shift: Array, a: Anova) -> tuple[np.ndarray, np.ndarray]:
-    """(block-mean eta2 [P], shape_sep [P]) under each relabelling: count [P, K], total [P, K, C]
-    sums of x - shift (shift [C]) under relabelling p; `a` the true labels' layout (`relabelled`)."""
+def permutation_null(count: Array, total: Array, shift: Array, a: Anova) -> Null:
+    """The block statistics under each relabelling: count [P, K], total [P, K, C] sums of x - shift
+    (shift [C]) under relabelling p; `a` the true labels' layout (`relabelled`)."""
     cnt, t = as_numpy(count), as_numpy(total)
-    eta2, shape = np.empty(cnt.shape[0]), np.empty(cnt.shape[0])
+    eta2, mod, shape = (np.empty(cnt.shape[0]) for _ in range(3))
     for p in range(cnt.shape[0]):
         null = relabelled(a, cnt[p], t[p], shift)
-        eta2[p] = float(eta_squared(null).mean())
-        shape[p] = profile_separation(null.means[cnt[p] > 0])[1]
-    return eta2, shape
+        eta2[p], mod[p] = float(eta_squared(null).mean()), float(class_modulation(null).mean())
+        shape[p] = profile_separation(null)[1]
+    return Null(eta2, mod, shape)
 
 
 def permutation_p(observed: float, null: np.ndarray) -> float:

@@ -4,10 +4,12 @@ whole gate profiles are (the SE paper's "curves overlap")."""
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 from analysis.measures._arrays import Array, as_numpy
+from analysis.measures.anova import Anova
 
 
 def selectivity(class_means: Array) -> np.ndarray:
@@ -49,29 +51,59 @@ def mean_pairwise_cosine(rows: Array, *, centre: bool = False) -> float:
     return (float(summed @ summed) - (m - z) + z * (z - 1)) / (m * (m - 1))
 
 
-def profile_separation(class_means: Array) -> tuple[float, float]:
-    """(profile_sep, shape_sep) of one block from its class-mean profiles m_k: class_means [K', C].
+class ProfileSplit(NamedTuple):
+    """How one block's class-mean curves m_k differ from their common curve m, in gate units."""
 
-    profile_sep = rms over classes and channels of m_k - m (m the mean profile over classes)
-    divided by the std of m across channels: how far apart the class curves are, compared with
-    the structure of the common curve. shape_sep is the same after removing from each m_k - m its
-    least-squares fit on [1, m - mean(m)], the part a per-class shift and scale of m explains:
-    curves that differ only so are class-agnostic in the SE paper's sense. The share of
-    between-class variance the fit leaves is no criterion on its own (for unstructured deviations
-    it is (C-2)/C whatever their size), hence the division by the profile's spread. 0 when the
-    class curves are identical; NaN with K' < 2 or otherwise a flat m (std 0 across channels).
+    deviation: float  # rms over classes and channels of m_k - m
+    residual: float  # the same after removing each m_k - m's least-squares fit on [1, m - mean(m)]
+    affine_r2: float  # 1 - residual^2 / deviation^2: the share a per-class shift and scale of m explains
+
+
+def profile_split(a: Anova) -> ProfileSplit:
+    """(deviation, residual, affine_r2) of one block's layout, over the classes with samples.
+
+    A per-class shift and scale of the common curve m (m_k = m + a_k + b_k (m - mean(m))) leaves
+    the residual 0: such curves are copies of one curve, class-agnostic in the SE paper's sense.
+    Identical class curves (constant gates too) have no residual: (0, 0, 1). NaN with K' < 2. A
+    flat m leaves the shift only.
     """
-    mk = as_numpy(class_means).astype(np.float64, copy=False)
+    mk = a.means[a.counts > 0]
     if mk.shape[0] < 2:
-        return math.nan, math.nan
+        return ProfileSplit(math.nan, math.nan, math.nan)
     m = mk.mean(0)
     d = mk - m
-    if not d.any():
-        return 0.0, 0.0  # identical class curves (constant gates): no separation, even on a flat m
     u = m - m.mean()
-    spread = float(np.sqrt((u * u).mean()))
-    if spread == 0.0:
-        return math.nan, math.nan
     # 1 and u are orthogonal (u is centred), so the fit is the two separate projections
-    r = d - d.mean(1, keepdims=True) - np.outer(d @ u / float(u @ u), u)
-    return float(np.sqrt((d * d).mean())) / spread, float(np.sqrt((r * r).mean())) / spread
+    r = d - d.mean(1, keepdims=True)
+    uu = float(u @ u)
+    if uu > 0:
+        r -= np.outer(r @ u / uu, u)
+    dev, res = float(np.sqrt((d * d).mean())), float(np.sqrt((r * r).mean()))
+    return ProfileSplit(dev, res, 1.0 - (res / dev) ** 2 if dev > 0 else 1.0)
+
+
+def gate_sd(a: Anova) -> float:
+    """Standard deviation of all N*C gate values of one block around their block mean: sqrt of the
+    channels' mean total variance (within and between classes) plus the variance of the channel
+    means across channels. The yardstick of `profile_separation`; it does not depend on the labels."""
+    if a.n == 0:
+        return math.nan
+    grand = a.counts @ a.means / a.n  # [C] channel means
+    total = (a.ss_between + a.ss_within) / a.n
+    return float(np.sqrt(total.mean() + grand.var()))
+
+
+def profile_separation(a: Anova) -> tuple[float, float]:
+    """(profile_sep, shape_sep) of one block: `profile_split`'s deviation and residual divided by
+    the block's gate standard deviation (`gate_sd`).
+
+    shape_sep is the part of the class curves' differences that is not a copy of the common curve,
+    as a share of everything the block's gates do (across channels, classes and images). Why this
+    yardstick and not the common curve's spread across channels (before issue 23) or the
+    within-class SD: the README's "What is measured" gives the evidence. 0 when the class curves
+    are identical (constant gates included); NaN with K' < 2.
+    """
+    split, sd = profile_split(a), gate_sd(a)
+    if split.deviation == 0.0 or sd == 0.0:  # sd 0: the means differ by rounding alone (anova's constant floor)
+        return 0.0, 0.0
+    return split.deviation / sd, split.residual / sd

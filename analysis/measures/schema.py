@@ -63,10 +63,25 @@ _PROBE = (
     "would be tested but never trained on). NaN when fewer than 2 classes remain or fewer samples than folds."
 )
 _SHAPE = (
-    "Divided by the std across channels of m, the spread of the common curve; 0 when the class curves "
-    "are identical (constant gates), NaN when K' < 2 or m is otherwise flat."
+    "Divided by gate_std, the SD of all the block's gate values (across channels, classes and images; "
+    "before issue 23: the SD of m across channels, which a nearly flat m made noisy): a share of what "
+    "the block's gates do. 0 when the class curves are identical (constant gates), NaN when K' < 2."
 )
 _NAN_CONTROL = "NaN when the control was not collected."
+_BAND = (
+    "over the untrained network's control seeds (collect --control untrained --control-seeds J, "
+    "RUN/untrained/seed_S/). NaN when the control was not collected."
+)
+_BOOTSTRAP = (
+    "95% shard-bootstrap interval: R resamples of the S shards with replacement (the same for every "
+    "block), the expanded percentile interval of Hesterberg 2015 (quantiles at Phi(-sqrt(S/(S-1)) t), t "
+    "Student's 97.5% quantile with S-1 degrees of freedom: 0.57% and 99.43% for 8 shards). NaN when S < 2."
+)
+_NOTION_SHARE = (
+    "Share of the draws (each a shard-bootstrap resample of the data held against one untrained seed; "
+    "detectable: against chance) in which the block passes the notion's test (analysis.measures.notions; "
+    "meta.json onset.notions has the rule). NaN when the notion is undetermined (e.g. no untrained control)."
+)
 _PROFILES = (
     "1 when K' < 2. A zero vector (cosine) or a constant profile (correlation) counts as identical "
     "to another such and as 0 to any other."
@@ -164,6 +179,14 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
             Column("eps2_mean", "float64", "Mean eps2 over channels (bias-corrected effect size)."),
             Column("class_mod", "float64", "Mean class_mod over channels, in gate units."),
             Column(
+                "class_mod_perm_q95",
+                "float64",
+                "The 95th percentile of class_mod over the P pseudo-labellings (linear interpolation): what "
+                "sampling noise alone reaches, the magnitude notion's null. NaN without permutation tables.",
+            ),
+            Column("class_mod_untrained", "float64", f"The largest class_mod of the same block {_BAND}"),
+            Column("class_mod_untrained_low", "float64", f"The smallest class_mod of the same block {_BAND}"),
+            Column(
                 "eta2_perm",
                 "float64",
                 "Label-permutation null: eta2_mean of the same gates under each of P fixed pseudo-labellings "
@@ -180,8 +203,9 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
             Column(
                 "eta2_untrained",
                 "float64",
-                f"eta2_mean of the same block of the untrained network (collect --control untrained). {_NAN_CONTROL}",
+                f"The largest eta2_mean of the same block {_BAND}",
             ),
+            Column("eta2_untrained_low", "float64", f"The smallest eta2_mean of the same block {_BAND}"),
             Column(
                 "eta2_z",
                 "float64",
@@ -200,8 +224,15 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
                 "the part a per-class shift and scale of the common curve explains (curves differing only "
                 f"so are class-agnostic in the SE paper's sense). {_SHAPE}",
             ),
-            Column("shape_sep_ci_low", "float64", f"Lower end of the {_JACKKNIFE} Here of shape_sep."),
-            Column("shape_sep_ci_high", "float64", f"Upper end of the {_JACKKNIFE} Here of shape_sep."),
+            Column("shape_sep_ci_low", "float64", f"Lower end of shape_sep's {_BOOTSTRAP}"),
+            Column("shape_sep_ci_high", "float64", f"Upper end of shape_sep's {_BOOTSTRAP}"),
+            Column(
+                "affine_r2",
+                "float64",
+                "1 - |residual|^2 / |m_k - m|^2 over classes and channels: the share of the class curves' "
+                "differences that a per-class shift and scale of the common curve explains (1: copies of "
+                "one curve; also when the class curves are identical). NaN when K' < 2.",
+            ),
             Column(
                 "shape_sep_perm",
                 "float64",
@@ -211,14 +242,21 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
             Column(
                 "shape_sep_perm_max",
                 "float64",
-                "The largest shape_sep over the P pseudo-labellings, the null's upper band used by the "
-                "onset rule (a maximum: it grows with P). NaN without permutation tables.",
+                "The largest shape_sep over the P pseudo-labellings (it grows with P). NaN without "
+                "permutation tables.",
+            ),
+            Column(
+                "shape_sep_perm_q95",
+                "float64",
+                "The 95th percentile of shape_sep over the P pseudo-labellings (linear interpolation): the "
+                "shape notion's null. NaN without permutation tables.",
             ),
             Column(
                 "shape_sep_untrained",
                 "float64",
-                f"shape_sep of the same block of the untrained network. {_NAN_CONTROL}",
+                f"The largest shape_sep of the same block {_BAND}",
             ),
+            Column("shape_sep_untrained_low", "float64", f"The smallest shape_sep of the same block {_BAND}"),
             Column("frac_significant", "float64", "Share of channels significant after BH-FDR at q."),
             Column("selectivity_median", "float64", "Median channel selectivity."),
             Column("mi_bits_mean", "float64", "Mean channel MI in bits."),
@@ -270,7 +308,8 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
             Column(
                 "probe_untrained",
                 "float64",
-                f"probe_acc on the same block of the untrained network. {_NAN_CONTROL}",
+                "The largest probe_acc of the same block over the untrained network's control seeds; NaN "
+                "when the control was not collected or its passes kept no reservoir.",
             ),
             Column("probe_z", "float64", f"probe_acc on the squeezed inputs z of the block. {_NAN_CONTROL}"),
             Column(
@@ -295,6 +334,9 @@ TABLES: dict[str, tuple[str, tuple[Column, ...]]] = {
                 "Population std of all N*C gate values of the block, pooled from the channels' means and "
                 "stds (NaN without samples).",
             ),
+            Column("detectable_share", "float64", f"Detectable: {_NOTION_SHARE}"),
+            Column("magnitude_share", "float64", f"Magnitude: {_NOTION_SHARE}"),
+            Column("shape_share", "float64", f"Shape: {_NOTION_SHARE}"),
         ),
     ),
     "class_means": (

@@ -9,21 +9,21 @@ from GateStats (`capture.stats`):
 * `saturation`: exact counts of gates >= 0.9 and <= 0.1 per class and channel;
 * reservoir `values [n, C]` float32 with `labels [n]`, `ids [n]` int64: up to R whole gate vectors
   per class;
-* `stats.inputs`: the same for the squeeze inputs z of each SE block; `untrained`: the same
-  statistics of the untrained network (the controls).
+* `stats.inputs`: the same for the squeeze inputs z of each SE block; `controls`: the blocks
+  tables of the untrained network per weight seed (the controls' own run tables).
 
 At ImageNet scale (K = 1000, 15k channels in 16 blocks) channel_table + block_table took under 5 s
 on two cores before the logistic probe (bench/metrics_scale.py); the big passes run on as many
 threads as `torch.get_num_threads()`, the probe on the statistics' device.
 
-    tables, onset = run_tables(stats, untrained=control.stats)   # {"blocks": ..., ...}, meta "onset"
+    tables, onset = run_tables(stats, controls={1: run_tables(untrained_stats)[0]["blocks"]})
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -43,19 +43,11 @@ from analysis.measures.anova import (
     f_test,
 )
 from analysis.measures.information import mutual_information_bits
-from analysis.measures.onset import (
-    ONSET_MIN_EXCESS,
-    ONSET_MIN_FRAC_SIGNIFICANT,
-    ONSET_RULE,
-    SHAPE_ONSET_MARGIN,
-    SHAPE_ONSET_RULE,
-    OnsetRule,
-    ShapeOnsetRule,
-)
-from analysis.measures.permutation import permutation_null, permutation_p
+from analysis.measures.notions import NULL_QUANTILE, NotionRules, answer, resample_statistics
+from analysis.measures.permutation import Null, permutation_null, permutation_p
 from analysis.measures.probe import PROBE_MAX_CLASSES, Probe, control_labels, ncm_probe, probe
-from analysis.measures.profiles import mean_pairwise_cosine, profile_separation, selectivity
-from analysis.measures.resampling import eta2_jackknife, shape_sep_jackknife
+from analysis.measures.profiles import mean_pairwise_cosine, profile_separation, profile_split, selectivity
+from analysis.measures.resampling import bootstrap_interval, eta2_jackknife, resample_count, shard_weights
 from analysis.measures.schema import validate
 from analysis.measures.testing import benjamini_hochberg
 
@@ -66,6 +58,7 @@ class GateLike(Protocol):
     name: str
     depth: int
     path: str
+    channels: int
 
 
 class StatsLike(Protocol):
@@ -156,22 +149,33 @@ def channel_table(stats: StatsLike, *, q: float = 0.05) -> pd.DataFrame:
     return table
 
 
-def _specificity(stats: StatsLike | None, name: str, probe_args: dict[str, Any]) -> dict[str, float]:
-    """eta2 (block mean), shape_sep and probe accuracy of one gate of `stats` (a control); NaN
-    where `stats` is None or lacks the gate."""
+def _squeeze(stats: StatsLike | None, name: str, probe_args: dict[str, Any]) -> dict[str, float]:
+    """eta2 (block mean) and probe accuracy of one gate of the squeeze inputs `stats`; NaN where
+    `stats` is None or lacks the gate."""
     if stats is None or name not in {g.name for g in stats.gates}:
-        return {"eta2": math.nan, "shape_sep": math.nan, "probe": math.nan}
-    a = _anova(stats, name)
+        return {"eta2_mean": math.nan, "probe": math.nan}
     values, labels, _ = stats.reservoir(name)
-    return {
-        "eta2": float(eta_squared(a).mean()),
-        "shape_sep": profile_separation(a.means[_totals(stats, name)[0] > 0])[1],
-        "probe": probe(values, labels, **probe_args).accuracy,
-    }
+    return {"eta2_mean": float(eta_squared(_anova(stats, name)).mean()), "probe": probe(values, labels, **probe_args).accuracy}
+
+
+def control_statistics(blocks: Mapping[int, pd.DataFrame], gates: Sequence[str]) -> dict[int, dict[str, np.ndarray]]:
+    """Per untrained seed, its eta2_mean, class_mod, shape_sep and probe accuracy per gate [G], in
+    the order of `gates`, read from that control's own blocks table (NaN for a gate it lacks): the
+    band the notions hold the trained values against."""
+    columns = {"eta2_mean": "eta2_mean", "class_mod": "class_mod", "shape_sep": "shape_sep", "probe": "probe_acc"}
+    out = {}
+    for seed, table in blocks.items():
+        indexed = table.set_index(table["block"].astype(str))
+        out[seed] = {key: indexed[column].reindex(list(gates)).to_numpy(dtype=float) for key, column in columns.items()}
+    return out
 
 
 def _probes(stats: StatsLike, name: str, probe_args: dict[str, Any]) -> dict[str, float]:
-    """The logistic probe, its control task on the labels dealt out again and the nearest-class-mean probe."""
+    """The logistic probe, its control task on the labels dealt out again and the nearest-class-mean probe;
+    NaN when the statistics kept no reservoir (the untrained controls, `capture.collect.control_config`)."""
+    if not stats.config.keeps("reservoir"):
+        return dict.fromkeys(("probe_acc", "probe_chance", "probe_p", "probe_perm", "probe_perm_chance",
+                              "probe_selectivity", "probe_per_class", "probe_ncm"), math.nan)
     values, labels, ids = stats.reservoir(name)
     pr: Probe = probe(values, labels, **probe_args)
     control = probe(values, control_labels(labels, ids, stats.config.seed), **probe_args)
@@ -189,32 +193,45 @@ def _probes(stats: StatsLike, name: str, probe_args: dict[str, Any]) -> dict[str
     }
 
 
-def _shape(stats: StatsLike, name: str, a: Anova, present: np.ndarray) -> dict[str, float]:
-    """profile_sep, shape_sep with its jackknife interval, and the permutation null's eta2 and
-    shape_sep (NaN without relabellings)."""
-    count, total, _, shift = _moments(stats, name)
-    profile_sep, shape_sep = profile_separation(a.means[present])
-    low, high = shape_sep_jackknife(count, total, shift, estimate=shape_sep)
-    null_eta2, null_shape = (permutation_null(*stats.perm_moments(name), shift, a) if stats.config.keeps("null")
-                             else (np.empty(0), np.empty(0)))
+def _shape(stats: StatsLike, name: str, a: Anova, shape_draws: np.ndarray) -> dict[str, Any]:
+    """profile_sep, shape_sep with its shard-bootstrap interval (draws [R]), the affine share, and
+    the permutation null (NaN without relabellings)."""
+    profile_sep, shape_sep = profile_separation(a)
+    low, high = bootstrap_interval(shape_draws, stats.config.shards)
+    shift = _moments(stats, name)[3]
+    empty = np.empty(0)
+    null = permutation_null(*stats.perm_moments(name), shift, a) if stats.config.keeps("null") else \
+        Null(empty, empty, empty)
     nan_mean = (lambda x: float(x.mean()) if x.size else math.nan)
+    nan_max = (lambda x: float(x.max()) if x.size else math.nan)
+    q95 = (lambda x: float(np.quantile(x, NULL_QUANTILE)) if x.size else math.nan)
     return {
         "profile_sep": profile_sep,
         "shape_sep": shape_sep,
         "shape_sep_ci_low": low,
         "shape_sep_ci_high": high,
-        "shape_sep_perm": nan_mean(null_shape),
-        "shape_sep_perm_max": float(null_shape.max()) if null_shape.size else math.nan,
-        "_null_eta2": null_eta2,
+        "affine_r2": profile_split(a).affine_r2,
+        "shape_sep_perm": nan_mean(null.shape_sep),
+        "shape_sep_perm_max": nan_max(null.shape_sep),
+        "shape_sep_perm_q95": q95(null.shape_sep),
+        "class_mod_perm_q95": q95(null.class_mod),
+        "_null_eta2": null.eta2,
     }
+
+
+def _band(values: Mapping[int, Mapping[str, np.ndarray]] | None, statistic: str, g: int) -> tuple[float, float]:
+    """(lowest, largest) of one statistic of gate index g over the untrained seeds; NaN without."""
+    found = [float(v[statistic][g]) for v in (values or {}).values()]
+    return (min(found), max(found)) if found else (math.nan, math.nan)
 
 
 # long: one row of the block table, its columns listed once in the order of the schema
 def _block_row(
-    stats: StatsLike, gate: GateLike, ch: pd.DataFrame, *, q: float, probe_args: dict[str, Any], untrained: Any
+    stats: StatsLike, gate: GateLike, g: int, ch: pd.DataFrame, *, q: float, probe_args: dict[str, Any],
+    controls: Mapping[int, Mapping[str, np.ndarray]] | None, shape_draws: np.ndarray,
 ) -> dict[str, Any]:
-    """Block table row of one gate (without rel_depth) from its channel rows, moments, reservoir
-    and controls."""
+    """Block table row of one gate (index g in depth order, without rel_depth) from its channel rows,
+    moments, reservoir, resampled shape_sep [R] and the untrained seeds' values."""
     count, total, total_sq, shift = _moments(stats, gate.name)
     n_k, t = count.sum(0), total.sum(0)
     n, k_present, c = float(n_k.sum()), int((n_k > 0).sum()), t.shape[1]
@@ -223,10 +240,10 @@ def _block_row(
     eta2_mean = float(ch["eta2"].mean())
     null = eta2_null(k_present, n)
     ci_low, ci_high = eta2_jackknife(count, total, total_sq, estimate=eta2_mean, shift=shift, pooled_total=t)
-    shape = _shape(stats, gate.name, a, present)
+    shape = _shape(stats, gate.name, a, shape_draws)
     null_eta2 = shape.pop("_null_eta2")
-    control = _specificity(untrained, gate.name, probe_args)
-    squeeze = _specificity(stats.inputs, gate.name, probe_args)
+    band = {key: _band(controls, key, g) for key in ("eta2_mean", "class_mod", "shape_sep", "probe")}
+    squeeze = _squeeze(stats.inputs, gate.name, probe_args)
     means, stds = ch["mean"].to_numpy(), ch["std"].to_numpy()
     gate_mean = float(means.mean())
     return {
@@ -243,19 +260,24 @@ def _block_row(
         "eta2_ci_high": ci_high,
         "eps2_mean": float(ch["eps2"].mean()),
         "class_mod": float(ch["class_mod"].mean()),
+        "class_mod_perm_q95": shape.pop("class_mod_perm_q95"),
+        "class_mod_untrained": band["class_mod"][1],
+        "class_mod_untrained_low": band["class_mod"][0],
         "eta2_perm": float(null_eta2.mean()) if null_eta2.size else math.nan,
         "perm_p": permutation_p(eta2_mean, null_eta2),
-        "eta2_untrained": control["eta2"],
-        "eta2_z": squeeze["eta2"],
+        "eta2_untrained": band["eta2_mean"][1],
+        "eta2_untrained_low": band["eta2_mean"][0],
+        "eta2_z": squeeze["eta2_mean"],
         **shape,
-        "shape_sep_untrained": control["shape_sep"],
+        "shape_sep_untrained": band["shape_sep"][1],
+        "shape_sep_untrained_low": band["shape_sep"][0],
         "frac_significant": float(benjamini_hochberg(ch["p_value"].to_numpy(), q).mean()),
         "selectivity_median": float(ch["selectivity"].median()),
         "mi_bits_mean": float(ch["mi_bits"].mean()),
         "class_cosine_mean": mean_pairwise_cosine(a.means[present]),
         "class_corr_mean": mean_pairwise_cosine(a.means[present], centre=True),
         **_probes(stats, gate.name, probe_args),
-        "probe_untrained": control["probe"],
+        "probe_untrained": band["probe"][1],
         "probe_z": squeeze["probe"],
         "sat_high": float(ch["sat_high"].mean()),
         "sat_low": float(ch["sat_low"].mean()),
@@ -264,11 +286,20 @@ def _block_row(
     }
 
 
+def _draws(stats: StatsLike, gates: Sequence[GateLike], resamples: int, q: float) -> dict[str, np.ndarray]:
+    """The notions' statistics in each shard-bootstrap resample of `stats` ([R, G] each), seeded by
+    the statistics' own seed; fewer resamples than asked at scale (`resampling.resample_count`)."""
+    cells = len(stats.config.present) * sum(g.channels for g in gates)
+    weights = shard_weights(stats.config.shards, resample_count(resamples, cells), stats.config.seed)
+    return resample_statistics(stats, [g.name for g in gates], weights, q)
+
+
 def block_table(
     stats: StatsLike,
     *,
-    untrained: StatsLike | None = None,
-    q: float = 0.05,
+    controls: Mapping[int, Mapping[str, np.ndarray]] | None = None,
+    draws: Mapping[str, np.ndarray] | None = None,
+    rules: NotionRules = NotionRules(),
     probe_folds: int = 5,
     seed: int = 0,
     probe_max_classes: int | None = PROBE_MAX_CLASSES,
@@ -276,25 +307,37 @@ def block_table(
 ) -> pd.DataFrame:
     """One row per gate in depth order; columns in `schema.TABLES["blocks"]`.
 
-    `untrained`: the untrained network's statistics (the *_untrained columns; NaN without). Pass
+    `controls`: the untrained seeds' statistics (`control_statistics`; the *_untrained columns are
+    their band, NaN without). `draws`: the shard-bootstrap resamples of the notions' statistics
+    (`notions.resample_statistics`; computed with `rules.resamples` when not given) behind
+    shape_sep's interval and the notions' per-block shares (`rules`). Pass
     `channels=channel_table(stats)` when it is at hand: the block table is built from it and the
     moments and reservoirs only (the histograms are not read again); significance is redone at
-    this `q` from its p-values.
+    `rules.q` from its p-values.
     """
     gates = _ordered_gates(stats)
+    q = rules.q
     if channels is None:
         channels = channel_table(stats, q=q)
+    if draws is None:
+        draws = _draws(stats, gates, rules.resamples, q)
     by_block = dict(tuple(channels.groupby("block", sort=False, observed=True)))
-    probe_args = {"folds": probe_folds, "seed": seed, "max_classes": probe_max_classes,
-                  "device": getattr(stats, "device", None)}
+    probe_args = _probe_args(stats, probe_folds, seed, probe_max_classes)
     rows = [
-        _block_row(stats, g, by_block[g.name].sort_values("channel"), q=q, probe_args=probe_args, untrained=untrained)
-        for g in gates
+        _block_row(stats, gate, g, by_block[gate.name].sort_values("channel"), q=q, probe_args=probe_args,
+                   controls=controls, shape_draws=draws["shape_sep"][:, g])
+        for g, gate in enumerate(gates)
     ]
     table = pd.DataFrame(rows)
     table.insert(2, "rel_depth", table["depth"] / len(gates))
+    for column, share in answer(table, draws, controls, rules)[0].items():
+        table[column] = share
     validate("blocks", table)
     return table
+
+
+def _probe_args(stats: StatsLike, folds: int, seed: int, max_classes: int | None) -> dict[str, Any]:
+    return {"folds": folds, "seed": seed, "max_classes": max_classes, "device": getattr(stats, "device", None)}
 
 
 def class_mean_table(stats: StatsLike) -> pd.DataFrame:
@@ -343,26 +386,33 @@ def class_mean_table(stats: StatsLike) -> pd.DataFrame:
 def run_tables(
     stats: StatsLike,
     *,
-    untrained: StatsLike | None = None,
-    min_excess: float | None = None,
-    margin: float = SHAPE_ONSET_MARGIN,
+    controls: Mapping[int, pd.DataFrame] | None = None,
+    rules: NotionRules = NotionRules(),
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """Every table a run folder stores, by name, and the meta.json "onset" entry: `block` (the
-    shape rule, `ShapeOnsetRule(margin)`), `detectable` (`OnsetRule(min_excess)`, default
-    ONSET_MIN_EXCESS), both rules in words and their thresholds. `untrained`: the untrained
-    network's statistics, a control of the shape rule and of the *_untrained columns."""
-    min_excess = ONSET_MIN_EXCESS if min_excess is None else min_excess
-    channels = channel_table(stats)
-    blocks = block_table(stats, untrained=untrained, channels=channels)
+    """Every table a run folder stores, by name, and the meta.json "onset" entry.
+
+    `controls`: the blocks table of the untrained network per weight seed (each control's own
+    `run_tables`; analysis.models.controls), the band the notions magnitude and shape need; without
+    them those are undetermined. The onset entry holds
+    `notions` (analysis.measures.notions: per notion its onset block, status, certainty and rule),
+    and, as before issue 23, `block` and `rule` (shape) and `detectable` and `rule_detectable`.
+    The blocks table gets each notion's per-block share of passing draws (`{notion}_share`).
+    """
+    gates = _ordered_gates(stats)
+    channels = channel_table(stats, q=rules.q)
+    draws = _draws(stats, gates, rules.resamples, rules.q)
+    values = control_statistics(controls, [g.name for g in gates]) if controls else None
+    blocks = block_table(stats, controls=values, draws=draws, rules=rules, channels=channels)
+    notions = answer(blocks, draws, values, rules)[1]
     tables = {"blocks": blocks, "channels": channels, "class_means": class_mean_table(stats)}
     onset = {
-        "block": ShapeOnsetRule(margin).onset(blocks),
-        "detectable": OnsetRule(min_excess).onset(blocks),
-        "rule": SHAPE_ONSET_RULE,
-        "rule_detectable": ONSET_RULE,
-        "margin": margin,
-        "min_excess": min_excess,
-        "min_frac_significant": ONSET_MIN_FRAC_SIGNIFICANT,
+        "block": notions["shape"]["block"],
+        "rule": notions["shape"]["rule"],
+        "detectable": notions["detectable"]["block"],
+        "rule_detectable": notions["detectable"]["rule"],
+        "notions": notions,
+        "min_excess": rules.min_excess,
+        "thresholds": asdict(rules),
     }
     return tables, onset
 
@@ -377,10 +427,21 @@ class Tables:
     onset: dict[str, Any]  # meta.json's "onset" entry: `onset["block"]` is the onset block, with its rules
 
 
-def tables(
-    stats: StatsLike, *, untrained: StatsLike | None = None, min_excess: float | None = None,
-    margin: float = SHAPE_ONSET_MARGIN,
-) -> Tables:
-    """Every table of `stats` without writing anything (`run_tables` as one object, for a notebook)."""
-    found, onset = run_tables(stats, untrained=untrained, min_excess=min_excess, margin=margin)
+def control_tables(stats: StatsLike, rules: NotionRules = NotionRules()) -> dict[str, dict[int, tuple[dict[str, pd.DataFrame], dict[str, Any]]]]:
+    """Each control collected beside `stats` (`stats.controls`, kind -> weight seed -> statistics)
+    as its own `run_tables`: kind -> seed -> (tables, onset), seeds in order."""
+    return {kind: {seed: run_tables(found, rules=rules) for seed, found in sorted(by_seed.items())}
+            for kind, by_seed in getattr(stats, "controls", {}).items()}
+
+
+def untrained_band(controls: Mapping[str, Mapping[int, tuple[dict[str, pd.DataFrame], Any]]]) -> dict[int, pd.DataFrame] | None:
+    """The untrained seeds' blocks tables (`control_tables`), the band `run_tables` holds a run
+    against; None without an untrained control."""
+    return {seed: found[0]["blocks"] for seed, found in controls.get("untrained", {}).items()} or None
+
+
+def tables(stats: StatsLike, *, rules: NotionRules = NotionRules()) -> Tables:
+    """Every table of `stats` without writing anything (`run_tables` as one object, for a notebook),
+    held against the untrained controls `collect(..., control="untrained")` put beside it."""
+    found, onset = run_tables(stats, controls=untrained_band(control_tables(stats, rules)), rules=rules)
     return Tables(found["blocks"], found["channels"], found["class_means"], onset)

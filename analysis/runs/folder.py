@@ -8,7 +8,7 @@
     runs/x/class_means.parquet  one row per block x class x channel
     runs/x/<extra>.parquet      tables added later by other commands (EXTRA_TABLES), e.g. ablations
     runs/x/paper.html           the SE paper's study drawn from the run (`se-analysis paper`)
-    runs/x/untrained/           a control (CONTROLS): a run folder of its own, `Run.control("untrained")`
+    runs/x/untrained/seed_S/    the controls (CONTROLS), one run folder per weight seed S, `Run.controls("untrained")`
 
 The folder is written under a temporary name and renamed into place, so an interrupted run never
 leaves a folder that looks complete, and an existing run is replaced only when asked, and only if it
@@ -37,7 +37,7 @@ from safetensors.torch import load_file, save_file
 from analysis.errors import RunFolderError, first_line
 from analysis.files import check_replaceable, claimed, manifest, recover, replacing, sha256
 from analysis.capture.stats import GateStats
-from analysis.models.controls import CONTROLS
+from analysis.models.controls import CONTROLS, control_folder
 from analysis.runs.meta import RUN_FORMAT, RUN_VERSION, RunMeta, StatsRecord, check_meta, read_document, read_meta, \
     run_format
 from analysis.versions import software_versions
@@ -68,10 +68,11 @@ def write_run(
     tables: dict[str, pd.DataFrame],
     *,
     overwrite: bool = False,
-    controls: dict[str, tuple[GateStats, dict[str, Any], dict[str, pd.DataFrame]]] | None = None,
+    controls: dict[str, dict[int, tuple[GateStats, dict[str, Any], dict[str, pd.DataFrame]]]] | None = None,
 ) -> Run:
     """Write the run folder `out` atomically: the statistics, `tables` (each of TABLES) and meta.json,
-    and each control's (statistics, meta, tables) as a run folder inside it, in the same write.
+    and each control's (statistics, meta, tables), kind -> weight seed -> them, as a run folder inside
+    it (`control_folder`), in the same write.
 
     The tables are computed by the caller (`analysis.jobs.save_run` computes every one from `stats`),
     so that this stage stores results without knowing how they are measured.
@@ -81,12 +82,13 @@ def write_run(
     unknown = [name for name in controls if name not in CONTROLS]
     if unknown:
         raise RunFolderError(f"{', '.join(unknown)} is not a control; controls: {', '.join(CONTROLS)}.")
+    folders = {control_folder(kind, seed): parts for kind, by_seed in controls.items() for seed, parts in by_seed.items()}
     for name in TABLES:
-        if any(name not in t for t in [tables, *(c[2] for c in controls.values())]):
+        if any(name not in t for t in [tables, *(c[2] for c in folders.values())]):
             raise RunFolderError(f"a run needs the tables {', '.join(TABLES)}; {name} is missing.")
     with claimed(out), replacing(out) as tmp:
-        for name, (control_stats, control_meta, control_tables) in controls.items():
-            _write_folder(tmp / name, control_stats, control_meta, control_tables)
+        for folder, (control_stats, control_meta, control_tables) in folders.items():
+            _write_folder(tmp / folder, control_stats, control_meta, control_tables)
         _write_folder(tmp, stats, meta, tables)
     return load_run(out)
 
@@ -152,11 +154,13 @@ class Run:
     def class_means(self) -> pd.DataFrame:
         return self.table("class_means")
 
-    def control(self, name: str) -> Run | None:
-        """The control run `name` stored inside this run (see analysis.models.controls), None when absent."""
-        if name not in CONTROLS:
-            raise RunFolderError(f"{name!r} is not a control; controls: {', '.join(CONTROLS)}.")
-        return load_run(self.path / name) if (self.path / name).exists() else None
+    def controls(self, kind: str = "untrained") -> list[Run]:
+        """The control runs of `kind` stored inside this run (see analysis.models.controls), in weight
+        seed order; [] when the run has none."""
+        if kind not in CONTROLS:
+            raise RunFolderError(f"{kind!r} is not a control; controls: {', '.join(CONTROLS)}.")
+        record = self.meta.controls.get(kind)
+        return [load_run(self.path / folder) for folder in record.folders] if record else []
 
     def has_table(self, name: str) -> bool:
         return (self.path / f"{name}.parquet").is_file()

@@ -102,15 +102,47 @@ class StatsRecord:
                 "class_names": list(self.class_names), "samples": self.samples}
 
 
+Share = Annotated[float, Range(0, 1)]
+
+
+@dataclass(frozen=True)
+class NotionRecord:
+    """One notion of meta.json "onset.notions" (analysis.measures.notions): its onset block, how
+    sure it is, what it was held against, and its rule in words."""
+
+    status: Annotated[str, Matches("found|none|undetermined", "found, none or undetermined")]
+    block: str | None = None  # None: status none (no block holds to the end) or undetermined
+    reason: str | None = None  # why it is undetermined, e.g. "no untrained control"
+    certainty: Share | None = None  # share of the draws whose own onset is `block` (None: no draws)
+    shares: dict[str, Share] = field(default_factory=dict)  # block (or "none") -> share of the draws
+    draws: Annotated[int, Range(0)] = 0  # resamples x control seeds (detectable: resamples)
+    resamples: Annotated[int, Range(0)] = 0
+    control_seeds: tuple[int, ...] = ()
+    statistic: str = "?"  # the blocks-table column the rule reads
+    control: str = "?"  # "untrained" or "chance"
+    null: str = "?"  # the blocks-table column of the null the statistic must exceed
+    value: float | None = None  # the statistic at `block`
+    null_value: float | None = None  # the null at `block`
+    band: tuple[float, ...] | None = None  # the untrained band [smallest, largest] at `block`
+    meaning: str = ""
+    rule: str = "?"
+    certainty_rule: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.block is None) != (self.status != "found"):
+            raise ValueError(f"status {self.status} with block {self.block}")
+
+
 @dataclass(frozen=True)
 class OnsetRecord:
     """meta.json "onset": both onset blocks with their rules (analysis.measures.tables.run_tables)."""
 
-    block: str | None  # the shape onset; None: no block passes (or not measured, see `rule`)
+    block: str | None  # the shape onset; None: no block passes, undetermined (see `notions`) or not measured
     detectable: str | None  # the detectable onset; None: no block passes
     min_excess: float  # the detectable rule's effect size (also what `ablate` calls class-agnostic)
     rule: str = "?"
     rule_detectable: str = "?"
+    notions: dict[str, NotionRecord] = field(default_factory=dict)  # issue 23 on: detectable, magnitude, shape
 
     @staticmethod
     def _older(entry: dict[str, Any]) -> dict[str, Any]:
@@ -160,6 +192,19 @@ class JobRecord:
 
 
 @dataclass(frozen=True)
+class ControlsRecord:
+    """One kind of control in meta.json "controls" (analysis.models.controls): a run folder per seed."""
+
+    seeds: tuple[int, ...]
+    folders: tuple[Annotated[str, InsideRun()], ...]
+    samples: tuple[Annotated[int, Range(0, MAX_SAMPLES)], ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.seeds) != len(self.folders):
+            raise ValueError(f"{len(self.seeds)} seeds for {len(self.folders)} folders")
+
+
+@dataclass(frozen=True)
 class RunMeta:
     """A run's meta.json, checked: the fields the toolkit reads (see the module docstring)."""
 
@@ -175,18 +220,24 @@ class RunMeta:
     pretrained: PretrainedRecord | None = None
     data: DataRecord | None = None
     job: JobRecord | None = None
-    controls: tuple[str, ...] = ()
+    controls: dict[str, ControlsRecord] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     created: str = "?"
     software: dict[str, str | None] = field(default_factory=dict)
 
     @staticmethod
     def _older(entry: dict[str, Any]) -> dict[str, Any]:
-        """Runs made before the data section recorded --limit hold it in their job only."""
+        """Runs before issue 23 list the kinds of their controls, each one run folder named after it
+        and drawn from the job's seed; runs made before the data section recorded --limit hold it in
+        their job only."""
         data, job = entry.get("data"), entry.get("job")
         if isinstance(data, dict) and "limit" not in data and isinstance(job, dict) and job.get("limit") is not None:
-            return {**entry, "data": {**data, "limit": job["limit"]}}
-        return entry
+            entry = {**entry, "data": {**data, "limit": job["limit"]}}
+        old = entry.get("controls")
+        if not isinstance(old, list):
+            return entry
+        seed = job.get("seed", 0) if isinstance(job, dict) else 0
+        return {**entry, "controls": {kind: {"seeds": [seed], "folders": [kind]} for kind in old}}
 
 
 class _Invalid(Exception):

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from analysis.capture.stats import GateStats
@@ -36,3 +37,16 @@ def stats_moments(stats: GateStats, name: str) -> tuple[torch.Tensor, torch.Tens
 def brute_histogram(v: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     """Counts of v [n] over cells (underflow, bins, overflow) of edges [B + 1], by bucketize."""
     return torch.bincount(torch.bucketize(v, edges, right=True), minlength=edges.numel() + 1)
+
+
+def shape_separation(v: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(profile_sep, shape_sep) of raw gate values v [N, C] by label y [N], by their definition: the
+    class means m_k, their mean m, the rms of m_k - m and of what a per-class least-squares shift and
+    scale of m (design [1, m - mean m]) leaves, each over the SD of every value (measures.profiles)."""
+    mk = np.stack([v[y == k].mean(0) for k in np.unique(y)])
+    m = mk.mean(0)
+    d = (mk - m).T
+    design = np.stack([np.ones_like(m), m - m.mean()], axis=1)
+    residual = d - design @ np.linalg.lstsq(design, d, rcond=None)[0]
+    sd = v.std()
+    return float(np.sqrt((d**2).mean()) / sd), float(np.sqrt((residual**2).mean()) / sd)

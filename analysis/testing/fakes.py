@@ -74,6 +74,9 @@ class FakeStats:
 
     def perm_moments(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         parts = [self._moments(name, self.pseudo(p), 1) for p in range(self.config.permutations)]
+        if not parts:  # no relabellings: empty tables, as GateStats gives them
+            k, c = self.num_classes, self.values[name].shape[1]
+            return torch.zeros(0, k, dtype=torch.int64), torch.zeros(0, k, c, dtype=torch.float32)
         return torch.cat([part[0] for part in parts]), torch.cat([part[1] for part in parts]).float()
 
     def edges(self, name: str) -> np.ndarray:

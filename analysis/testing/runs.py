@@ -45,6 +45,7 @@ def with_new_columns(run_path: Path, out: Path) -> None:
     for i, column in enumerate(NEW_COLUMNS):
         blocks[column] = blocks["depth"] + i / 100
     meta = {k: v for k, v in run.document.items() if k not in ("version", "created", "command", "software", "stats")}
-    meta["onset"] = {**meta["onset"], "block": "SE_4_2", "detectable": "SE_2_3", "rule": "shape rule", "rule_detectable": "old rule"}
+    old = {k: v for k, v in meta["onset"].items() if k != "notions"}  # issue 14's runs name no notions
+    meta["onset"] = {**old, "block": "SE_4_2", "detectable": "SE_2_3", "rule": "shape rule", "rule_detectable": "old rule"}
     meta["warnings"] = ["class 4 has only 3 samples"]
     write_run(run.stats, out, meta, {"blocks": blocks, "channels": run.channels, "class_means": run.class_means})

@@ -9,8 +9,8 @@ import torch
 from analysis.capture.collect import collect
 from analysis.capture.keys import pseudo_labels
 from analysis.capture.stats import StatsConfig
-from analysis.measures.profiles import profile_separation
 from analysis.measures.tables import block_table
+from analysis.testing.brute import shape_separation
 from analysis.testing.nets import batches, record_gates
 
 
@@ -61,7 +61,7 @@ def test_permutation_p_value_equals_brute_force_relabelling_of_recorded_gates(pl
         p_values[gate.name] = (1 + (null >= observed).sum()) / 100
         assert blocks.loc[gate.name, "perm_p"] == p_values[gate.name], gate.name
         assert blocks.loc[gate.name, "eta2_perm"] == pytest.approx(null.mean(), rel=1e-5)
-        shapes = [profile_separation(np.stack([v[z == k].mean(0) for k in range(10)]))[1] for z in relabelled]
+        shapes = [shape_separation(v.astype(np.float64), z)[1] for z in relabelled]
         assert blocks.loc[gate.name, "shape_sep_perm"] == pytest.approx(np.mean(shapes), rel=1e-5)
         assert blocks.loc[gate.name, "shape_sep_perm_max"] == pytest.approx(np.max(shapes), rel=1e-5)
     assert all(p_values[f"SE_3_{i}"] == 0.01 for i in (1, 2, 3))

@@ -182,7 +182,7 @@ def test_the_page_shows_the_figures_numbers_and_run_text_as_text(study):
     assert printed.strip().endswith(f"page {run.path / 'paper.html'}")
     assert page.count("src='data:image/png;base64,") == 2 and "Fig. 6" in page and "Fig. 7" in page
     assert "run &lt;b&gt;" in page and "run <b>" not in page
-    assert "Removing the last stage" in page and "eta2_untrained" not in page  # no untrained control collected
+    assert "Removing the last stage" in page and "eta2_untrained" in page  # the untrained controls are collected by default
     assert "Label-permutation null" in page  # column meanings come from the schema
 
 

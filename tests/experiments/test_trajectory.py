@@ -41,8 +41,8 @@ def test_planted_snapshots_give_the_planted_onsets(tmp_path):
     planted = {10: 5, 1: 1, 5: 3}  # epoch: first class-specific block; written out of epoch order
     for epoch, first in planted.items():
         stats = collect(moved(first), data, 10, progress=False)
-        save_run(stats, tmp_path / f"epoch_{epoch:03d}", {"checkpoint": {"epoch": epoch, "test_accuracy": epoch / 100}},
-                 controls={"untrained": (control, {})})
+        stats.controls["untrained"] = {1: control}
+        save_run(stats, tmp_path / f"epoch_{epoch:03d}", {"checkpoint": {"epoch": epoch, "test_accuracy": epoch / 100}})
     runs = trajectory_runs(tmp_path)
     table = trajectory_table(runs)
     assert table["epoch"].tolist() == [e for e in sorted(planted) for _ in BLOCKS]
@@ -88,7 +88,7 @@ def test_the_command_collects_each_snapshot_once_and_tabulates_them(checkpoint_f
     table = pd.read_parquet(out / "trajectory.parquet")
     for epoch in (1, 2, 3):
         run = load_run(out / f"epoch_{epoch:03d}")
-        assert run.control("untrained") is not None  # each snapshot with its control
+        assert len(run.controls("untrained")) == 3  # each snapshot with its controls (3 seeds by default)
         assert run.meta.checkpoint.test_accuracy == pytest.approx(epoch / 10)
         rows = table[table.epoch == epoch]
         assert rows["eta2_mean"].tolist() == run.blocks["eta2_mean"].tolist()

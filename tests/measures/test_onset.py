@@ -1,41 +1,63 @@
-"""The onset rule on planted depth profiles and on hand-made block tables."""
+"""The onset (first block from which a notion holds to the last block) and its certainty record."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
-import pandas as pd
 import pytest
 
-from analysis.measures.onset import OnsetRule, find_onset
+from analysis.measures.onset import NONE, onset_index, onset_record, undetermined
 from analysis.measures.tables import block_table
 from analysis.testing import fakes
 from analysis.testing.fakes import FakeStats, balanced_labels, planted
 
 
-def test_onset_is_the_first_planted_block_and_none_without_class_effects() -> None:
-    depth_model = fakes.depth_model()
-    assert find_onset(block_table(depth_model)) == "SE_3_1"
-    rng = np.random.default_rng(5)
+def brute_onset(passes: list[bool]) -> int:
+    """The first i with passes[i:] all true, by trying every i; len(passes) when there is none."""
+    return next((i for i in range(len(passes)) if all(passes[i:])), len(passes))
+
+
+def test_onset_index_is_the_first_block_from_which_every_later_block_passes() -> None:
+    patterns = np.array(list(itertools.product([False, True], repeat=5)))  # every pass pattern of 5 blocks
+    assert onset_index(patterns).tolist() == [brute_onset(list(p)) for p in patterns]
+    stacked = patterns.reshape(4, 8, 5)  # leading axes are draws
+    assert (onset_index(stacked) == onset_index(patterns).reshape(4, 8)).all()
+
+
+def test_onset_record_counts_each_block_the_draws_give() -> None:
+    names = ["SE_1", "SE_2", "SE_3"]
+    record = onset_record(1, np.array([1, 1, 1, 2, 3, 1, 1, 1]), names)
+    assert record["status"] == "found" and record["block"] == "SE_2" and record["draws"] == 8
+    assert record["certainty"] == 6 / 8 and record["shares"] == {"SE_2": 6 / 8, "SE_3": 1 / 8, NONE: 1 / 8}
+    none = onset_record(3, np.array([3, 3, 2]), names)
+    assert none["status"] == "none" and none["block"] is None and none["certainty"] == 2 / 3
+    assert onset_record(0, np.zeros(0, dtype=np.int64), names)["certainty"] is None
+    gap = undetermined("no untrained control")
+    assert gap["status"] == "undetermined" and gap["block"] is None and gap["certainty"] is None and gap["shares"] == {}
+
+
+@pytest.mark.parametrize("effects, expected", [((0.0, 0.0, 2.0, 3.0), "SE_3_1"), ((0.0, 0.0, 0.0, 0.0), None),
+                                               ((2.0, 0.0, 2.0, 3.0), "SE_3_1")])
+def test_detectable_onset_is_the_first_block_of_the_planted_run_to_the_end(effects, expected) -> None:
+    """Planted class effects per block (0: none): the onset is where they start and last; a class
+    effect in an early block followed by none does not count."""
+    rng = np.random.default_rng(4)
     y = balanced_labels(1500, 10, rng)
-    flat = FakeStats({f"SE_{i}": planted(y, 10, 16, 0.0, rng) for i in range(1, 5)}, y, num_classes=10)
-    assert find_onset(block_table(flat)) is None
+    names = ["SE_2_1", "SE_2_2", "SE_3_1", "SE_3_2"]
+    stats = FakeStats({n: planted(y, 10, 16, e, rng) for n, e in zip(names, effects)}, y, num_classes=10)
+    from analysis.measures.notions import answer
+
+    blocks = block_table(stats)
+    record = answer(blocks, {}, None)[1]["detectable"]
+    assert record["block"] == expected
+    assert record["status"] == ("found" if expected else "none")
 
 
-def test_onset_rule_uses_the_interval_falls_back_to_the_point_excess_and_needs_breadth() -> None:
-    blocks = pd.DataFrame(
-        {
-            "block": ["a", "b", "c", "d"],
-            "depth": [4, 1, 2, 3],  # not in depth order on purpose
-            "eta2_null": [0.01] * 4,
-            "eta2_excess": [0.5, 0.3, 0.3, 0.3],
-            "eta2_ci_low": [0.4, 0.05, np.nan, 0.3],
-            "frac_significant": [1.0, 1.0, 0.4, 1.0],
-        }
-    )
-    assert find_onset(blocks) == "d"  # b: interval too low; c: too few channels
-    assert find_onset(blocks, rule="point") == "b"
-    assert find_onset(blocks, min_frac_significant=0.3) == "c"  # c's NaN interval -> excess
-    assert find_onset(blocks, min_excess=0.45) is None
-    assert OnsetRule(min_excess=0.35).onset(blocks) == "a"
-    with pytest.raises(ValueError, match="unknown onset rule"):
-        find_onset(blocks, rule="median")  # type: ignore[arg-type]
+def test_depth_model_detectable_onset_and_its_certainty() -> None:
+    from analysis.measures.tables import run_tables
+
+    _, onset = run_tables(fakes.depth_model())
+    detectable = onset["notions"]["detectable"]
+    assert detectable["block"] == onset["detectable"] == "SE_3_1"
+    assert detectable["certainty"] == 1.0 and detectable["draws"] == detectable["resamples"] > 0

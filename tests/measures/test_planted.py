@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from analysis import collect
-from analysis.measures.onset import find_onset
+from analysis.measures.notions import answer
 from analysis.measures.tables import block_table
 from analysis.testing.nets import PlantedNet, batches, planted_data
 
@@ -28,11 +28,16 @@ def test_specificity_is_at_chance_before_the_planted_depth_and_far_above_after()
         assert blocks.at[name, "frac_significant"] > 0.8, name
         assert blocks.at[name, "probe_acc"] > 3 * blocks.at[name, "probe_chance"], name
         assert blocks.at[name, "probe_p"] < 1e-6, name
-    assert find_onset(blocks.reset_index()) == "SE_3_1"
+    assert detectable_onset(blocks.reset_index()) == "SE_3_1"
 
 
 def test_no_onset_when_no_block_is_class_specific():
     x, y = planted_data(2000, seed=4)
     y = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))]  # labels unrelated to images
     stats = collect(PlantedNet().eval(), batches(x, y, 250), 10, progress=False)
-    assert find_onset(block_table(stats)) is None
+    assert detectable_onset(block_table(stats)) is None
+
+
+def detectable_onset(blocks) -> str | None:
+    """The detectable notion's onset block of a blocks table (no resamples: the point answer)."""
+    return answer(blocks, {}, None)[1]["detectable"]["block"]

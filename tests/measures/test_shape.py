@@ -1,71 +1,77 @@
-"""Shape versus level on a planted model: class-free, shift-only and shape blocks, and both onsets."""
+"""Shape versus level: shape_sep and the affine share against a least-squares fit of raw values."""
 
 from __future__ import annotations
 
-from functools import cache
+import math
 
 import numpy as np
 import pytest
 
-from analysis.measures.profiles import profile_separation
-from analysis.measures.tables import run_tables
+from analysis.measures.anova import anova
+from analysis.measures.profiles import gate_sd, profile_separation, profile_split
+from analysis.measures.tables import block_table
 from analysis.testing.fakes import FakeStats, balanced_labels
 
 
-@cache
-def shift_and_shape() -> FakeStats:
-    """Gates in gate units around a common curve m (spread 0.1): SE_1 class-free, SE_2 and SE_3
-    shift-only (class k moves every gate of the block by a_k and scales m - mean(m) by 1 + b_k: high
-    eta2, the same curve), SE_4 and SE_5 shape (each class opens its own channels)."""
-    rng = np.random.default_rng(14)
-    k, c, n = 6, 32, 1800
-    y = balanced_labels(n, k, rng)
-    blocks = {}
-    for i, kind in enumerate(["free", "shift", "shift", "shape", "shape"], start=1):
-        m = 0.5 + 0.1 * rng.normal(size=c)
-        mk = np.tile(m, (k, 1))
-        if kind == "shift":
-            mk = m + rng.normal(scale=0.05, size=(k, 1)) + rng.normal(scale=0.3, size=(k, 1)) * (m - m.mean())
-        elif kind == "shape":
-            mk = m + rng.normal(scale=0.05, size=(k, c))
-        blocks[f"SE_{i}"] = mk[y] + 0.02 * rng.normal(size=(n, c))
-    return FakeStats(blocks, y, k)
+def exact_layout(means: np.ndarray, n: int = 50):
+    """The layout of classes whose every image has its class mean (no within-class variation)."""
+    count = np.full(means.shape[0], float(n))
+    return anova(count, n * means, n * means**2)
 
 
-def test_shape_sep_removes_shift_and_scale_exactly_and_profile_sep_does_not() -> None:
+def least_squares(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """(profile_sep, shape_sep, affine_r2) from the definitions, by a least-squares solver on every
+    value: class means m_k, their mean m, the deviations and their residual after the fit on
+    [1, m - mean m], over the population SD of all the values."""
+    mk = np.stack([x[y == k].mean(0) for k in np.unique(y)])
+    m = mk.mean(0)
+    d = (mk - m).T
+    design = np.stack([np.ones_like(m), m - m.mean()], axis=1)
+    r = d - design @ np.linalg.lstsq(design, d, rcond=None)[0]
+    return math.sqrt((d**2).mean()) / x.std(), math.sqrt((r**2).mean()) / x.std(), 1 - (r**2).sum() / (d**2).sum()
+
+
+def test_a_shift_and_scale_of_the_common_curve_leaves_no_shape_and_every_r2_is_one() -> None:
     rng = np.random.default_rng(0)
     m = rng.normal(size=20)
-    mk = m + np.array([[0.3], [-0.1], [0.5]]) + np.array([[0.2], [-0.4], [0.0]]) * (m - m.mean())
-    profile, shape = profile_separation(mk)
+    affine = m + np.array([[0.3], [-0.1], [0.5]]) + np.array([[0.2], [-0.4], [0.0]]) * (m - m.mean())
+    a = exact_layout(affine - affine.mean(0) + m)
+    profile, shape = profile_separation(a)
     assert shape == pytest.approx(0.0, abs=1e-12) and profile > 0.1
-    mk = mk + rng.normal(size=(3, 20))  # now with shape: the definitions by brute force
-    profile, shape = profile_separation(mk)
-    common = mk.mean(0)
-    x = np.c_[np.ones(20), common - common.mean()]
-    dm = mk - common
-    res = dm - (x @ np.linalg.lstsq(x, dm.T, rcond=None)[0]).T
-    spread = common.std()
-    assert profile == pytest.approx(np.sqrt((dm**2).mean()) / spread, rel=1e-12)
-    assert shape == pytest.approx(np.sqrt((res**2).mean()) / spread, rel=1e-12)
+    assert profile_split(a).affine_r2 == pytest.approx(1.0, abs=1e-12)
+    flat = exact_layout(np.full((3, 20), 0.5) + np.array([[0.1], [0.0], [-0.1]]))  # a flat m: shift only
+    assert profile_separation(flat)[1] == pytest.approx(0.0, abs=1e-12)
+    same = exact_layout(np.tile(m, (4, 1)), n=1)  # identical class curves (4: their mean is exact)
+    assert profile_separation(same) == (0.0, 0.0) and profile_split(same).affine_r2 == 1.0
 
 
-def test_onset_is_the_first_shape_block_not_the_first_shift_block() -> None:
-    tables, onset = run_tables(shift_and_shape())
-    b = tables["blocks"].set_index("block")
-    assert b.loc["SE_2", "eta2_mean"] > 0.5 and b.loc["SE_3", "eta2_mean"] > 0.5  # shift: high eta2
-    for name in ("SE_1", "SE_2", "SE_3"):  # no shape: at the permutation null (the same noise)
-        assert b.loc[name, "shape_sep"] < 2 * b.loc[name, "shape_sep_perm_max"]
-    for name in ("SE_4", "SE_5"):
-        assert b.loc[name, "shape_sep"] > 10 * b.loc[name, "shape_sep_perm_max"]
-        assert b.loc[name, "shape_sep_ci_low"] < b.loc[name, "shape_sep"] < b.loc[name, "shape_sep_ci_high"]
-    assert b.loc["SE_2", "profile_sep"] > 10 * b.loc["SE_2", "shape_sep"]  # level differs, shape does not
-    assert onset["block"] == "SE_4"
-    assert onset["detectable"] == "SE_2"  # today's rule names the first shift-only block
-    assert "shape_sep" in onset["rule"] and "eta2" in onset["rule_detectable"]
+def test_shape_sep_and_the_affine_share_match_a_least_squares_fit_of_raw_values() -> None:
+    """Tolerance, stated before the run: 1e-9 relative (both exact in float64)."""
+    rng = np.random.default_rng(3)
+    y = balanced_labels(600, 4, rng)
+    m = 0.5 + 0.1 * rng.normal(size=12)
+    x = m + 0.05 * rng.normal(size=(4, 12))[y] + 0.02 * rng.normal(size=(600, 12))
+    stats = FakeStats({"SE_1": x}, y, 4)
+    blocks = block_table(stats).set_index("block")
+    profile, shape, r2 = least_squares(x.astype(np.float32).astype(np.float64), y)
+    assert blocks.at["SE_1", "profile_sep"] == pytest.approx(profile, rel=1e-9)
+    assert blocks.at["SE_1", "shape_sep"] == pytest.approx(shape, rel=1e-9)
+    assert blocks.at["SE_1", "affine_r2"] == pytest.approx(r2, rel=1e-9)
+    assert blocks.at["SE_1", "gate_std"] == pytest.approx(x.astype(np.float32).std(dtype=np.float64), rel=1e-9)
 
 
-def test_onset_needs_every_later_block_and_the_untrained_control() -> None:
-    stats = shift_and_shape()
-    _, onset = run_tables(stats, untrained=FakeStats({"SE_4": stats.values["SE_4"]}, stats.labels, 6))
-    # the "untrained" SE_4 is as shaped as the trained one: SE_4 no longer passes, SE_5 does
-    assert onset["block"] == "SE_5"
+def test_gate_sd_does_not_depend_on_the_labels() -> None:
+    """The yardstick is the same under any relabelling, so the permutation null differs from the
+    observed value in its residual only."""
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(300, 7)), rng.integers(0, 3, 300)
+
+    def layout(labels: np.ndarray):
+        count = np.bincount(labels, minlength=3).astype(float)
+        total, total_sq = np.zeros((3, 7)), np.zeros((3, 7))
+        np.add.at(total, labels, x)
+        np.add.at(total_sq, labels, x * x)
+        return anova(count, total, total_sq)
+
+    assert gate_sd(layout(y)) == pytest.approx(x.std(), rel=1e-12)
+    assert gate_sd(layout(rng.permutation(y))) == pytest.approx(x.std(), rel=1e-12)

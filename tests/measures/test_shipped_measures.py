@@ -24,6 +24,7 @@ from analysis.capture.keys import pseudo_labels
 from analysis.capture.stats import GateStats
 from analysis.measures import tables
 from analysis.measures.probe import Probe, probe, stratified_folds
+from analysis.testing.brute import shape_separation
 from analysis.testing.fakes import sklearn_fold_correct
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -222,29 +223,18 @@ def test_mutual_information_agrees_with_knn_and_with_quantile_bins_on_every_bloc
     assert len(unranked) < len(shipped.gates) / 2  # the ranking is checked on most blocks
 
 
-def separations(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(profile_sep, shape_sep) from the definition, with a least-squares solver: the class-mean
-    profiles m_k, their mean over classes m, the deviations m_k - m and what of each stays after
-    its least-squares fit by a shift and a scale of m (design [1, m - mean m]); rms of the
-    deviations and of the residuals, each over the std of m across the channels."""
-    mk = np.stack([x[y == k].mean(0) for k in np.unique(y)])
-    m = mk.mean(0)
-    d = (mk - m).T  # [C, K]
-    design = np.stack([np.ones_like(m), m - m.mean()], axis=1)
-    residual = d - design @ np.linalg.lstsq(design, d, rcond=None)[0]
-    return math.sqrt((d**2).mean()) / m.std(), math.sqrt((residual**2).mean()) / m.std()
-
-
 def test_profile_and_shape_separation_match_a_least_squares_fit_of_every_gate_vector(
     shipped: Shipped, shipped_table: Tables
 ) -> None:
-    """The block table's profile_sep and shape_sep against `separations` of every gate vector;
-    tolerance, stated before the run: 1e-6 relative (both are exact; the moments are float64 sums)."""
+    """The block table's profile_sep, shape_sep and affine_r2 against `brute.shape_separation` of every
+    gate vector (a least-squares fit); tolerance, stated before the run: 1e-6 relative (all are
+    exact; the moments are float64 sums)."""
     _, blocks = shipped_table
     for name, x in shipped.gates.items():
-        profile_sep, shape_sep = separations(x, shipped.labels)
+        profile_sep, shape_sep = shape_separation(x, shipped.labels)
         assert blocks.loc[name, "profile_sep"] == pytest.approx(profile_sep, rel=1e-6), name
         assert blocks.loc[name, "shape_sep"] == pytest.approx(shape_sep, rel=1e-6), name
+        assert blocks.loc[name, "affine_r2"] == pytest.approx(1 - (shape_sep / profile_sep) ** 2, rel=1e-6), name
 
 
 def eta_squared(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -255,7 +245,7 @@ def eta_squared(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def test_permutation_null_matches_relabelling_every_gate_vector(shipped: Shipped, shipped_table: Tables) -> None:
-    """The block table's eta2_perm against brute force: every gate vector relabelled with each of
+    """The block table's eta2_perm, class_mod_perm_q95 and shape_sep_perm_q95 against brute force: every gate vector relabelled with each of
     the P pseudo-labellings of its sample id (`keys.pseudo_labels`), eta2 per channel, the block
     mean averaged over the P; eta2_mean likewise with the true labels. Tolerance, stated before the
     run: 1e-6 relative (both are exact)."""
@@ -267,6 +257,12 @@ def test_permutation_null_matches_relabelling_every_gate_vector(shipped: Shipped
     for name, x in shipped.gates.items():
         null = np.mean([eta_squared(x, y).mean() for y in relabelled])
         assert blocks.loc[name, "eta2_perm"] == pytest.approx(null, rel=1e-6), name
+        # the notions' nulls, the 95th percentiles over the relabellings (float32 sums: 1e-4 relative,
+        # stated before the run)
+        mods = [np.sqrt(eta_squared(x, y) * ((x - x.mean(0)) ** 2).mean(0)).mean() for y in relabelled]
+        shapes = [shape_separation(x, y)[1] for y in relabelled]
+        assert blocks.loc[name, "class_mod_perm_q95"] == pytest.approx(np.quantile(mods, 0.95), rel=1e-4), name
+        assert blocks.loc[name, "shape_sep_perm_q95"] == pytest.approx(np.quantile(shapes, 0.95), rel=1e-4), name
         assert blocks.loc[name, "eta2_mean"] == pytest.approx(eta_squared(x, shipped.labels).mean(), rel=1e-6), name
 
 

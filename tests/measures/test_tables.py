@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.measures.onset import ONSET_MIN_EXCESS, ONSET_RULE, SHAPE_ONSET_RULE
+from analysis.measures.notions import ONSET_MIN_EXCESS, NotionRules
 from analysis.measures.tables import block_table, channel_table, class_mean_table, run_tables
 from analysis.testing import fakes
 from analysis.testing.fakes import FakeStats
@@ -20,14 +20,18 @@ CHANNEL_COLUMNS = [
 
 BLOCK_COLUMNS = [
     "block", "depth", "rel_depth", "path", "channels", "samples", "classes", "eta2_mean", "eta2_null",
-    "eta2_excess", "eta2_ci_low", "eta2_ci_high", "eps2_mean", "class_mod", "eta2_perm", "perm_p",
-    "eta2_untrained", "eta2_z", "profile_sep", "shape_sep", "shape_sep_ci_low", "shape_sep_ci_high",
-    "shape_sep_perm", "shape_sep_perm_max", "shape_sep_untrained", "frac_significant", "selectivity_median",
-    "mi_bits_mean", "class_cosine_mean", "class_corr_mean", "probe_acc", "probe_chance", "probe_p",
-    "probe_perm", "probe_perm_chance", "probe_selectivity", "probe_per_class", "probe_ncm", "probe_untrained",
-    "probe_z", "sat_high", "sat_low", "gate_mean", "gate_std",
+    "eta2_excess", "eta2_ci_low", "eta2_ci_high", "eps2_mean", "class_mod", "class_mod_perm_q95",
+    "class_mod_untrained", "class_mod_untrained_low", "eta2_perm", "perm_p", "eta2_untrained",
+    "eta2_untrained_low", "eta2_z", "profile_sep", "shape_sep", "shape_sep_ci_low", "shape_sep_ci_high",
+    "affine_r2", "shape_sep_perm", "shape_sep_perm_max", "shape_sep_perm_q95", "shape_sep_untrained", "shape_sep_untrained_low",
+    "frac_significant", "selectivity_median", "mi_bits_mean", "class_cosine_mean", "class_corr_mean",
+    "probe_acc", "probe_chance", "probe_p", "probe_perm", "probe_perm_chance", "probe_selectivity", "probe_per_class", "probe_ncm",
+    "probe_untrained", "probe_z", "sat_high", "sat_low", "gate_mean", "gate_std", "detectable_share",
+    "magnitude_share", "shape_share",
 ]  # fmt: skip
-CONTROLS = {"eta2_untrained", "eta2_z", "shape_sep_untrained", "probe_untrained", "probe_z"}  # not collected
+CONTROLS = {"eta2_untrained", "eta2_untrained_low", "class_mod_untrained", "class_mod_untrained_low", "eta2_z",
+            "shape_sep_untrained", "shape_sep_untrained_low", "probe_untrained", "probe_z", "magnitude_share",
+            "shape_share"}  # not collected, or undetermined without them
 
 
 def test_channel_table_has_every_column_and_one_row_per_channel() -> None:
@@ -78,8 +82,8 @@ def test_block_table_reuses_a_channel_table_and_redoes_significance_at_its_q() -
     depth_model = fakes.depth_model()
     channels = channel_table(depth_model)
     assert block_table(depth_model, channels=channels).equals(block_table(depth_model))
-    loose = block_table(depth_model, q=0.5, channels=channels)
-    strict = block_table(depth_model, q=0.5)
+    loose = block_table(depth_model, rules=NotionRules(q=0.5), channels=channels)
+    strict = block_table(depth_model, rules=NotionRules(q=0.5))
     assert loose["frac_significant"].tolist() == strict["frac_significant"].tolist()
 
 
@@ -121,7 +125,7 @@ def test_single_class_gives_documented_nans_only() -> None:
     assert (ch["eta2"] == 0).all() and (ch["selectivity"] == 0).all() and (ch["mi_bits"] == 0).all()
     blocks = block_table(one)
     documented = {"probe_acc", "probe_chance", "probe_p", "probe_ncm", "probe_per_class", "probe_selectivity",
-                  "probe_perm", "probe_perm_chance", "eps2_mean", "profile_sep", "shape_sep", "shape_sep_ci_low", "shape_sep_ci_high"} | CONTROLS
+                  "probe_perm", "probe_perm_chance", "eps2_mean", "profile_sep", "shape_sep", "shape_sep_ci_low", "shape_sep_ci_high", "affine_r2"} | CONTROLS
     assert set(blocks.columns[blocks.isna().any()]) == documented
     assert blocks.loc[0, "eta2_null"] == 0.0 and blocks.loc[0, "class_corr_mean"] == 1.0
 
@@ -150,8 +154,9 @@ def test_a_gate_without_samples_raises_nothing_and_reports_nan_only_where_docume
     blocks = block_table(empty)
     assert set(blocks.columns[blocks.isna().any()]) == {
         "eta2_ci_low", "eta2_ci_high", "probe_acc", "probe_chance", "probe_p", "sat_high", "sat_low",
-        "gate_mean", "gate_std", "class_mod", "probe_ncm", "probe_per_class", "probe_perm", "probe_perm_chance",
-        "probe_selectivity", "profile_sep", "shape_sep", "shape_sep_ci_low", "shape_sep_ci_high", "shape_sep_perm", "shape_sep_perm_max",
+        "gate_mean", "gate_std", "class_mod", "probe_ncm", "probe_per_class", "probe_perm", "probe_perm_chance", "probe_selectivity",
+        "profile_sep", "shape_sep", "shape_sep_ci_low", "shape_sep_ci_high", "shape_sep_perm", "shape_sep_perm_max",
+        "class_mod_perm_q95", "shape_sep_perm_q95", "affine_r2",
     } | CONTROLS  # fmt: skip
     assert blocks.loc[0, "samples"] == 0 and blocks.loc[0, "eta2_null"] == 0.0
     assert len(class_mean_table(empty)) == 0
@@ -164,8 +169,10 @@ def test_run_tables_computes_every_stored_table_and_the_onset_entry() -> None:
     assert tables["channels"].equals(channel_table(depth_model))
     assert tables["blocks"].equals(block_table(depth_model))
     assert tables["class_means"].equals(class_mean_table(depth_model))
-    assert onset["detectable"] == "SE_3_1" and onset["block"] == "SE_3_1"
-    assert onset["rule_detectable"] == ONSET_RULE and onset["rule"] == SHAPE_ONSET_RULE
-    assert onset["min_excess"] == ONSET_MIN_EXCESS and onset["margin"] == 0.0
-    _, strict = run_tables(depth_model, min_excess=0.99)
-    assert strict["detectable"] is None and strict["min_excess"] == 0.99
+    assert onset["detectable"] == "SE_3_1" and onset["block"] is None  # shape: no control, undetermined
+    assert onset["notions"]["shape"]["status"] == "undetermined"
+    assert onset["rule_detectable"] == onset["notions"]["detectable"]["rule"] and "eta2_mean" in onset["rule_detectable"]
+    assert onset["rule"] == onset["notions"]["shape"]["rule"] and "shape_sep" in onset["rule"]
+    assert onset["thresholds"]["min_excess"] == ONSET_MIN_EXCESS and onset["thresholds"]["shape_margin"] == 0.0
+    _, strict = run_tables(depth_model, rules=NotionRules(min_excess=0.99))
+    assert strict["detectable"] is None and strict["thresholds"]["min_excess"] == 0.99

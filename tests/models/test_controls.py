@@ -1,16 +1,19 @@
 """The untrained-network control: seeded fresh weights, no zero-initialised BatchNorm, BatchNorm
-statistics recomputed on the data, and `collect --control untrained` storing it inside the run."""
+statistics recomputed on the data, several seeds stored inside the run by default (collect and the
+Python API), and without them every answer that needs them undetermined."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from analysis.data.source import limited_indices
-from analysis.capture.collect import collect
+
+from analysis.capture.collect import collect, control_config
 from analysis.capture.stats import StatsConfig
 from analysis.cli import main
 from analysis.data import make_loader, open_data
@@ -20,7 +23,6 @@ from analysis.models.checkpoint import load_checkpoint
 from analysis.models.controls import BN_BATCH, BN_SAMPLES, recompute_batchnorm, untrained
 from analysis.models.spec import build_from_spec
 from analysis.runs.folder import load_run
-from analysis.testing.runs import cli_error
 
 timm = pytest.importorskip("timm")
 
@@ -102,42 +104,79 @@ def collect_args(out: Path, *extra: str) -> list[str]:
             "--image-size", "32", "--quiet", *extra]
 
 
-def test_collect_control_untrained_stores_a_reproducible_run_inside_the_run(tmp_path):
+def test_collect_stores_several_reproducible_untrained_seeds_inside_the_run_by_default(tmp_path):
     weights = tmp_path / "w.pth"  # timm's own init stands in for trained weights: its gates are constant
     torch.save(timm.create_model("seresnet18", pretrained=False).state_dict(), weights)
     runs = {}
     for name, seed in (("s3", "3"), ("s4", "4")):
-        assert main(collect_args(tmp_path / name, "--weights", str(weights), "--control", "untrained",
-                                 "--seed", seed)) == 0
+        assert main(collect_args(tmp_path / name, "--weights", str(weights), "--seed", seed, "--control-seeds", "2")) == 0
         runs[name] = load_run(tmp_path / name)
-    run, control = runs["s3"], runs["s3"].control("untrained")
+    run, controls = runs["s3"], runs["s3"].controls()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s3", "s4", "w.pth"]  # no temporary folder left
-    assert run.document["controls"] == ["untrained"] and control.path == tmp_path / "s3" / "untrained"
-    assert control.document["control"]["seed"] == 3 and control.document["control"]["batchnorm"]["samples"] == 32
-    assert control.document["weights_sha256"] is None and run.document["weights_sha256"]
-    assert list(control.blocks["block"]) == list(run.blocks["block"])
-    assert control.document["stats"]["samples"] == run.document["stats"]["samples"] == 32
-    assert (run.blocks["eta2_mean"] == 0).all() and (control.blocks["eta2_mean"] > 0).all()
-    # The control's statistics are those of the untrained network from the same seed collected directly
-    # (reproducible: a second run with --seed 3 holds them too), and another seed gives others.
+    assert run.document["controls"] == {"untrained": {"seeds": [4, 5], "folders": ["untrained/seed_4", "untrained/seed_5"],
+                                                      "samples": [32]}}
+    assert run.meta.controls["untrained"].seeds == (4, 5)
+    assert [c.path for c in controls] == [tmp_path / "s3" / "untrained" / "seed_4", tmp_path / "s3" / "untrained" / "seed_5"]
+    assert [c.document["control"]["seed"] for c in controls] == [4, 5]
+    assert controls[0].document["control"]["batchnorm"]["samples"] == 32
+    assert controls[0].meta.weights_sha256 is None and run.meta.weights_sha256
+    assert list(controls[0].blocks["block"]) == list(run.blocks["block"])
+    assert (run.blocks["eta2_mean"] == 0).all() and (controls[0].blocks["eta2_mean"] > 0).all()
+    # the band columns are the smallest and largest over the seeds' own tables
+    both = [c.blocks.set_index("block")["eta2_mean"] for c in controls]
+    blocks = run.blocks.set_index("block")
+    assert (blocks["eta2_untrained"] == np.maximum(*both)).all() and (blocks["eta2_untrained_low"] == np.minimum(*both)).all()
+    # Each control's statistics are those of the untrained network of its seed collected directly with the
+    # control passes' settings (reproducible: the run with --seed 4 holds seed 5 too), and seeds differ.
     source = open_data(DATA)
-    direct = collect(untrained(timm.create_model("seresnet18"), 3, source), make_loader(source, 16), 4,
-                     progress=False, config=StatsConfig(4, seed=3))
-    same = {k: torch.equal(v, direct.state_dict()[k]) for k, v in control.stats.state_dict().items()}
+    direct = collect(untrained(timm.create_model("seresnet18"), 5, source), make_loader(source, 16), 4,
+                     progress=False, config=control_config(StatsConfig(4, seed=3)), inputs=False)
+    same = {k: torch.equal(v, direct.state_dict()[k]) for k, v in controls[1].stats.state_dict().items()}
     assert all(same.values()), [k for k, v in same.items() if not v]
-    first = control.stats.gates[0].name
-    assert not torch.equal(control.stats.moments(first)[1], runs["s4"].control("untrained").stats.moments(first)[1])
+    first = controls[0].stats.gates[0].name
+    assert not torch.equal(controls[0].stats.moments(first)[1], controls[1].stats.moments(first)[1])
+    assert torch.equal(controls[1].stats.moments(first)[1], runs["s4"].controls()[0].stats.moments(first)[1])
 
 
-def test_run_control_is_none_without_the_control_and_refuses_unknown_names(tmp_path, capsys):
-    assert main(collect_args(tmp_path / "r", "--random-init")) == 0
-    run = load_run(tmp_path / "r")
-    assert run.control("untrained") is None and run.document["controls"] == []
-    with pytest.raises(RunFolderError, match="not a control"):
-        run.control("shuffled")
-    assert "already the untrained network" in cli_error(
-        capsys, collect_args(tmp_path / "x", "--random-init", "--control", "untrained"))
+def test_collect_control_none_leaves_every_answer_that_needs_it_undetermined(tmp_path, capsys):
     capsys.readouterr()
+    assert main(collect_args(tmp_path / "r", "--random-init", "--control", "none")) == 0
+    printed = capsys.readouterr().out
+    run = load_run(tmp_path / "r")
+    assert run.controls() == [] and run.meta.controls == {} and not (tmp_path / "r" / "untrained").exists()
+    for name in ("magnitude", "shape"):
+        assert run.meta.onset.notions[name].status == "undetermined"
+        assert f"onset ({name}): undetermined (no untrained control)" in printed
+    assert run.meta.onset.block is None and "onset (detectable): " in printed
+    with pytest.raises(RunFolderError, match="not a control"):
+        run.controls("shuffled")
     with pytest.raises(SystemExit):
         main(collect_args(tmp_path / "x", "--control", "shuffled"))
     assert "invalid choice: 'shuffled'" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_a_random_init_run_is_compared_with_other_untrained_seeds(tmp_path):
+    """--random-init draws the model from --seed; its controls are seeds --seed+1.. (never itself)."""
+    assert main(collect_args(tmp_path / "r", "--random-init", "--seed", "2", "--control-seeds", "1")) == 0
+    run = load_run(tmp_path / "r")
+    assert run.document["random_init"]["seed"] == 2 and run.meta.controls["untrained"].seeds == (3,)
+    assert run.controls()[0].meta.state_sha256 != run.meta.state_sha256
+
+
+def test_the_python_api_collects_controls_of_any_model_and_save_run_writes_them(tmp_path):
+    """analysis.collect(model, loader, K, control="untrained", control_seeds=2) on a timm model in a
+    plain list of batches; an iterator cannot be read twice and is refused before any pass."""
+    import analysis
+
+    source = open_data(DATA)
+    batches = list(make_loader(source, 16))
+    model = untrained(timm.create_model("seresnet18"), 0, source)  # stands in for a trained model
+    stats = analysis.collect(model, batches, 4, control="untrained", control_seeds=2, progress=False)
+    assert sorted(stats.controls["untrained"]) == [1, 2]
+    run = analysis.save_run(stats, tmp_path / "api", meta={"model": "seresnet18"})
+    assert [c.document["control"] for c in run.controls()] == [{"kind": "untrained", "seed": 1},
+                                                                {"kind": "untrained", "seed": 2}]
+    assert run.meta.onset.notions["shape"].control_seeds == (1, 2)
+    assert run.meta.onset.notions["shape"].status in ("found", "none")
+    with pytest.raises(analysis.DataError, match="read again"):
+        analysis.collect(model, iter(batches), 4, control="untrained", progress=False)

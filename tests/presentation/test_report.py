@@ -78,12 +78,14 @@ def test_summary_numbers_match_the_run_tables(runs, tmp_path):
     top, low = b["eta2_excess"].idxmax(), b["eta2_excess"].idxmin()
     assert f"Most class-specific block: {top} (mean eta2 {b.loc[top, 'eta2_mean']:.3f})" in page
     assert f"least: {low} (mean eta2 {b.loc[low, 'eta2_mean']:.3f})" in page
-    onset = runs[1].document["onset"]
-    assert f"onset (detectable): {onset['detectable'] or 'none'}" in page
-    assert f"onset (shape): {onset['block'] or 'none'}" in page
-    if onset["detectable"]:  # the line's numbers are the block's
-        row = b.loc[onset["detectable"]]
-        assert f"eta2 {row['eta2_mean']:#.3g} (95% interval {row['eta2_ci_low']:#.3g}-{row['eta2_ci_high']:#.3g})" in page
+    notions = runs[1].meta.onset.notions  # planted without an untrained control
+    assert "onset (shape): undetermined (no untrained control)." in page
+    assert "onset (magnitude): undetermined (no untrained control)." in page
+    detectable = notions["detectable"]
+    assert f"onset (detectable): {detectable.block or 'no block'}, from which block on" in page
+    if detectable.block:  # the line's numbers are the block's
+        row = b.loc[detectable.block]
+        assert f"eta2_mean {row['eta2_mean']:#.3g} against chance {row['eta2_null']:#.3g}" in page
     assert f"eta2 {b['eta2_null'].iloc[0]:.4f} expected without class effect" in page
     assert f"best probe accuracy {b['probe_acc'].max():.3f}" in page
     assert "5 classes, 16 SE blocks" in page and f"{b['channels'].sum():,} gate channels" in page

@@ -46,8 +46,9 @@ def test_meta_records_size_and_sha256_of_every_file(run_copy):
     import hashlib
 
     files = load_run(run_copy).document["files"]
-    on_disk = sorted(p.name for p in run_copy.iterdir() if p.name != "meta.json")
-    assert sorted(files) == on_disk
+    on_disk = sorted(str(p.relative_to(run_copy)) for p in run_copy.rglob("*") if p.is_file() and p.name != "meta.json"
+                     or p.parent != run_copy and p.name == "meta.json")  # the controls' meta.json inside it too
+    assert sorted(files) == on_disk and "untrained/seed_1/meta.json" in files
     for name, record in files.items():
         data = (run_copy / name).read_bytes()
         assert record == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}

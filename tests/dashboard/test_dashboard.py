@@ -25,7 +25,9 @@ from PIL import Image
 
 
 from analysis.cli import main
+from analysis.experiments.trajectory import onset_table, trajectory_table
 from analysis.jobs import save_run
+from analysis.measures.similarity import similarity
 from analysis.runs.folder import load_run, write_run
 from analysis.capture.stats import StatsConfig
 from analysis.presentation import figures, views
@@ -148,7 +150,7 @@ def captioned(page: str, run) -> list[str]:
         return ["interventions"] * bool(blocks) + ["attributions"] * run.has_table("attribution_blocks")
     return {"Overview": ["depth", "saturation"] + ["shape"] * ("shape_sep" in run.blocks),
             "Block explorer": ["profiles", "heatmap", "distributions"], "Channel explorer": ["distributions"],
-            "Classes": ["similarity"], "Compare": ["compare"]}[page]
+            "Classes": ["similarity"], "Compare": ["compare"], "Training": []}[page]
 
 
 def selectbox(at, label: str):
@@ -235,7 +237,8 @@ def test_every_page_renders_each_kind_of_run(runs_dir, monkeypatch, page, run):
     assert not at.exception, at.exception
     assert at.header[0].value == (page if page != "Compare" else "Compare runs")
     assert not at.error, [e.value for e in at.error]
-    images = {"Overview": 2, "Block explorer": 2, "Channel explorer": 1, "Classes": 1, "Compare": 1, "Interventions": 0}
+    images = {"Overview": 2, "Block explorer": 2, "Channel explorer": 1, "Classes": 1, "Compare": 1, "Interventions": 0,
+              "Training": 0}
     assert len(at.image) >= images[page]
     assert len(charts(at)) == {"Block explorer": 1, "Classes": 1}.get(page, 0)  # the heatmap; the class shares
     for kind in captioned(page, load_run(runs_dir / run)):  # the reports' text under each figure
@@ -271,6 +274,26 @@ def test_every_page_renders_each_kind_of_run(runs_dir, monkeypatch, page, run):
         row, last = at.dataframe[0].value, load_run(runs_dir / run).blocks.set_index("block").loc["SE_4_2"]
         for column in ("shape_sep", "shape_sep_untrained", "eta2_perm", "probe_perm"):
             assert row[column].iloc[0] == last["depth"] + NEW_COLUMNS.index(column) / 100
+
+
+def test_training_shows_each_notions_onset_by_epoch_and_the_cka_with_another_run(runs_dir, monkeypatch):
+    at = app_test(runs_dir, monkeypatch, "epochs/epoch_10", "Training")
+    assert not at.exception and not at.error
+    snapshots = [load_run(runs_dir / "epochs" / name) for name in sorted(EPOCHS, key=EPOCHS.get)]
+    expected = onset_table(trajectory_table(snapshots))
+    shown = at.dataframe[0].value
+    assert shown.columns.tolist() == expected.columns.tolist() and shown["epoch"].tolist() == sorted(EPOCHS.values())
+    assert shown.astype(str).values.tolist() == expected.astype(str).values.tolist()
+    assert len(at.image) == 1  # the trajectory figure
+    selectbox(at, "compare the gates with").set_value("epochs/epoch_1").run()
+    matrix = at.dataframe[1].value  # copies of one run: the same gate vectors, CKA 1 block for block
+    direct = similarity(snapshots[0].stats, snapshots[-1].stats).pivot(index="block_a", columns="block_b", values="cka")
+    np.testing.assert_allclose(matrix.to_numpy(), direct.loc[matrix.index, matrix.columns].to_numpy())
+    np.testing.assert_allclose(np.diag(matrix.to_numpy()), 1.0)
+    selectbox(at, "compare the gates with").set_value("paper").run()  # other data: said, never a number
+    assert len(at.dataframe) == 1 and "read other data" in plain(at.warning[-1].value)
+    at = app_test(runs_dir, monkeypatch, "good", "Training")  # no training beside it
+    assert "not one of several epoch snapshots" in at.info[0].value
 
 
 def shown_interventions(at, run) -> pd.DataFrame:

@@ -114,7 +114,8 @@ def resampled(count: Array, total: Array, total_sq: Array, weights: np.ndarray) 
     """(count [K], total [K, C], total_sq [K, C]) of each resample in turn: the shards' moments
     (count [S, K], total and total_sq [S, K, C]) weighted by one row of `weights` [R, S]."""
     cnt = as_numpy(count).astype(np.float64)
-    t, tq = (as_numpy(x).astype(np.float64, copy=False) for x in (total, total_sq))
+    # contiguous once: tensordot would copy a strided view (GateStats' fields share one buffer) per call
+    t, tq = (np.ascontiguousarray(as_numpy(x), dtype=np.float64) for x in (total, total_sq))
     for w in weights.astype(np.float64):
         yield w @ cnt, np.tensordot(w, t, 1), np.tensordot(w, tq, 1)
 

@@ -151,9 +151,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _against_run(args: argparse.Namespace, function: Callable) -> tuple:
-    """(run, model, loader, images): the run folder (RUN or --out) with the model and a loader of the
-    data (the run's own images unless options say otherwise, which it prints), read from the run's
-    meta.json where not given, checked to belong to it; `function`'s options are checked first."""
+    """(run, model, loader, images, source): the run folder (RUN or --out) with the model and a loader
+    of the data (the run's own images unless options say otherwise, which it prints), read from the
+    run's meta.json where not given, checked to belong to it; `function`'s options are checked first."""
     from analysis.devices import resolve_device
     from analysis.data.jpeg import make_image_loader
     from analysis.files import check_creatable
@@ -173,13 +173,13 @@ def _against_run(args: argparse.Namespace, function: Callable) -> tuple:
     check_creatable(run.path, "the run folder")  # where the new table goes, before the pass that makes it
     print(f"{args.command}: {images}")
     loader = make_image_loader(source, args.batch_size, device, workers=args.workers, limit=limit)
-    return run, model.to(device), loader, min(len(source.dataset), limit or len(source.dataset))
+    return run, model.to(device), loader, min(len(source.dataset), limit or len(source.dataset)), source
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from analysis.experiments.interventions import ablate, format_interventions
 
-    run, model, loader, images = _against_run(args, ablate)
+    run, model, loader, images, _ = _against_run(args, ablate)
     options = option_values(args, ablate, skip=RUN_TIME)
     table = ablate(model, loader, run, **options, progress=not args.quiet, total=images)
     run.add_table("interventions", table)
@@ -190,7 +190,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def cmd_channels(args: argparse.Namespace) -> int:
     from analysis.experiments.channels import channel_ablate, channel_agreement
 
-    run, model, loader, images = _against_run(args, channel_ablate)
+    run, model, loader, images, _ = _against_run(args, channel_ablate)
     options = option_values(args, channel_ablate, skip=RUN_TIME)
     table = channel_ablate(model, loader, run, **options, progress=not args.quiet, total=images)
     agreement = channel_agreement(table, run, shuffles=args.shuffles, seed=args.seed)
@@ -202,10 +202,25 @@ def cmd_channels(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cascade(args: argparse.Namespace) -> int:
+    from analysis.experiments.cascade import cascade, cascade_flags, format_cascade
+
+    run, model, loader, images, source = _against_run(args, cascade)
+    options = option_values(args, cascade, skip=(*RUN_TIME, "batchnorm_data"))
+    table = cascade(model, loader, run, batchnorm_data=source, **options, progress=not args.quiet, total=images)
+    flags = cascade_flags(table)
+    run.add_table("cascade", table)
+    run.add_table("cascade_flags", flags)
+    with pd.option_context("display.width", 250, "display.max_columns", 50):
+        print(format_cascade(table, flags))
+    print("\n".join([*warning_lines(run), f"tables cascade, cascade_flags written to {run.path}"]))
+    return 0
+
+
 def cmd_attribute(args: argparse.Namespace) -> int:
     from analysis.experiments.attributions import attribute
 
-    run, model, loader, images = _against_run(args, attribute)
+    run, model, loader, images, _ = _against_run(args, attribute)
     options = option_values(args, attribute, skip=RUN_TIME)
     table, blocks = attribute(model, loader, run, **options, progress=not args.quiet, total=images)
     run.add_table("attributions", table)
@@ -378,6 +393,7 @@ def _against_run_parser() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per subcommand, in --help order
     from analysis.experiments.attributions import attribute
+    from analysis.experiments.cascade import UNITS, cascade
     from analysis.experiments.channels import channel_ablate, channel_agreement
     from analysis.experiments.interventions import ablate
     from analysis.experiments.paper import Protocol
@@ -472,6 +488,15 @@ def build_parser() -> argparse.ArgumentParser:  # long: one short paragraph per 
     add_options(p, channel_ablate, skip=RUN_TIME, choices=choices, help={**texts, "seed": CHANNELS_SEED})
     add_options(p, channel_agreement, only=("shuffles",), help=texts)
     p.set_defaults(func=cmd_channels)
+
+    p = _command(sub, "cascade", parents=[_against_run_parser()],
+                       help="re-draw the network's weights from the last stage (or block) down, as the untrained "
+                            "control does, and measure every block at each step: which measures do not move? "
+                            "stored in the run")
+    add_options(p, cascade, skip=(*RUN_TIME, "batchnorm_data"), choices={**choices, "unit": UNITS},
+                help={**texts, "unit": "re-draw a stage or a block more at each step",
+                      "seeds": "weight seeds per step: the run's untrained controls' (--seed + 1 ..)"})
+    p.set_defaults(func=cmd_cascade)
 
     p = _command(sub, "attribute", parents=[_against_run_parser()],
                        help="attribute the class logit to every gate channel with captum, per class; "

@@ -14,12 +14,16 @@ import os
 import re
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 from matplotlib.figure import Figure
 
 from analysis.errors import AnalysisError, RunFolderError
+from analysis.experiments.trajectory import onset_table, trajectory_table
+from analysis.measures.similarity import similarity
 from analysis.presentation import figures, views
 from analysis.runs.folder import Run, load_run
+from analysis.runs.matching import check_same_data
 from dashboard import charts
 
 SCREEN_POINTS = 1000  # points per line, columns per heatmap: about two per pixel of a panel at 90 dpi
@@ -154,6 +158,23 @@ def heatmap(path: str, files: tuple, block: str) -> charts.Heatmap:
 def compare_figure(runs: tuple[tuple[str, str, tuple], ...], metric: str) -> bytes:
     """The Compare page's figure of the runs (name, path, stamp), in that order."""
     return png(figures.compare_curves(views.compare({name: open_run(path, files) for name, path, files in runs}), metric))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def trajectory(runs: tuple[tuple[str, tuple], ...]) -> tuple[pd.DataFrame, bytes]:
+    """The onsets by epoch of snapshot runs (path, stamp) in training order, and the trajectory figure."""
+    table = trajectory_table([open_run(path, files) for path, files in runs])
+    return onset_table(table), png(figures.trajectory_figure(table))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def cka(path: str, files: tuple, other: str, other_files: tuple) -> pd.DataFrame:
+    """Linear CKA between every block of two runs of the same data: rows the first run's blocks."""
+    first, second = open_run(path, files), open_run(other, other_files)
+    check_same_data(first, second)
+    table = similarity(first.stats, second.stats)
+    matrix = table.pivot(index="block_a", columns="block_b", values="cka")
+    return matrix.loc[table["block_a"].unique(), table["block_b"].unique()]
 
 
 def default_block(run: Run) -> str:

@@ -27,6 +27,7 @@ PAGES = {  # url_path: (file in screens/, title); the first is the default page,
     "classes": ("classes.py", "Classes"),
     "compare": ("compare.py", "Compare"),
     "interventions": ("interventions.py", "Interventions"),
+    "training": ("training.py", "Training"),
 }
 
 

@@ -19,6 +19,9 @@ model and of every ancestor of a gate), so the largest finished parts are replay
 the candidates' outputs of one batch, about the activations a training step keeps. A gate whose
 module runs more than once in a pass (one activation shared by several gates) would have its earlier
 runs replayed unseen by the hooks that count them: then nothing is replayed.
+
+`Prefix.started_after` is the other side of the same cut: the modules that began after a gate gave
+its output, which the cascading randomisation (analysis.experiments.cascade) re-draws.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from torch import nn
 from torch.utils._pytree import tree_map
 
 from analysis.capture.gates import Gate, unwrap
+from analysis.errors import InterventionError
 
 
 @dataclass
@@ -45,6 +49,12 @@ class _Call:
     start: int = -1
     end: int = -1
     output: Any = None
+
+
+def _largest(modules: list[nn.Module]) -> list[nn.Module]:
+    """Those of `modules` inside none of the others."""
+    inner = {id(sub) for m in modules for sub in m.modules() if sub is not m}
+    return [m for m in modules if id(m) not in inner]
 
 
 def _parent(path: str) -> str:
@@ -120,9 +130,18 @@ class Prefix:
         if any(self._call(m).runs != 1 for m in self.gates.values()):
             return []
         start = self._call(self.gates[gate]).start
-        done = [m for m in self.modules if self._call(m).runs == 1 and self._call(m).end < start]
-        inner = {id(sub) for m in done for sub in m.modules() if sub is not m}
-        return [m for m in done if id(m) not in inner]
+        return _largest([m for m in self.modules if self._call(m).runs == 1 and self._call(m).end < start])
+
+    def started_after(self, gate: str | None) -> list[nn.Module]:
+        """The largest modules that first started after `gate`'s module ended in the recorded pass
+        (with None: every module that ran), where every gate's module ran once; raises
+        InterventionError where one ran more often (the pass has no single point after it)."""
+        repeated = [name for name, m in self.gates.items() if self._call(m).runs != 1]
+        if repeated:
+            raise InterventionError(f"the module of gate {repeated[0]} ran {self._call(self.gates[repeated[0]]).runs} "
+                                    "times in one pass; the network cannot be cut after it.")
+        end = -1 if gate is None else self._call(self.gates[gate]).end
+        return _largest([m for m in self.modules if self._call(m).runs and self._call(m).start > end])
 
     def first(self, blocks: Sequence[str]) -> str:
         """Of the gates `blocks`, the one whose module started first in the recorded pass."""

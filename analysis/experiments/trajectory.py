@@ -14,10 +14,12 @@ Table `trajectory`, one row per (snapshot, block), snapshots in epoch order:
 
 * `epoch`: the snapshot's training epoch (from its checkpoint); `run`: its run folder's name;
   `test_accuracy`: the checkpoint's recorded top-1 accuracy on its test data (NaN if not recorded).
-* `onset_shape`, `onset_detectable`: the snapshot run's two onsets (meta.json "onset"; schema.ONSETS
-  says what each names), None where no block passes; `onset_shape_rule`, `onset_detectable_rule`:
-  the rule each was found by (a run without its untrained control says the shape onset was not
-  measured).
+* per notion N of analysis.measures.notions (detectable, magnitude, shape; meta.json "onset.notions"):
+  `onset_N`, its onset block, None unless found; `onset_N_status`: found, none (no block holds to
+  the end) or undetermined; `onset_N_certainty`: the share of the resampled draws whose own onset is
+  that block (NaN where there were no draws); `onset_N_reason`: why it is undetermined (None
+  otherwise); `onset_N_rule`: the rule in words. A run that records no notions (made before them)
+  has every notion undetermined, with that reason.
 * then every column of the snapshot run's blocks table (analysis.measures.schema, "blocks").
 """
 
@@ -30,11 +32,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import RunFolderError
+from analysis.measures.notions import NOTIONS
 from analysis.runs.folder import Run, is_run_folder, load_run
 
 TABLE_FILE = "trajectory.parquet"
-HEAD = ("epoch", "run", "test_accuracy", "onset_shape", "onset_shape_rule", "onset_detectable",
-        "onset_detectable_rule")
+NOTION_CELLS = ("", "_status", "_certainty", "_reason", "_rule")  # onset_N{cell}: each notion's columns
+HEAD = ("epoch", "run", "test_accuracy", *(f"onset_{n.name}{cell}" for n in NOTIONS for cell in NOTION_CELLS))
+NO_NOTIONS = "the run records no notions (made before they were); collect it again"
 
 
 def snapshot_name(epoch: int) -> str:
@@ -65,20 +69,42 @@ def trajectory_table(runs: Sequence[Run]) -> pd.DataFrame:
     """Table `trajectory` (module docstring) of snapshot runs."""
     frames = []
     for run in runs:
-        onset = run.meta.onset
         accuracy = run.meta.checkpoint.test_accuracy if run.meta.checkpoint else None
         head = {"epoch": snapshot_epoch(run), "run": run.path.name,
-                "test_accuracy": np.nan if accuracy is None else accuracy,
-                "onset_shape": onset.block, "onset_shape_rule": onset.rule,
-                "onset_detectable": onset.detectable, "onset_detectable_rule": onset.rule_detectable}
+                "test_accuracy": np.nan if accuracy is None else accuracy, **notion_cells(run)}
         frames.append(run.blocks.assign(**head))
     table = pd.concat(frames, ignore_index=True)
     columns = [*HEAD, *(c for c in table.columns if c not in HEAD)]
-    return table[columns].astype({"epoch": "int64", "test_accuracy": "float64"})
+    certainty = {f"onset_{n.name}_certainty": "float64" for n in NOTIONS}
+    return table[columns].astype({"epoch": "int64", "test_accuracy": "float64", **certainty})
+
+
+def notion_cells(run: Run) -> dict[str, object]:
+    """The head cells of a snapshot run: per notion its block (only where found), status, certainty,
+    reason and rule, from meta.json "onset.notions"."""
+    recorded = run.meta.onset.notions
+    cells: dict[str, object] = {}
+    for notion in NOTIONS:
+        record = recorded.get(notion.name)
+        status = record.status if record else "undetermined"
+        certainty = record.certainty if record else None
+        values = (record.block if record and status == "found" else None, status,
+                  np.nan if certainty is None else certainty, record.reason if record else NO_NOTIONS,
+                  record.rule if record else None)
+        cells.update({f"onset_{notion.name}{cell}": value for cell, value in zip(NOTION_CELLS, values)})
+    return cells
 
 
 def onset_table(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per snapshot of a trajectory table: epoch, test accuracy and both onsets ("none"
-    where no block passes)."""
-    per_epoch = table.drop_duplicates("epoch")[["epoch", "test_accuracy", "onset_shape", "onset_detectable"]]
-    return per_epoch.fillna({"onset_shape": "none", "onset_detectable": "none"}).reset_index(drop=True)
+    """One row per snapshot of a trajectory table: epoch, test accuracy and each notion's onset as a
+    cell: its block with its certainty ("SE_3_3 (0.93)"), else its status ("none", "undetermined")."""
+    per_epoch = table.drop_duplicates("epoch").reset_index(drop=True)
+    cells = {f"onset_{n.name}": [_onset_cell(row, n.name) for _, row in per_epoch.iterrows()] for n in NOTIONS}
+    return pd.DataFrame({"epoch": per_epoch["epoch"], "test_accuracy": per_epoch["test_accuracy"], **cells})
+
+
+def _onset_cell(row: pd.Series, name: str) -> str:
+    block, certainty = row[f"onset_{name}"], row[f"onset_{name}_certainty"]
+    if block is None or pd.isna(block):
+        return str(row[f"onset_{name}_status"])
+    return str(block) if pd.isna(certainty) else f"{block} ({certainty:.2f})"

@@ -26,7 +26,7 @@ PROBE_STD_FLOOR = 1e-6  # smallest feature std used to standardise the probe's i
 PROBE_MAX_CLASSES = 128  # on the CPU the probe's cost grows with classes^2; see `probe`
 PROBE_C = 1.0  # inverse L2 strength, as scikit-learn's LogisticRegression(C=1.0)
 PROBE_MAX_ITER = 200  # L-BFGS iterations per fold at most
-_SMALL_FIT = 1 << 22  # n C K below which a CPU fit runs on one thread (see _few_threads)
+_SMALL_FIT = 1 << 22  # m r K below which CPU folds are fit together on one thread (see _fold_fits)
 PROBE_TOL = 1e-5  # L-BFGS stops when no gradient entry of the mean loss exceeds this (scikit-learn: 1e-4)
 PROBE_MIN_VECTORS = 2  # vectors a class needs to be in the probe: with one, it is tested but never trained on
 
@@ -103,33 +103,46 @@ def fit_logistic(
     max_iter: int = PROBE_MAX_ITER,
     tol: float = PROBE_TOL,
     weight: torch.Tensor | None = None,
+    start: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Multinomial L2 logistic regression, full-batch L-BFGS: (W [C, K], b [K]) minimising
     mean cross-entropy + |W|^2 / (2 c n), scikit-learn's C sum CE + |W|^2 / 2 scaled by 1/(c n)
-    (the intercept unpenalised, as there). z [n, C] float (the probe's: float32), y [n].
+    (the intercept unpenalised, as there). z [n, C] float (the probe's: float32), y [n]. The
+    gradient is written out: two matmuls per evaluation, no autograd graph.
 
     Batched: z [F, n, C], y [n] or [F, n], with `weight` [F, n] (1 for a row in problem f's training
     set, else 0) fits F independent problems in one L-BFGS run, (W [F, C, K], b [F, K]): their losses add up
     with disjoint parameters, so the joint minimum is each one's, and one run of small kernels
-    replaces F (the cross-validation folds cost little more than one fit)."""
+    replaces F (for small problems, whose time is the kernels' overhead).
+
+    `start`: (W, b) shaped like the result, to begin from instead of zero. The objective is strictly
+    convex up to a constant added to a problem's every intercept (which no step changes: the
+    intercepts' gradient sums to zero), so with the start's intercepts centred the optimum is the
+    same; from a neighbouring fold's fit it takes a fraction of the iterations."""
     single = z.dim() == 2
     z = z[None] if single else z
-    weight = torch.ones(z.shape[:2], dtype=z.dtype, device=z.device) if weight is None else weight.to(z.dtype)
     f, n, d = z.shape
+    weight = z.new_ones(f, n) if weight is None else weight.to(z.dtype)
     rows = weight.sum(1)  # [F] training rows of each problem
-    w = torch.zeros(f, d + 1, k, dtype=z.dtype, device=z.device, requires_grad=True)
+    share, strength = weight / rows[:, None], 1.0 / (c * rows)  # each problem's mean over its own rows; L2
+    target = torch.nn.functional.one_hot(y.expand(f, n), k).to(z.dtype)
+    if start is None:
+        w = z.new_zeros(f, d + 1, k)
+    else:
+        bias = start[1] - start[1].mean(-1, keepdim=True)
+        w = torch.cat([start[0], bias[..., None, :]], -2).to(z).reshape(f, d + 1, k)
+    w.requires_grad_(True)  # LBFGS steps the parameters that require a gradient; `loss` fills it
     opt = torch.optim.LBFGS([w], max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12,
                             history_size=20, line_search_fn="strong_wolfe")
-    share = weight / rows[:, None]  # each problem's mean over its own rows
-    strength = 1.0 / (2 * c * rows)
-    labels = y.expand(f, n).reshape(-1)
 
+    @torch.no_grad()
     def loss() -> torch.Tensor:
-        opt.zero_grad()
         logits = torch.baddbmm(w[:, d:], z, w[:, :d])  # [F, n, K]
-        ce = torch.nn.functional.cross_entropy(logits.reshape(f * n, k), labels, reduction="none").view(f, n)
-        value = (share * ce).sum() + (strength * (w[:, :d] ** 2).sum((1, 2))).sum()
-        value.backward()
+        lse = torch.logsumexp(logits, 2)
+        value = (share * (lse - (logits * target).sum(2))).sum() + (strength / 2 * (w[:, :d] ** 2).sum((1, 2))).sum()
+        residual = share[..., None] * (torch.exp(logits - lse[..., None]) - target)  # d loss / d logits
+        w.grad = torch.cat([torch.baddbmm(strength[:, None, None] * w[:, :d], z.transpose(1, 2), residual),
+                            residual.sum(1, keepdim=True)], 1)
         return value
 
     opt.step(loss)
@@ -137,32 +150,39 @@ def fit_logistic(
     return (weights[0], bias[0]) if single else (weights, bias)
 
 
-def _fold_features(x: torch.Tensor, test: slice) -> tuple[torch.Tensor, torch.Tensor]:
-    """(training [m, r], test [t, r]) float32 features of the fold whose test rows are `test`: the
-    vectors x [n, C] standardised with the training part's mean and population std (floor
-    PROBE_STD_FLOOR), r = C. With at most half as many training vectors as channels, their
-    coordinates in an orthonormal basis of the training vectors' span instead (r = m): the loss
+class _Fold(NamedTuple):
+    """One cross-validation fold's features: the vectors standardised with the training part's
+    mean and population std (floor PROBE_STD_FLOOR), in the coordinates of `basis` when it has one."""
+
+    train: torch.Tensor  # [m, r] float32
+    test: torch.Tensor  # [t, r] float32
+    mean: torch.Tensor  # [C]
+    std: torch.Tensor  # [C]
+    basis: torch.Tensor | None  # [C, m] float32 orthonormal columns, or None (r = C)
+
+
+def _fold(x: torch.Tensor, test: slice) -> _Fold:
+    """The fold whose test rows are `test` of x [n, C]. With at most half as many training vectors
+    as channels, coordinates in an orthonormal basis of the training vectors' span (r = m): the loss
     reads the weights only through that span and the L2 penalty only grows outside it, so the fit
     and its predictions are the same, at m / C of the cost per iteration (the basis costs two)."""
     train = torch.cat([x[: test.start], x[test.stop :]])
     mu, sd = train.mean(0), train.std(0, correction=0).clamp_min(PROBE_STD_FLOOR)
     z_train, z_test = (((part - mu) / sd).float() for part in (train, x[test]))
     if 2 * len(z_train) > z_train.shape[1]:
-        return z_train, z_test
-    basis = torch.linalg.qr(z_train.T).Q  # [C, m] orthonormal columns spanning the training vectors
-    return z_train @ basis, z_test @ basis
+        return _Fold(z_train, z_test, mu, sd, None)
+    basis = torch.linalg.qr(z_train.T).Q
+    return _Fold(z_train @ basis, z_test @ basis, mu, sd, basis)
 
 
-def _stacked(parts: list[torch.Tensor], labels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(features [F, m, r], labels [F, m], weight [F, m]) of F problems of up to m rows and r
-    features, zero-padded; weight 1 on each problem's own rows."""
-    m, r = max(len(p) for p in parts), max(p.shape[1] for p in parts)
-    z = parts[0].new_zeros(len(parts), m, r)
-    y = labels[0].new_zeros(len(parts), m)
-    weight = parts[0].new_zeros(len(parts), m)
-    for f, (part, label) in enumerate(zip(parts, labels)):
-        z[f, : len(part), : part.shape[1]], y[f, : len(part)], weight[f, : len(part)] = part, label, 1
-    return z, y, weight
+def _moved(fit: tuple[torch.Tensor, torch.Tensor], source: _Fold, target: _Fold) -> tuple[torch.Tensor, torch.Tensor]:
+    """`source`'s fit (W, b) as the same function of the raw vectors in `target`'s features
+    (projected on its basis, where the optimum lies, when it has one): target's starting point."""
+    w, b = fit
+    raw = (w if source.basis is None else source.basis @ w).double() / source.std[:, None]  # [C, K] on raw vectors
+    bias = b.double() + (target.mean - source.mean) @ raw
+    w = (raw * target.std[:, None]).float()
+    return (w if target.basis is None else target.basis.T @ w), bias.float()
 
 
 def probe(
@@ -177,13 +197,14 @@ def probe(
 ) -> Probe:
     """L2 multinomial logistic regression on standardised reservoir vectors, stratified k-fold.
 
-    Each fold standardises with its training part (`_fold_features`) and the folds are fit
-    together by full-batch L-BFGS in float32 on `device` (the statistics' device). At 1000 classes
-    x 2048 channels that is fast on a GPU; on the CPU a fit costs m K min(m, C) per iteration (m
-    training vectors), so with more than `max_classes` classes the probe runs on a seeded random
-    subset of that many classes (the same for every gate of a run, whose reservoirs hold the same
-    samples) and chance is the subset's. None: every class. values [n, C] float, labels [n] int.
-    NaN fields when there is nothing to cross-validate.
+    Each fold standardises with its training part (`_fold`) and is fit by full-batch L-BFGS in
+    float32 on `device` (the statistics' device), on the CPU from the previous fold's fit where the
+    folds are large (`_fold_fits`). A fit costs m K min(m, C) per iteration (m training vectors):
+    fast on a GPU at 1000 classes x 2048 channels, but on the CPU, with more than `max_classes`
+    classes, the probe runs on a seeded random subset of that many classes (the same for every
+    gate of a run, whose reservoirs hold the same samples) and chance is the subset's. None: every
+    class. values [n, C] float, labels [n] int. NaN fields when there is nothing to
+    cross-validate.
     """
     found = _probe_set(values, labels, folds, seed, max_classes)
     if found is None:
@@ -194,13 +215,40 @@ def probe(
     yt = torch.from_numpy(position).to(dev)
     edges = np.searchsorted(fold, np.arange(folds + 1))  # the rows are sorted by fold
     tests = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
-    features = [_fold_features(xt, test) for test in tests]
-    z, y, weight = _stacked([train for train, _ in features], [torch.cat([yt[: t.start], yt[t.stop :]]) for t in tests])
-    with _few_threads(dev, z.numel() * k_all.size):
-        w, b = fit_logistic(z, y, k_all.size, c=c, weight=weight)
-    correct = sum(int(((test @ w[f, : test.shape[1]] + b[f]).argmax(1) == yt[t]).sum())
-                  for f, ((_, test), t) in enumerate(zip(features, tests)))
+    parts = [_fold(xt, test) for test in tests]
+    fits = _fold_fits(parts, [torch.cat([yt[: t.start], yt[t.stop :]]) for t in tests], k_all.size, c)
+    correct = sum(int(((part.test @ w + b).argmax(1) == yt[t]).sum()) for part, (w, b), t in zip(parts, fits, tests))
     return _scored(correct, position, k_all.size)
+
+
+def _fold_fits(parts: list[_Fold], labels: list[torch.Tensor], k: int, c: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each fold's fit (W [r, K], b [K]) on its training features and labels. On the CPU, a fold
+    of more than _SMALL_FIT m r K is fit alone, from the previous fold's fit (`_moved`): the
+    matmuls are the time, and a fold after the first takes a few iterations where the classes are
+    told apart. Smaller folds, and any on a GPU, where the kernels' overhead is the time, are
+    fit together in one batched run."""
+    train = parts[0].train
+    if train.device.type == "cpu" and train.numel() * k > _SMALL_FIT:
+        fits = [fit_logistic(train, labels[0], k, c=c)]
+        for before, part, label in zip(parts, parts[1:], labels[1:]):
+            fits.append(fit_logistic(part.train, label, k, c=c, start=_moved(fits[-1], before, part)))
+        return fits
+    z, y, weight = _stacked([part.train for part in parts], labels)
+    with _few_threads(train.device, z.numel() * k):
+        w, b = fit_logistic(z, y, k, c=c, weight=weight)
+    return [(w[f, : part.train.shape[1]], b[f]) for f, part in enumerate(parts)]
+
+
+def _stacked(parts: list[torch.Tensor], labels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(features [F, m, r], labels [F, m], weight [F, m]) of F problems of up to m rows and r
+    features, zero-padded; weight 1 on each problem's own rows."""
+    m, r = max(len(p) for p in parts), max(p.shape[1] for p in parts)
+    z = parts[0].new_zeros(len(parts), m, r)
+    y = labels[0].new_zeros(len(parts), m)
+    weight = parts[0].new_zeros(len(parts), m)
+    for f, (part, label) in enumerate(zip(parts, labels)):
+        z[f, : len(part), : part.shape[1]], y[f, : len(part)], weight[f, : len(part)] = part, label, 1
+    return z, y, weight
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -83,11 +83,13 @@ def reinitialise(model: nn.Module, seed: int) -> nn.Module:
     return model
 
 
-def recompute_batchnorm(model: nn.Module, data: DataSource | Iterable) -> None:
-    """Replace every BatchNorm's running statistics by their plain average over the first BN_SAMPLES
-    samples of `data` (train-mode BatchNorm with momentum=None, no grad; the rest of the model in eval
-    mode, so dropout does not touch them)."""
-    norms = _batchnorms(model)
+def recompute_batchnorm(model: nn.Module, data: DataSource | Iterable, within: Sequence[nn.Module] | None = None) -> None:
+    """Replace every BatchNorm's running statistics (of those inside the modules `within`, if given)
+    by their plain average over the first BN_SAMPLES samples of `data` (train-mode BatchNorm with
+    momentum=None, no grad; the rest of the model in eval mode, so dropout and the other BatchNorms
+    do not touch them)."""
+    inside = None if within is None else {id(bn) for module in within for bn in _batchnorms(module)}
+    norms = [bn for bn in _batchnorms(model) if inside is None or id(bn) in inside]
     loader = make_loader(data, BN_BATCH, limit=BN_SAMPLES) if isinstance(data, DataSource) else data
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     momenta = [bn.momentum for bn in norms]
@@ -121,6 +123,20 @@ def untrained(model: nn.Module, seed: int, data: DataSource | Iterable | None = 
     if data is not None:
         recompute_batchnorm(fresh, data)
     return fresh.eval()
+
+
+def randomised(model: nn.Module, paths: Sequence[str], seed: int, data: DataSource | Iterable) -> nn.Module:
+    """A copy of `model` (on the CPU, eval mode; `model` is untouched) whose submodules at `paths`
+    hold the weights `untrained(model, seed)` draws for them, their BatchNorm statistics recomputed on
+    `data`; every other weight and statistic stays `model`'s. With every top-level module it is
+    `untrained(model, seed, data)`; the cascading randomisation (analysis.experiments.cascade) draws
+    the later part of a network this way, the earlier part keeping its trained weights and statistics."""
+    fresh = reinitialise(copy.deepcopy(model), seed)
+    part = copy.deepcopy(model).cpu()
+    for path in paths:
+        part.get_submodule(path).load_state_dict(fresh.get_submodule(path).state_dict())
+    recompute_batchnorm(part, data, within=[part.get_submodule(path) for path in paths])
+    return part.eval()
 
 
 def untrained_record(model: nn.Module, seed: int, data: DataSource | None) -> dict[str, Any]:

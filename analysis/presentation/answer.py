@@ -62,11 +62,15 @@ def _certainty(notion) -> str:
     return f"certainty {notion.certainty:.0%} of {notion.draws} draws ({over})"
 
 
+def _label(name: str) -> str:
+    return f"onset ({name})"
+
+
 def notion_line(name: str, notion) -> str:
     """One notion of meta.json's onset record (runs.meta's NotionRecord) in one line: its block, the
     statistic there against its null and its untrained band, and its certainty with the control seeds
     behind it. An undetermined notion says why; no notion reads a bare "none"."""
-    label = f"onset ({name})"
+    label = _label(name)
     if notion.status == "undetermined":
         return f"{label}: undetermined ({notion.reason})."
     if notion.block is None:
@@ -96,5 +100,9 @@ def onset_lines(run: Run) -> list[str]:
 
 
 def onset_rules(run: Run) -> list[tuple[str, str]]:
-    """(label, the rule in full as meta.json records it, with what the onset means) per onset."""
+    """(label, the rule in full as meta.json records it, with what the onset means) per onset: per
+    notion, with how its certainty is counted, where the run records them, else its two onsets."""
+    notions = getattr(run.meta.onset, "notions", None)
+    if notions:
+        return [(_label(name), f"{n.meaning}. Rule: {n.rule}; {n.certainty_rule}.") for name, n in notions.items()]
     return [(o["label"], f"{o['meaning']}. Rule: {o['rule']}.") for o in views.onsets(run)]

@@ -320,9 +320,10 @@ def trajectory_figure(table: pd.DataFrame, measure: str = "shape_sep") -> Figure
     ax, ax2 = fig.subplots(1, 2)
     names = list(dict.fromkeys(table["block"]))
     per_epoch = table.drop_duplicates("epoch")
-    for column, style, label in (("onset_shape", "o-", "onset (shape)"), ("onset_detectable", "s--", "onset (detectable)")):
-        depth = per_epoch[column].map({name: i for i, name in enumerate(names)})
-        ax.plot(per_epoch["epoch"], depth, style, label=f"{label} (missing: no block passes)")
+    for notion, style in zip(("shape", "magnitude", "detectable"), ("o-", "^-.", "s--")):
+        if f"onset_{notion}" in per_epoch:
+            depth = per_epoch[f"onset_{notion}"].map({name: i for i, name in enumerate(names)})
+            ax.plot(per_epoch["epoch"], depth, style, label=f"onset ({notion}; missing: none or undetermined)")
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.set_xlabel("epoch")
     ax.set_ylabel("onset block")

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from analysis.errors import OptionError
+from analysis.experiments.cascade import flag_matrix
 from analysis.files import check_creatable, check_replaceable, replacing
 from analysis.measures import schema
 from analysis.presentation import figures, paper_page, views
@@ -128,11 +129,17 @@ class Content:
     footer: str  # where the run is, when it was made, with what software
 
 
+CASCADE_HEADING = ("Cascading randomisation: does each measure move when its block is re-drawn? (unmoved: "
+                   "no more than re-drawing it with another seed moves it; `se-analysis cascade`)")
+
+
 def content(run: Run, images: dict[str, bytes]) -> Content:
     """The report of a run around its figures' PNGs."""
     lines = summary_lines(views.summary(run))
     extra = {heading: run.table(name) for heading, name in (("Interventions", "interventions"),
                                                            ("Attributions", "attribution_blocks")) if run.has_table(name)}
+    if run.has_table("cascade_flags"):
+        extra[CASCADE_HEADING] = flag_matrix(run.table("cascade_flags"))
     footer = f"run folder {views.shown_path(run.path)}; created {run.meta.created}; software {run.meta.software}"
     return Content(f"SE gate report: {run.path.name}", lines[0], onset_lines(run), lines[1:], views.headline(run),
                    images, run.blocks[views.present(run, views.BLOCK_COLUMNS)], onset_rules(run), extra, footer)

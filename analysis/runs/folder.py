@@ -44,7 +44,7 @@ from analysis.versions import software_versions
 
 TABLES = ("blocks", "channels", "class_means")
 EXTRA_TABLES = ("interventions", "attributions", "attribution_blocks", "paper", "channel_interventions",
-                "channel_agreement")
+                "channel_agreement", "cascade", "cascade_flags")
 
 
 def is_run_folder(path: str | Path) -> bool:

@@ -6,6 +6,7 @@ import streamlit as st
 
 from analysis.errors import AnalysisError
 from analysis.presentation import figures, views
+from analysis.presentation.answer import onset_rules
 from analysis.runs.folder import Run
 from dashboard.loaders import inside, open_run, run_folders, runs_root, selected_run, stamp, training_order
 from dashboard.widgets import md, show_compare
@@ -15,31 +16,38 @@ METRICS = ("eta2_mean", "eta2_excess", "shape_sep", "profile_sep", "class_mod", 
            "probe_selectivity", "frac_significant", "mi_bits_mean", "class_corr_mean", "sat_high", "gate_std")
 
 
+def notion_cell(notion) -> str:
+    """A notion of meta.json's onset record as a table cell: its block (or "no block") with its
+    certainty, or "undetermined" with the reason; never a bare "none"."""
+    if notion.status == "undetermined":
+        return f"undetermined ({notion.reason})"
+    found = notion.block or "no block"
+    return found if notion.certainty is None else f"{found} (certainty {notion.certainty:.0%})"
+
+
 def onset_cells(run: Run) -> dict[str, str]:
-    """Each onset's block as a table cell: per notion where the run records them ("none" or
-    "undetermined" where no block was found), else its two onsets."""
+    """Each onset as a table cell: per notion where the run records them, else its two onsets."""
     notions = getattr(run.meta.onset, "notions", None)
     if notions:
-        return {f"onset ({name})": notion.block or notion.status for name, notion in notions.items()}
+        return {f"onset ({name})": notion_cell(notion) for name, notion in notions.items()}
     return {onset["label"]: onset["block"] or "none" for onset in views.onsets(run)}
 
 
 def onset_table(runs: dict[str, Run]) -> tuple[pd.DataFrame, list[str]]:
-    """One row per run: its epoch, both onsets, the controls they were measured against and the rule
-    (numbered: rule 1, rule 2, ...), and the rules' texts in that numbering."""
+    """One row per run: its epoch, its onsets, the controls they were measured against and the rules
+    (numbered over the runs: rule 1, rule 2, ...), and the rules' texts in that numbering."""
     rules: list[str] = []
     rows = []
     for name, run in runs.items():
-        s = views.summary(run)
         numbers = []
-        for rule in (s["onset_rule"], s["onset_rule_detectable"]):
+        for label, rule in onset_rules(run):
             if rule not in rules:
                 rules.append(rule)
-            numbers.append(rules.index(rule) + 1)
+            numbers.append(f"{label}: rule {rules.index(rule) + 1}")
         controls, checkpoint = run.meta.controls, run.meta.checkpoint
         rows.append({"run": name, "epoch": checkpoint.epoch if checkpoint else None, **onset_cells(run),
                      "measured against": ", ".join(controls) if controls else "permutation null only (no control)",
-                     "rules": f"shape: rule {numbers[0]}; detectable: rule {numbers[1]}"})
+                     "rules": "; ".join(numbers)})
     return pd.DataFrame(rows), rules
 
 

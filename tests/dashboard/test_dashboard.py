@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -24,7 +25,9 @@ from PIL import Image
 
 
 from analysis.cli import main
+from analysis.experiments.trajectory import onset_table, trajectory_table
 from analysis.jobs import save_run
+from analysis.measures.similarity import similarity
 from analysis.runs.folder import load_run, write_run
 from analysis.capture.stats import StatsConfig
 from analysis.presentation import figures, views
@@ -45,10 +48,11 @@ SECRET = "SECRET-OUTSIDE-MODEL"  # the model name of a run outside the runs fold
 CRAFTED = "![x](http://attacker.example/x.png) <img src=http://attacker.example/y.png> [link](http://attacker.example) **b**"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 EPOCHS = {"epoch_1": 1, "epoch_10": 10, "epoch_2": 2, "final": 20}  # the snapshots of one training: name, epoch
-RUNS = ("good", "new", "controlled", "paper")  # no controls, newer columns, controls + ablate + attribute, paper
+RUNS = ("good", "new", "controlled", "uncontrolled", "paper")  # planted, newer columns, untrained seeds + ablate +
+# attribute, the shipped network with --control none, paper
 HEATMAP_BLOCK = "block for the heatmap and distributions"  # the Block explorer's block picker
 RUN_LIST = ["controlled", "crafted", "damaged", "empty", "epochs/epoch_1", "epochs/epoch_10", "epochs/epoch_2",
-            "epochs/final", "good", "linked_meta", "linked_table", "new", "old", "paper"]
+            "epochs/final", "good", "linked_meta", "linked_table", "new", "old", "paper", "uncontrolled"]
 
 
 def plain(text: str) -> str:
@@ -76,8 +80,8 @@ def cli(*argv: str) -> None:
 def runs_dir(tmp_path_factory):
     """Run folders of every kind the dashboard meets: good (planted, no controls), new (newer block
     columns), controlled (the shipped network on Fashion-MNIST with its untrained control, ablated
-    and attributed), paper (`se-analysis paper`: a stage-level removal), the epoch snapshots of one
-    training, controls nested inside runs, and broken ones (damaged, old, empty, links out, crafted text)."""
+    and attributed), uncontrolled (the same with --control none), paper (`se-analysis paper`: a
+    stage-level removal), the epoch snapshots of one training, controls nested inside runs, and broken ones (damaged, old, empty, links out, crafted text)."""
     root = tmp_path_factory.mktemp("dash")
     stats = planted_stats(resnet_gates(tuple(range(4, 20))), 5, 30, config=StatsConfig(num_classes=5, reservoir=4))
     save_run(stats, root / "good", {"model": "synthetic", "data": {"spec": "synthetic:classes=5"}})
@@ -118,12 +122,13 @@ def runs_dir(tmp_path_factory):
         cli("collect", *common, "--control", "untrained")
         cli("ablate", *common, "--groups", "block,all", "--resamples", "50")
         cli("attribute", *common)
+        cli("collect", *common[:-1], str(root / "uncontrolled"), "--control", "none")
     return root
 
 
 def needs(runs_dir, run: str) -> None:
     if not (runs_dir / run).is_dir():
-        pytest.skip("the controlled run needs dataset-fashion-mnist")
+        pytest.skip(f"the {run} run needs dataset-fashion-mnist")
 
 
 def app_test(runs_dir, monkeypatch, run: str | None = None, page: str | None = None, **params: str):
@@ -145,7 +150,7 @@ def captioned(page: str, run) -> list[str]:
         return ["interventions"] * bool(blocks) + ["attributions"] * run.has_table("attribution_blocks")
     return {"Overview": ["depth", "saturation"] + ["shape"] * ("shape_sep" in run.blocks),
             "Block explorer": ["profiles", "heatmap", "distributions"], "Channel explorer": ["distributions"],
-            "Classes": ["similarity"], "Compare": ["compare"]}[page]
+            "Classes": ["similarity"], "Compare": ["compare"], "Training": []}[page]
 
 
 def selectbox(at, label: str):
@@ -167,8 +172,8 @@ def test_only_run_folders_inside_the_runs_folder_are_listed_never_their_controls
     assert at.sidebar.selectbox[0].options == listed(runs_dir)  # no good/untrained, no .../untrained/seed_0
     at.switch_page(PAGES["Compare"][0]).run()
     comparable = [r for r in listed(runs_dir) if r not in ("damaged", "empty", "old", "linked_meta", "linked_table")]
-    assert at.multiselect[0].options == sorted(comparable, key=lambda r: (r.rpartition("/")[0], EPOCHS.get(
-        r.rpartition("/")[2], 0), r))
+    epochs = {r: (load_run(runs_dir / r).document.get("checkpoint") or {}).get("epoch") for r in comparable}
+    assert at.multiselect[0].options == sorted(comparable, key=lambda r: (r.rpartition("/")[0], epochs[r] or math.inf, r))
 
 
 def test_compare_starts_with_the_snapshots_of_one_training_in_epoch_order(runs_dir, monkeypatch):
@@ -180,18 +185,48 @@ def test_compare_starts_with_the_snapshots_of_one_training_in_epoch_order(runs_d
     assert not at.warning  # one rule, no controls: nothing mixed
 
 
-def test_compare_says_what_each_onset_was_measured_against(runs_dir, monkeypatch):
+def test_compare_says_each_notion_with_its_certainty_and_what_it_was_measured_against(runs_dir, monkeypatch):
     needs(runs_dir, "controlled")
     at = app_test(runs_dir, monkeypatch, "controlled", "Compare")
-    at.multiselect[0].set_value(["good", "controlled"]).run()
+    at.multiselect[0].set_value(["uncontrolled", "controlled"]).run()
     table = at.dataframe[0].value.set_index("run")
     assert table.loc["controlled", "measured against"] == "untrained"
-    assert table.loc["good", "measured against"] == "permutation null only (no control)"
-    for run in ("good", "controlled"):  # per notion where the run records them: no block reads none or undetermined
-        onset = load_run(runs_dir / run).document["onset"]
-        shape = onset.get("notions", {}).get("shape")
-        assert table.loc[run, "onset (shape)"] == (shape["block"] or shape["status"] if shape else onset["block"] or "none")
+    assert table.loc["uncontrolled", "measured against"] == "permutation null only (no control)"
+    for run in ("uncontrolled", "controlled"):  # meta.json as written, read here without the toolkit's types
+        notions = load_run(runs_dir / run).document["onset"]["notions"]
+        assert table.loc[run, "rules"].count("rule") == len(notions) == 3
+        for name, notion in notions.items():
+            cell = table.loc[run, f"onset ({name})"]
+            if notion["status"] == "undetermined":
+                assert cell == f"undetermined ({notion['reason']})"
+            else:
+                assert cell == f"{notion['block'] or 'no block'} (certainty {round(100 * notion['certainty'])}%)"
+    cells = table.filter(like="onset (").loc["uncontrolled"].tolist()
+    assert cells[1:] == ["undetermined (no untrained control)"] * 2  # magnitude and shape need the control
     assert "different rules or against other controls" in at.warning[0].value
+
+
+@pytest.mark.parametrize("run", ["controlled", "uncontrolled"])
+def test_the_overview_says_each_notion_with_its_certainty_or_why_it_is_undetermined(runs_dir, monkeypatch, run):
+    needs(runs_dir, run)
+    at = app_test(runs_dir, monkeypatch, run)
+    notions = load_run(runs_dir / run).document["onset"]["notions"]
+    lines = {text.split(":")[0]: text for text in map(plain, (m.value for m in at.markdown)) if text.startswith("onset (")}
+    assert list(lines) == [f"onset ({name})" for name in notions] == ["onset (detectable)", "onset (magnitude)",
+                                                                     "onset (shape)"]
+    for name, notion in notions.items():
+        line = lines[f"onset ({name})"]
+        if notion["status"] == "undetermined":
+            assert line == f"onset ({name}): undetermined ({notion['reason']})."
+        else:
+            assert line.startswith(f"onset ({name}): {notion['block'] or 'no block'}")
+            assert f"certainty {round(100 * notion['certainty'])}% of {notion['draws']} draws" in line
+    undetermined = [name for name, notion in notions.items() if notion["status"] == "undetermined"]
+    assert undetermined == ([] if run == "controlled" else ["magnitude", "shape"])
+    assert all(notion["reason"] == "no untrained control" for notion in map(notions.get, undetermined))
+    rules = [text for text in map(plain, (m.value for m in at.markdown)) if text.startswith("**onset (")]  # the expander
+    assert [rule.split("**")[1] for rule in rules] == list(lines)
+    assert all(f"Rule: {notion['rule']}; {notion['certainty_rule']}." in rule for rule, notion in zip(rules, notions.values()))
 
 
 @pytest.mark.parametrize("run", RUNS)
@@ -202,7 +237,8 @@ def test_every_page_renders_each_kind_of_run(runs_dir, monkeypatch, page, run):
     assert not at.exception, at.exception
     assert at.header[0].value == (page if page != "Compare" else "Compare runs")
     assert not at.error, [e.value for e in at.error]
-    images = {"Overview": 2, "Block explorer": 2, "Channel explorer": 1, "Classes": 1, "Compare": 1, "Interventions": 0}
+    images = {"Overview": 2, "Block explorer": 2, "Channel explorer": 1, "Classes": 1, "Compare": 1, "Interventions": 0,
+              "Training": 0}
     assert len(at.image) >= images[page]
     assert len(charts(at)) == {"Block explorer": 1, "Classes": 1}.get(page, 0)  # the heatmap; the class shares
     for kind in captioned(page, load_run(runs_dir / run)):  # the reports' text under each figure
@@ -238,6 +274,26 @@ def test_every_page_renders_each_kind_of_run(runs_dir, monkeypatch, page, run):
         row, last = at.dataframe[0].value, load_run(runs_dir / run).blocks.set_index("block").loc["SE_4_2"]
         for column in ("shape_sep", "shape_sep_untrained", "eta2_perm", "probe_perm"):
             assert row[column].iloc[0] == last["depth"] + NEW_COLUMNS.index(column) / 100
+
+
+def test_training_shows_each_notions_onset_by_epoch_and_the_cka_with_another_run(runs_dir, monkeypatch):
+    at = app_test(runs_dir, monkeypatch, "epochs/epoch_10", "Training")
+    assert not at.exception and not at.error
+    snapshots = [load_run(runs_dir / "epochs" / name) for name in sorted(EPOCHS, key=EPOCHS.get)]
+    expected = onset_table(trajectory_table(snapshots))
+    shown = at.dataframe[0].value
+    assert shown.columns.tolist() == expected.columns.tolist() and shown["epoch"].tolist() == sorted(EPOCHS.values())
+    assert shown.astype(str).values.tolist() == expected.astype(str).values.tolist()
+    assert len(at.image) == 1  # the trajectory figure
+    selectbox(at, "compare the gates with").set_value("epochs/epoch_1").run()
+    matrix = at.dataframe[1].value  # copies of one run: the same gate vectors, CKA 1 block for block
+    direct = similarity(snapshots[0].stats, snapshots[-1].stats).pivot(index="block_a", columns="block_b", values="cka")
+    np.testing.assert_allclose(matrix.to_numpy(), direct.loc[matrix.index, matrix.columns].to_numpy())
+    np.testing.assert_allclose(np.diag(matrix.to_numpy()), 1.0)
+    selectbox(at, "compare the gates with").set_value("paper").run()  # other data: said, never a number
+    assert len(at.dataframe) == 1 and "read other data" in plain(at.warning[-1].value)
+    at = app_test(runs_dir, monkeypatch, "good", "Training")  # no training beside it
+    assert "not one of several epoch snapshots" in at.info[0].value
 
 
 def shown_interventions(at, run) -> pd.DataFrame:
@@ -417,6 +473,24 @@ def test_compare_draws_each_runs_untrained_band_between_its_seeds(runs_dir, monk
         assert y.max() == pytest.approx(blocks["eta2_untrained"].max(), rel=1e-6)
 
 
+def test_compare_draws_the_band_of_a_collected_runs_own_untrained_seeds(runs_dir, monkeypatch):
+    needs(runs_dir, "controlled")
+    seeds = sorted((runs_dir / "controlled" / "untrained").glob("seed_*"))
+    eta2 = pd.concat([pd.read_parquet(seed / "blocks.parquet").set_index("block")["eta2_mean"] for seed in seeds], axis=1)
+    assert len(seeds) == 3  # collect's default
+    drawn = []
+    original = figures.compare_curves
+    monkeypatch.setattr(figures, "compare_curves", lambda *a, **k: drawn.append(original(*a, **k)) or drawn[-1])
+    at = app_test(runs_dir, monkeypatch, "controlled", "Compare")
+    at.multiselect[0].set_value(["controlled"]).run()
+    assert not at.exception and not at.error and selectbox(at, "metric").value == "eta2_mean"
+    [band] = [c for c in drawn[-1].axes[0].collections if c.get_paths()]  # fill_between
+    y = band.get_paths()[0].vertices[:, 1]
+    for low, high in zip(eta2.min(axis=1), eta2.max(axis=1)):  # each block's smallest and largest seed
+        assert np.isclose(y, low, rtol=1e-6).any() and np.isclose(y, high, rtol=1e-6).any()
+    assert y.min() == pytest.approx(eta2.to_numpy().min(), rel=1e-6) and y.max() == pytest.approx(eta2.to_numpy().max(), rel=1e-6)
+
+
 def test_a_link_with_a_run_opens_that_run_and_the_address_follows_the_picker(runs_dir, monkeypatch):
     at = app_test(runs_dir, monkeypatch, "paper")
     assert at.sidebar.selectbox[0].value == "paper" and not at.error and at.header[0].value == "Overview"
@@ -469,31 +543,44 @@ def readme_screenshot(page, shot: Path) -> None:
 
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
-def test_the_whole_headline_table_is_in_view_in_a_1280_px_window(runs_dir):
+def test_the_whole_headline_table_is_in_view_in_a_1280_px_window(runs_dir, tmp_path):
     """Every headline column of a run with controls is drawn, and the table does not scroll sideways:
-    the grid puts only the columns in view into its accessible table."""
+    the grid puts only the columns in view into its accessible table. The page is the README's
+    picture: SE_ANALYSIS_DEMO=runs/demo (a run folder of `se-analysis demo`) shows that run, and
+    SE_ANALYSIS_SCREENSHOTS=docs writes the picture there."""
     from playwright.sync_api import sync_playwright
 
-    needs(runs_dir, "controlled")
-    expected = list(views.headline(load_run(runs_dir / "controlled")).columns)
-    assert len(expected) == len(views.HEADLINE_COLUMNS)  # the run has every headline column
-    with dashboard_server(runs_dir) as url, sync_playwright() as p:
+    demo = os.environ.get("SE_ANALYSIS_DEMO")
+    if demo is None:
+        needs(runs_dir, "controlled")
+    runs, run = (Path(demo).resolve().parent, Path(demo).name) if demo else (runs_dir, "controlled")
+    expected = list(views.headline(load_run(runs / run)).columns)
+    assert {"eta2_untrained", "shape_sep_untrained", "sat_high"} <= set(expected)  # the widest headline a run has
+    with dashboard_server(runs) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(f"{url}/?run=controlled", timeout=60_000)
+        page.goto(f"{url}/?run={run}", timeout=60_000)
         settled(page, "Overview")
         table = page.locator("[data-testid='stDataFrame']").first
         table.locator("[role='columnheader']").first.wait_for(state="attached", timeout=60_000)
         shown = [h.text_content().strip() for h in table.locator("[role='columnheader']").all()]
         scroller = table.locator(".dvn-scroller").evaluate("s => [s.scrollWidth, s.clientWidth]")
+        page.wait_for_function("""() => [...document.querySelectorAll("[data-testid='stImage'] img")]
+                                        .every(i => i.complete && i.naturalWidth > 500)""", timeout=60_000)
+        shot = tmp_path / "dashboard_overview.png"
+        readme_screenshot(page, shot)
         browser.close()
     assert shown == expected
     assert scroller[0] <= scroller[1], scroller
+    assert 20_000 < shot.stat().st_size < 400_000
+    artifacts = os.environ.get("SE_ANALYSIS_SCREENSHOTS")  # e.g. docs: the README's picture
+    if artifacts:
+        shutil.copy(shot, Path(artifacts) / "dashboard_overview.png")
 
 
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
-def test_every_page_of_every_kind_of_run_and_the_links_in_a_real_browser(runs_dir, tmp_path):
+def test_every_page_of_every_kind_of_run_and_the_links_in_a_real_browser(runs_dir):
     from playwright.sync_api import sync_playwright
 
     with dashboard_server(runs_dir) as url, sync_playwright() as p:
@@ -543,16 +630,4 @@ def test_every_page_of_every_kind_of_run_and_the_links_in_a_real_browser(runs_di
         page.get_by_text("Blocks", exact=True).wait_for(timeout=60_000)
         assert page.get_by_text(CRAFTED, exact=True).count() >= 1  # shown literally, as text
         assert page.locator("img[src*='attacker'], a[href*='attacker'], strong:text-is('b')").count() == 0
-        shown = "controlled" if (runs_dir / "controlled").exists() else "good"  # the shipped network, if it can run
-        page.set_viewport_size({"width": 1280, "height": 1000})
-        page.goto(f"{url}/?run={shown}", timeout=60_000)
-        settled(page, "Overview")
-        page.wait_for_function("""() => [...document.querySelectorAll("[data-testid='stImage'] img")]
-                                        .every(i => i.complete && i.naturalWidth > 500)""", timeout=60_000)
-        shot = tmp_path / "dashboard_overview.png"
-        readme_screenshot(page, shot)
         browser.close()
-    assert 20_000 < shot.stat().st_size < 400_000
-    artifacts = os.environ.get("SE_ANALYSIS_SCREENSHOTS")  # e.g. docs: the README's picture
-    if artifacts:
-        shutil.copy(shot, Path(artifacts) / "dashboard_overview.png")

@@ -3,6 +3,9 @@ collects each snapshot of a checkpoint folder once (resumable), refuses what is 
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -10,8 +13,10 @@ import torch
 from analysis import collect, save_run
 from analysis.cli import main
 from analysis.errors import CheckpointError, OptionError, RunFolderError
-from analysis.experiments.trajectory import onset_table, trajectory_runs, trajectory_table
+from analysis.capture.collect import control_config
+from analysis.experiments.trajectory import NO_NOTIONS, onset_table, trajectory_runs, trajectory_table
 from analysis.jobs import CollectJob, run_trajectory
+from analysis.measures.notions import NO_CONTROL
 from analysis.models.architectures import build_model
 from analysis.models.checkpoint import save_checkpoint, snapshots
 from analysis.runs.folder import load_run
@@ -44,9 +49,10 @@ def test_planted_snapshots_give_the_planted_onsets(tmp_path):
     for run in runs:  # every block row is the snapshot run's own
         rows = table[table.run == run.path.name].drop(columns=[c for c in table if c not in run.blocks])
         pd.testing.assert_frame_equal(rows.reset_index(drop=True), run.blocks)
-    onsets = onset_table(table).set_index("epoch")
+    head, onsets = table.drop_duplicates("epoch").set_index("epoch"), onset_table(table).set_index("epoch")
     for epoch, first in planted.items():
-        assert onsets.loc[epoch, "onset_shape"] == onsets.loc[epoch, "onset_detectable"] == BLOCKS[first]
+        assert head.loc[epoch, "onset_shape"] == head.loc[epoch, "onset_detectable"] == BLOCKS[first]
+        assert onsets.loc[epoch, "onset_shape"].startswith(f"{BLOCKS[first]} (")  # with its certainty
         assert onsets.loc[epoch, "test_accuracy"] == pytest.approx(epoch / 100)
 
 
@@ -114,3 +120,34 @@ def test_snapshots_are_read_from_the_checkpoints_own_epochs(checkpoint_folder, t
     (checkpoint_folder / "epoch_003.safetensors").write_bytes((checkpoint_folder / "final.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="both of epoch 3"):
         snapshots(checkpoint_folder)
+
+
+def test_the_table_carries_each_notion_with_its_certainty_and_undetermined_never_as_a_block(tmp_path):
+    x, y = planted_data(600)
+    data = batches(x, y, 100)
+    with_control = collect(moved(3), data, 10, progress=False)
+    for seed in (1, 2):  # untrained controls in which no block reads the classes
+        with_control.controls.setdefault("untrained", {})[seed] = collect(
+            moved(6), data, 10, config=control_config(with_control.config), progress=False, inputs=False)
+    runs = {1: save_run(collect(moved(3), data, 10, progress=False), tmp_path / "epoch_001", {"checkpoint": {"epoch": 1}}),
+            2: save_run(with_control, tmp_path / "epoch_002", {"checkpoint": {"epoch": 2}}),
+            3: save_run(collect(moved(3), data, 10, progress=False), tmp_path / "epoch_003", {"checkpoint": {"epoch": 3}})}
+    meta = json.loads((tmp_path / "epoch_003" / "meta.json").read_text())  # as a run made before the notions
+    del meta["onset"]["notions"]
+    (tmp_path / "epoch_003" / "meta.json").write_text(json.dumps(meta))
+    head = trajectory_table(trajectory_runs(tmp_path)).drop_duplicates("epoch").set_index("epoch")
+    for name, record in runs[2].meta.onset.notions.items():  # each notion's cells are the run's own record
+        assert head.loc[2, f"onset_{name}_status"] == record.status == "found"
+        assert head.loc[2, f"onset_{name}"] == record.block == BLOCKS[3]  # the planted block
+        assert head.loc[2, f"onset_{name}_certainty"] == pytest.approx(record.certainty) and 0 < record.certainty <= 1
+        assert head.loc[2, f"onset_{name}_rule"] == record.rule and head.loc[2, f"onset_{name}_reason"] is None
+    assert head.loc[1, "onset_detectable"] == BLOCKS[3]  # needs no control
+    for name in ("magnitude", "shape"):  # without the untrained control: undetermined with its reason, no block
+        assert head.loc[1, f"onset_{name}"] is None and head.loc[1, f"onset_{name}_status"] == "undetermined"
+        assert head.loc[1, f"onset_{name}_reason"] == runs[1].meta.onset.notions[name].reason == NO_CONTROL
+        assert np.isnan(head.loc[1, f"onset_{name}_certainty"])
+    for name in ("detectable", "magnitude", "shape"):
+        assert head.loc[3, f"onset_{name}"] is None and head.loc[3, f"onset_{name}_reason"] == NO_NOTIONS
+    cells = onset_table(trajectory_table(trajectory_runs(tmp_path))).set_index("epoch")
+    assert cells.loc[2, "onset_shape"] == f"{BLOCKS[3]} ({runs[2].meta.onset.notions['shape'].certainty:.2f})"
+    assert cells.loc[1, "onset_shape"] == "undetermined" and cells.loc[3, "onset_detectable"] == "undetermined"

@@ -70,6 +70,11 @@ def test_fit_logistic_coefficients_and_probabilities_match_scikit_learn() -> Non
     np.testing.assert_allclose(b.numpy(), ref.intercept_, atol=1e-6)
     proba = torch.softmax(torch.from_numpy(z) @ w + b, 1).numpy()
     np.testing.assert_allclose(proba, ref.predict_proba(z), atol=1e-6)
+    # from another start (a neighbouring fold's fit, in the probe) the same optimum
+    far = (torch.from_numpy(rng.normal(size=(4, 3))), torch.from_numpy(rng.normal(size=3)))
+    w2, b2 = fit_logistic(torch.from_numpy(z), torch.from_numpy(y), 3, c=0.5, tol=1e-10, start=far)
+    np.testing.assert_allclose(w2.numpy().T, ref.coef_, atol=1e-6)
+    np.testing.assert_allclose(b2.numpy(), ref.intercept_, atol=1e-6)
 
 
 def test_control_labels_keep_every_class_count_and_depend_on_the_samples_alone() -> None:

@@ -84,7 +84,9 @@ def test_one_line_per_onset_with_the_runs_numbers(runs):
     lines = onset_lines(plain)  # no untrained control: said, not passed over
     assert [line.split(":")[0] for line in lines] == ["onset (detectable)", "onset (magnitude)", "onset (shape)"]
     assert lines[1:] == [f"onset ({n}): undetermined (no untrained control)." for n in ("magnitude", "shape")]
-    assert [rule for _, rule in onset_rules(plain)][1].endswith(f"Rule: {plain.meta.onset.rule_detectable}.")
+    rules, notions = onset_rules(plain), plain.meta.onset.notions  # per notion, with how its certainty is counted
+    assert [label for label, _ in rules] == [line.split(":")[0] for line in lines]
+    assert rules[0][1].endswith(f"Rule: {plain.meta.onset.rule_detectable}; {notions['detectable'].certainty_rule}.")
 
 
 def test_an_onset_that_no_block_reaches_says_none(runs):

@@ -19,10 +19,11 @@ CAPTIONS: dict[str, str] = {
     ),
     "shape": (
         "How far the class curves differ beyond what a per-class shift and scale of the all-class curve explains "
-        "(shape_sep), in units of the all-class curve's spread across channels, block by block. Near 0: every class "
+        "(shape_sep), as a share of the SD of the block's gate values, block by block. Near 0: every class "
         "gets the same pattern of gates, only raised or lowered (class-agnostic in the SE paper's sense). "
-        "profile_sep counts the shift and scale too. Good: the trained curve leaves the untrained network's and stays "
-        "above it; the shape onset is where it does so for good."
+        "profile_sep counts the shift and scale too. Orange: the untrained networks (band: smallest to largest over "
+        "their seeds); grey crosses: the 95th percentile with shuffled labels. Good: the trained curve leaves the "
+        "untrained band and stays above it; the shape onset is where it does so for good."
     ),
     "saturation": (
         f"Left: the share of gate values at or above {GATE_HIGH} (the channel passes nearly unchanged) and at or below "

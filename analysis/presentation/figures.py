@@ -93,24 +93,30 @@ def depth_curve(blocks: pd.DataFrame, onsets: dict[str, str | None] | None = Non
 @styled
 def shape_curve(blocks: pd.DataFrame, onsets: dict[str, str | None] | None = None) -> Figure:
     """Shape against level by depth: shape_sep (class curves that differ beyond a per-class shift and
-    scale of the common curve) with its CI, beside the shape onset's controls (the shuffled labels'
-    largest shape_sep, the untrained network's) and profile_sep (shape and level)."""
+    scale of the common curve) with its interval, beside the shape notion's controls (the shuffled
+    labels' 95th percentile, or their largest value in runs before it; the untrained seeds' band) and
+    profile_sep (shape and level)."""
     fig = StyledFigure(figsize=(12, 4.4), layout="constrained")
     ax = fig.subplots()
     x, names = np.arange(len(blocks)), blocks["block"].tolist()
     if _has(blocks, "shape_sep_ci_low"):
         ax.fill_between(x, blocks["shape_sep_ci_low"], blocks["shape_sep_ci_high"], color="C0", alpha=0.3,
-                        label="95% jackknife CI")
+                        label="95% interval")
+    if _has(blocks, "shape_sep_untrained_low"):
+        ax.fill_between(x, blocks["shape_sep_untrained_low"], blocks["shape_sep_untrained"], color="C1", alpha=0.2,
+                        lw=0, label="untrained seeds: smallest to largest")
+    null = "shape_sep_perm_q95" if _has(blocks, "shape_sep_perm_q95") else "shape_sep_perm_max"
+    null_label = "shuffled labels: 95th percentile" if null == "shape_sep_perm_q95" else "shuffled labels: largest"
     for column, style, color, label in (("shape_sep", "o-", "C0", "trained: shape_sep"),
                                         ("profile_sep", "d:", "C8", "trained: profile_sep (shape and level)"),
-                                        ("shape_sep_perm_max", "x--", "0.2", "shuffled labels: largest shape_sep"),
+                                        (null, "x--", "0.2", null_label),
                                         ("shape_sep_untrained", "s--", "C1", "untrained network: shape_sep")):
         if _has(blocks, column):
             ax.plot(x, blocks[column], style, color=color, label=label)
     _onset_lines(ax, names, onsets)
     _block_axis(ax, names)
     ax.set_ylim(bottom=0)
-    ax.set_ylabel("class curves' differences\n(in spreads of the all-class curve)")
+    ax.set_ylabel("class curves' differences\n(in SDs of the block's gates)")
     ax.set_title("Class-specific shape by depth")
     _legend_below(ax, ncol=3)
     return fig

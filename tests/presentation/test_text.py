@@ -66,7 +66,7 @@ def test_the_terminal_table_fits_120_columns(runs):
     _, controls = runs
     printed = format_blocks(controls)
     assert max(len(line) for line in printed.splitlines()) <= TERMINAL == 120
-    assert {"eta2_untrained", "shape_sep_untrained", "probe_untrained"} <= set(header(printed))
+    assert {"eta2_untrained", "shape_sep_untrained"} <= set(header(printed))
 
 
 def test_one_line_per_onset_with_the_runs_numbers(runs):
